@@ -1,0 +1,409 @@
+/*
+ * main.c - the FastCGI worker: options, listening socket, process pool,
+ * accept loop. Everything that decides or talks to Redis and Cerebras is
+ * in shared/.
+ *
+ * Ways to run it:
+ *   spawned by a FastCGI process manager (spawn-fcgi, mod_fcgid): the
+ *     listening socket is fd 0;
+ *   cerebras-proxy --listen unix:/run/cerebras-proxy/fcgi.sock --processes 4
+ *     binds the socket itself and keeps a pool of worker processes.
+ */
+#include "config.h"
+#include "log.h"
+#include "proxy.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcgiapp.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CP_VERSION "0.1.0"
+#define MAX_PROCESSES 1024
+#define LISTEN_BACKLOG 1024
+
+static volatile sig_atomic_t stop_requested;
+
+static void
+on_stop_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+		"usage: cerebras-proxy [--listen ADDR] [--processes N] "
+		"[--check-config]\n"
+		"\n"
+		"A FastCGI proxy for the Cerebras chat-completions API.\n"
+		"Configuration comes from the environment (see README.md).\n"
+		"\n"
+		"  --listen ADDR    bind ADDR (unix:/path/to.sock or host:port) "
+		"instead of\n"
+		"                   using the socket passed on fd 0 by a process "
+		"manager\n"
+		"  --processes N    with --listen: run N worker processes "
+		"(default 1)\n"
+		"  --check-config   print the effective configuration (secrets "
+		"masked), exit\n"
+		"  --help, --version\n");
+}
+
+/* Binds ADDR; returns the listening fd or -1 with a message logged. */
+static int
+open_listener(const char *addr)
+{
+	int fd = -1;
+	int one = 1;
+
+	if (strncmp(addr, "unix:", 5) == 0) {
+		struct sockaddr_un sun;
+		const char *path = addr + 5;
+		struct stat st;
+
+		memset(&sun, 0, sizeof(sun));
+		sun.sun_family = AF_UNIX;
+		if (strlen(path) >= sizeof(sun.sun_path) || path[0] != '/') {
+			log_warnx("--listen: unix socket path must be absolute "
+				  "and shorter than %zu bytes",
+				  sizeof(sun.sun_path));
+			return -1;
+		}
+		memcpy(sun.sun_path, path, strlen(path) + 1);
+		/* A stale socket from an earlier run; never a regular file. */
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+		    unlink(path) != 0) {
+			log_warn("--listen: cannot remove stale %s", path);
+			return -1;
+		}
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			log_warn("socket");
+			return -1;
+		}
+		if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+			log_warn("--listen: bind %s", path);
+			goto fail;
+		}
+	} else {
+		struct addrinfo hints;
+		struct addrinfo *res = NULL;
+		char host[256];
+		const char *colon = strrchr(addr, ':');
+		size_t hlen;
+		int rc;
+
+		if (colon == NULL || colon == addr || colon[1] == '\0') {
+			log_warnx("--listen: expected unix:/path or host:port, "
+				  "got \"%s\"",
+				  addr);
+			return -1;
+		}
+		hlen = (size_t)(colon - addr);
+		if (addr[0] == '[' && colon[-1] == ']') {
+			addr++;
+			hlen -= 2;
+		}
+		if (hlen >= sizeof(host)) {
+			log_warnx("--listen: host name too long");
+			return -1;
+		}
+		memcpy(host, addr, hlen);
+		host[hlen] = '\0';
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+		rc = getaddrinfo(host, colon + 1, &hints, &res);
+		if (rc != 0) {
+			log_warnx("--listen: %s: %s", addr, gai_strerror(rc));
+			return -1;
+		}
+		fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			log_warn("socket");
+			freeaddrinfo(res);
+			return -1;
+		}
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+			log_warn("setsockopt SO_REUSEADDR");
+		if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+			log_warn("--listen: bind %s", addr);
+			freeaddrinfo(res);
+			goto fail;
+		}
+		freeaddrinfo(res);
+	}
+	if (listen(fd, LISTEN_BACKLOG) != 0) {
+		log_warn("listen");
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+/* Serves requests on listen_fd until told to stop. Returns an exit code. */
+static int
+worker_main(const struct config *cfg, int listen_fd)
+{
+	struct worker w;
+	FCGX_Request req;
+	int rc;
+
+	if (FCGX_Init() != 0) {
+		log_warnx("FCGX_Init failed");
+		return 1;
+	}
+	if (worker_init(&w, cfg) != CP_OK) {
+		log_warnx("worker setup failed: out of memory");
+		return 1;
+	}
+	if (FCGX_InitRequest(&req, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
+		log_warnx("FCGX_InitRequest failed");
+		worker_free(&w);
+		return 1;
+	}
+	log_info("Initialized with %d API keys.", cfg->nkeys);
+	while (!stop_requested) {
+		rc = FCGX_Accept_r(&req);
+		if (rc < 0) {
+			if (!stop_requested && rc != -EINTR)
+				log_warnx("accept failed (%d), exiting", rc);
+			break;
+		}
+		proxy_handle(&w, &req);
+		FCGX_Finish_r(&req);
+	}
+	FCGX_Free(&req, 1);
+	worker_free(&w);
+	return 0;
+}
+
+struct pool {
+	pid_t *p_pids;
+	int p_n;
+};
+
+static pid_t
+spawn_worker(const struct config *cfg, int listen_fd)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct sigaction sa;
+
+		/* The child drains on SIGTERM: finish the request, then exit. */
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_stop_signal;
+		sigemptyset(&sa.sa_mask);
+		if (sigaction(SIGTERM, &sa, NULL) != 0 ||
+		    sigaction(SIGINT, &sa, NULL) != 0)
+			_exit(1);
+		_exit(worker_main(cfg, listen_fd));
+	}
+	if (pid < 0)
+		log_warn("fork");
+	return pid;
+}
+
+/*
+ * Keeps n workers running on listen_fd; replaces any that die. On
+ * SIGTERM/SIGINT stops them (SIGTERM, then SIGKILL after 10 s) and returns.
+ */
+static int
+supervise(const struct config *cfg, int listen_fd, int n)
+{
+	struct pool pool;
+	struct sigaction sa;
+	sigset_t block;
+	sigset_t old;
+	pid_t pid;
+	int status;
+	int i;
+	int alive;
+	time_t last_spawn_fail = 0;
+	struct timespec ts;
+
+	pool.p_n = n;
+	pool.p_pids = calloc((size_t)n, sizeof(pid_t));
+	if (pool.p_pids == NULL) {
+		log_warnx("out of memory");
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGTERM, &sa, NULL) != 0 ||
+	    sigaction(SIGINT, &sa, NULL) != 0) {
+		log_warn("sigaction");
+		free(pool.p_pids);
+		return 1;
+	}
+	sigemptyset(&block);
+	for (i = 0; i < n; i++)
+		pool.p_pids[i] = spawn_worker(cfg, listen_fd);
+	while (!stop_requested) {
+		pid = waitpid(-1, &status, 0);
+		if (pid < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ECHILD) {
+				/* All spawns failed; try again shortly. */
+				ts.tv_sec = 1;
+				ts.tv_nsec = 0;
+				nanosleep(&ts, NULL);
+			}
+		}
+		for (i = 0; i < n && !stop_requested; i++) {
+			if (pool.p_pids[i] > 0 && pool.p_pids[i] != pid)
+				continue;
+			if (pool.p_pids[i] == pid && pid > 0) {
+				if (WIFSIGNALED(status))
+					log_warnx("worker %ld killed by signal %d; "
+						  "restarting",
+						  (long)pid, WTERMSIG(status));
+				else
+					log_warnx("worker %ld exited with %d; "
+						  "restarting",
+						  (long)pid, WEXITSTATUS(status));
+				/* Do not spin if workers die at once. */
+				if (time(NULL) - last_spawn_fail < 1) {
+					ts.tv_sec = 1;
+					ts.tv_nsec = 0;
+					nanosleep(&ts, NULL);
+				}
+				last_spawn_fail = time(NULL);
+			}
+			pool.p_pids[i] = spawn_worker(cfg, listen_fd);
+		}
+	}
+	(void)sigprocmask(SIG_BLOCK, &block, &old);
+	for (i = 0; i < n; i++)
+		if (pool.p_pids[i] > 0 && kill(pool.p_pids[i], SIGTERM) != 0)
+			log_warn("kill %ld", (long)pool.p_pids[i]);
+	/* Wait up to 10 s for in-flight requests, then force. */
+	for (alive = n, i = 0; alive > 0 && i < 1000; i++) {
+		alive = 0;
+		for (int j = 0; j < n; j++) {
+			if (pool.p_pids[j] <= 0)
+				continue;
+			pid = waitpid(pool.p_pids[j], &status, WNOHANG);
+			if (pid == pool.p_pids[j] || (pid < 0 && errno == ECHILD))
+				pool.p_pids[j] = 0;
+			else
+				alive++;
+		}
+		if (alive > 0) {
+			ts.tv_sec = 0;
+			ts.tv_nsec = 10 * 1000000;
+			nanosleep(&ts, NULL);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if (pool.p_pids[i] > 0) {
+			(void)kill(pool.p_pids[i], SIGKILL);
+			(void)waitpid(pool.p_pids[i], &status, 0);
+		}
+	}
+	free(pool.p_pids);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct config cfg;
+	char err[512];
+	const char *listen_addr = NULL;
+	long long nproc = 1;
+	const char *why;
+	int check_only = 0;
+	int listen_fd = 0;
+	int rc;
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("cerebras-proxy %s (%s)\n", CP_VERSION,
+			       curl_version());
+			return 0;
+		} else if (strcmp(argv[i], "--check-config") == 0) {
+			check_only = 1;
+		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+			listen_addr = argv[++i];
+		} else if (strcmp(argv[i], "--processes") == 0 && i + 1 < argc) {
+			if (parse_ll(argv[++i], 1, MAX_PROCESSES, &nproc, &why) != 0) {
+				fprintf(stderr,
+					"cerebras-proxy: --processes: %s "
+					"(expected 1..%d)\n",
+					why, MAX_PROCESSES);
+				return 2;
+			}
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (config_load_env(&cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "cerebras-proxy: %s\n", err);
+		return 1;
+	}
+	if (check_only) {
+		config_print(&cfg, stdout);
+		config_free(&cfg);
+		return 0;
+	}
+	/* A dead client must never kill a worker (libfcgi also sees to it). */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+		log_warn("signal SIGPIPE");
+		config_free(&cfg);
+		return 1;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_warnx("curl_global_init failed");
+		config_free(&cfg);
+		return 1;
+	}
+	if (listen_addr != NULL) {
+		listen_fd = open_listener(listen_addr);
+		if (listen_fd < 0) {
+			config_free(&cfg);
+			return 1;
+		}
+		rc = supervise(&cfg, listen_fd, (int)nproc);
+		close(listen_fd);
+		if (strncmp(listen_addr, "unix:", 5) == 0)
+			(void)unlink(listen_addr + 5);
+	} else {
+		if (FCGX_IsCGI()) {
+			fprintf(stderr,
+				"cerebras-proxy: not started by a FastCGI "
+				"process manager (fd 0 is not a listening "
+				"socket); use --listen\n");
+			config_free(&cfg);
+			return 2;
+		}
+		rc = worker_main(&cfg, 0);
+	}
+	curl_global_cleanup();
+	config_free(&cfg);
+	return rc;
+}

@@ -1,0 +1,74 @@
+/*
+ * config.h - the one validated configuration, read from the environment.
+ *
+ * Only config.c reads the environment. config_load() fills struct config
+ * from a lookup function (getenv in production, a table in tests); a bad
+ * value fails with one line naming the variable and what is wrong.
+ */
+#ifndef CP_CONFIG_H
+#define CP_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_KEYS 256
+#define CONFIG_MAX_KEY_LEN 512
+
+enum redis_kind {
+	REDIS_TCP,
+	REDIS_UNIX,
+};
+
+struct redis_addr {
+	enum redis_kind ra_kind;
+	char *ra_host;     /* owned; REDIS_TCP */
+	int ra_port;       /* REDIS_TCP */
+	char *ra_path;     /* owned; REDIS_UNIX */
+	char *ra_user;     /* owned, may be NULL (ACL user) */
+	char *ra_password; /* owned, may be NULL; secret */
+	int ra_db;
+};
+
+struct config {
+	char **keys;         /* owned; nkeys secrets, never logged */
+	int nkeys;
+	char *api_base;      /* owned, no trailing '/' */
+	char *chat_url;      /* owned, api_base + "/chat/completions" */
+	char *ca_file;       /* owned, NULL = libcurl's default store */
+	char *redis_url;     /* owned, as given (secret: may hold a password) */
+	struct redis_addr redis;
+	char *redis_prefix;  /* owned, holds a {hash tag} */
+	long interval_ms;    /* slot spacing, 0 = none */
+	long redis_timeout_ms;
+	long connect_timeout_ms;
+	long idle_timeout_ms; /* max upstream silence, before and between chunks */
+	long max_body_bytes;
+	char *cors_origins;  /* owned: "*" or a comma-separated list */
+	int log_requests;
+};
+
+/* Returns the value of name, or NULL if unset. */
+typedef const char *(*config_lookup_fn)(const char *name, void *ctx);
+
+/*
+ * Fills c from lookup. Returns 0, or -1 with a one-line message in err
+ * ("RATE_LIMIT_INTERVAL_MS: not a number: \"abc\" (expected 0..3600000)").
+ * On failure c holds nothing that needs freeing.
+ */
+int config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
+		size_t errsz);
+
+/* config_load with the process environment. */
+int config_load_env(struct config *c, char *err, size_t errsz);
+
+void config_free(struct config *c);
+
+/* Prints the effective configuration, secrets masked (for --check-config). */
+void config_print(const struct config *c, FILE *fp);
+
+/* Parses a REDIS_URL value into a; exposed for tests. Returns 0 or -1. */
+int config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
+			   size_t errsz);
+void config_free_redis_addr(struct redis_addr *a);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * cors.h - Cross-Origin Resource Sharing headers (pure, no I/O).
+ *
+ * CORS_ALLOW_ORIGINS is "*" (the seed's behaviour: any page may call the
+ * proxy) or a comma-separated list of exact origins, in which case a
+ * matching Origin is echoed with "Vary: Origin" and others get no
+ * Access-Control-Allow-Origin at all (the browser then blocks the read).
+ */
+#ifndef CP_CORS_H
+#define CP_CORS_H
+
+#include "util.h"
+
+/*
+ * Appends the CORS header lines ("Name: value\r\n") for an ordinary
+ * response. origin is the request's Origin header, or NULL.
+ */
+enum cp_err cors_headers(struct buf *b, const char *allowed, const char *origin);
+
+/*
+ * Appends the headers of a preflight answer: the ordinary ones plus
+ * Allow-Methods, Allow-Headers (the requested headers echoed when they are
+ * a plain list of header names), and Max-Age.
+ */
+enum cp_err cors_preflight_headers(struct buf *b, const char *allowed,
+				   const char *origin,
+				   const char *request_headers);
+
+/* Returns 1 if s is a comma/space separated list of HTTP header names. */
+int cors_header_list_ok(const char *s);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * headers.h - what crosses the proxy in each direction (pure, no I/O).
+ *
+ * Upstream -> client: end-to-end headers pass; hop-by-hop headers, framing
+ * (Content-Length: the web server frames the stream), cookies, the
+ * upstream's own CORS and server identity do not.
+ * Client -> upstream: only an allow-list (hdr_request_allowed); the
+ * client's Authorization and Cookie never go upstream.
+ */
+#ifndef CP_HEADERS_H
+#define CP_HEADERS_H
+
+#include <stddef.h>
+
+/*
+ * line is one response header line as libcurl hands it over, with or
+ * without the trailing CRLF. Returns 1 if it should reach the client.
+ * Status lines, continuation lines and malformed lines return 0.
+ */
+int hdr_forward_response(const char *line, size_t len);
+
+/* Length of line without trailing CR/LF characters. */
+size_t hdr_trim_eol(const char *line, size_t len);
+
+/*
+ * A client header value that may be copied into an upstream request:
+ * no control characters, at most max bytes.
+ */
+int hdr_value_ok(const char *v, size_t max);
+
+/*
+ * Request headers the proxy forwards upstream, as CGI variable names and
+ * header names; terminated by a {NULL, NULL} row.
+ */
+struct hdr_forward {
+	const char *hf_cgi;  /* e.g. "HTTP_ACCEPT" */
+	const char *hf_name; /* e.g. "Accept" */
+};
+extern const struct hdr_forward hdr_request_allowed[];
+
+#endif

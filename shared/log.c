@@ -1,0 +1,118 @@
+/*
+ * log.c - stderr logging (one write(2) per line, so lines from several
+ * processes sharing one file do not interleave).
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void
+log_vline(int with_errno, int saved_errno, const char *fmt, va_list ap)
+{
+	char line[1024];
+	int n;
+	int m;
+	size_t len;
+
+	n = snprintf(line, sizeof(line), "cerebras-proxy[%ld]: ", (long)getpid());
+	if (n < 0)
+		return;
+	m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	if (m < 0)
+		return;
+	len = strnlen(line, sizeof(line) - 1);
+	if (with_errno && len < sizeof(line) - 1) {
+		m = snprintf(line + len, sizeof(line) - len, ": %s",
+			     strerror(saved_errno));
+		if (m < 0)
+			return;
+		len = strnlen(line, sizeof(line) - 1);
+	}
+	if (len >= sizeof(line) - 1)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	/* Nothing sensible to do if stderr is gone. */
+	if (write(STDERR_FILENO, line, len) < 0)
+		return;
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vline(0, saved, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+void
+log_warn(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vline(1, saved, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vline(0, saved, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+char *
+log_escape(const char *in, char *out, size_t outsz)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	unsigned char c;
+
+	if (outsz == 0)
+		return out;
+	for (; in != NULL && *in != '\0'; in++) {
+		c = (unsigned char)*in;
+		if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+			if (o + 4 >= outsz)
+				break;
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		} else {
+			if (o + 1 >= outsz)
+				break;
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+void
+key_fingerprint(const char *key, char out[9])
+{
+	uint32_t h = 2166136261u;
+
+	for (; *key != '\0'; key++) {
+		h ^= (unsigned char)*key;
+		h *= 16777619u;
+	}
+	snprintf(out, 9, "%08x", h);
+}

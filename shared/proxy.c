@@ -1,0 +1,330 @@
+/*
+ * proxy.c - the request handler.
+ */
+#include "proxy.h"
+
+#include "cors.h"
+#include "headers.h"
+#include "log.h"
+#include "respond.h"
+#include "route.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define PATH_MAX_LEN 2048
+#define HDR_VALUE_MAX 4096
+
+enum cp_err
+worker_init(struct worker *w, const struct config *cfg)
+{
+	enum cp_err err;
+
+	memset(w, 0, sizeof(*w));
+	w->w_cfg = cfg;
+	buf_init(&w->w_body, (size_t)cfg->max_body_bytes);
+	buf_init(&w->w_hdrs, 16 * 1024);
+	err = sched_init(&w->w_sched, cfg);
+	if (err)
+		return err;
+	err = upstream_init(&w->w_up, cfg);
+	if (err) {
+		sched_free(&w->w_sched);
+		return err;
+	}
+	return CP_OK;
+}
+
+void
+worker_free(struct worker *w)
+{
+	sched_free(&w->w_sched);
+	upstream_free(&w->w_up);
+	buf_free(&w->w_body);
+	buf_free(&w->w_hdrs);
+}
+
+/*
+ * Reads the request body to EOF (CONTENT_LENGTH may be empty or absent,
+ * e.g. for chunked requests), up to the configured cap.
+ */
+static enum cp_err
+read_body(FCGX_Stream *in, struct buf *body)
+{
+	char chunk[16384];
+	int n;
+	enum cp_err err;
+
+	buf_reset(body);
+	for (;;) {
+		n = FCGX_GetStr(chunk, (int)sizeof(chunk), in);
+		if (n <= 0)
+			break;
+		err = buf_add(body, chunk, (size_t)n);
+		if (err)
+			return err;
+	}
+	if (FCGX_GetError(in) != 0)
+		return CP_ERR_IO;
+	/* Keep body.b_p valid for an empty body. */
+	return buf_add(body, "", 0);
+}
+
+/*
+ * Waits until the slot, on an absolute monotonic deadline, watching the
+ * client connection: returns CP_ERR_HUP if the client leaves meanwhile.
+ */
+static enum cp_err
+wait_for_slot(int64_t deadline_ns, int fd)
+{
+	struct timespec ts;
+	struct pollfd p;
+	int64_t left;
+	int rc;
+
+	for (;;) {
+		left = deadline_ns - mono_ns();
+		if (left <= 0)
+			return CP_OK;
+		ts.tv_sec = (time_t)(left / 1000000000);
+		ts.tv_nsec = (long)(left % 1000000000);
+		if (fd < 0) {
+			rc = clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+			if (rc != 0 && rc != EINTR)
+				return CP_OK;
+			continue;
+		}
+		p.fd = fd;
+		p.events = POLLRDHUP;
+		p.revents = 0;
+		rc = ppoll(&p, 1, &ts, NULL);
+		if (rc < 0 && errno != EINTR)
+			return CP_OK;
+		if (rc > 0 && client_gone(fd))
+			return CP_ERR_HUP;
+		if (rc > 0) {
+			/* Readable but not closed: sleep out the rest. */
+			left = deadline_ns - mono_ns();
+			if (left > 0) {
+				ts.tv_sec = (time_t)(left / 1000000000);
+				ts.tv_nsec = (long)(left % 1000000000);
+				(void)clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+			}
+			return CP_OK;
+		}
+	}
+}
+
+/* Collects the allow-listed client headers as "Name: value\n" lines. */
+static enum cp_err
+forward_headers(FCGX_Request *req, struct buf *out)
+{
+	const struct hdr_forward *f;
+	const char *v;
+	enum cp_err err;
+	int have_ct = 0;
+
+	buf_reset(out);
+	for (f = hdr_request_allowed; f->hf_cgi != NULL; f++) {
+		v = FCGX_GetParam(f->hf_cgi, req->envp);
+		if (v == NULL || v[0] == '\0' || !hdr_value_ok(v, HDR_VALUE_MAX))
+			continue;
+		if (f == hdr_request_allowed)
+			have_ct = 1;
+		err = buf_printf(out, "%s: %s\n", f->hf_name, v);
+		if (err)
+			return err;
+	}
+	if (!have_ct)
+		return buf_adds(out, "Content-Type: application/json\n");
+	return buf_add(out, "", 0);
+}
+
+static void
+log_request(const struct worker *w, FCGX_Request *req, const struct slot *sl,
+	    int status, const struct upstream_res *res, size_t bytes,
+	    int64_t t0, const char *outcome)
+{
+	char fp[9];
+	char rid[80];
+	const char *v;
+
+	if (!w->w_cfg->log_requests)
+		return;
+	v = FCGX_GetParam("HTTP_X_REQUEST_ID", req->envp);
+	log_escape(v ? v : "-", rid, sizeof(rid));
+	key_fingerprint(w->w_cfg->keys[sl->s_key], fp);
+	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f status=%d "
+		 "ttfb_ms=%.1f total_ms=%.1f bytes=%zu new_conns=%ld %s",
+		 rid, sl->s_key, fp, (long long)sl->s_at_us,
+		 (double)sl->s_wait_us / 1000.0, status, res->us_ttfb_ms,
+		 (double)(mono_ns() - t0) / 1e6, bytes, res->us_connects,
+		 outcome);
+}
+
+static void
+handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
+{
+	const struct config *cfg = w->w_cfg;
+	struct slot sl;
+	struct upstream_req ur;
+	struct upstream_res res;
+	char errbuf[256];
+	char timing[64];
+	enum cp_err err;
+	int64_t t0 = mono_ns();
+	int64_t deadline;
+
+	err = read_body(req->in, &w->w_body);
+	if (err == CP_ERR_TOOBIG) {
+		snprintf(errbuf, sizeof(errbuf),
+			 "request body larger than %ld bytes", cfg->max_body_bytes);
+		resp_error(r, 413, "invalid_request_error", "request_too_large",
+			   errbuf, NULL);
+		return;
+	}
+	if (err) {
+		resp_error(r, 400, "invalid_request_error", "bad_request_body",
+			   "could not read the request body", NULL);
+		return;
+	}
+	if (w->w_body.b_len == 0) {
+		resp_error(r, 400, "invalid_request_error", "empty_body",
+			   "the request body is empty: send the chat completion "
+			   "request as JSON",
+			   NULL);
+		return;
+	}
+	/* A client that already left gets no slot and no upstream request. */
+	if (client_gone(req->ipcFd))
+		return;
+	err = sched_reserve(&w->w_sched, &sl, errbuf, sizeof(errbuf));
+	if (err) {
+		log_warnx("redis %s unavailable: %s", cfg->redis.ra_kind == REDIS_UNIX
+							 ? cfg->redis.ra_path
+							 : cfg->redis.ra_host,
+			  errbuf);
+		resp_error(r, 503, "service_unavailable", "scheduler_unavailable",
+			   "the proxy cannot reach its scheduler (Redis); try "
+			   "again shortly",
+			   "Retry-After: 1\r\n");
+		return;
+	}
+	deadline = mono_ns() + sl.s_wait_us * 1000;
+	err = wait_for_slot(deadline, req->ipcFd);
+	if (err == CP_ERR_HUP) {
+		memset(&res, 0, sizeof(res));
+		log_request(w, req, &sl, 499, &res, 0, t0, "client left while queued");
+		return;
+	}
+	err = forward_headers(req, &w->w_hdrs);
+	if (err) {
+		resp_error(r, 400, "invalid_request_error", "bad_headers",
+			   "request headers too large", NULL);
+		return;
+	}
+	snprintf(timing, sizeof(timing), "Server-Timing: queue;dur=%.1f\r\n",
+		 (double)sl.s_wait_us / 1000.0);
+	memset(&ur, 0, sizeof(ur));
+	ur.ur_key = cfg->keys[sl.s_key];
+	ur.ur_hdr_lines = w->w_hdrs.b_p;
+	ur.ur_body = w->w_body.b_p;
+	ur.ur_body_len = w->w_body.b_len;
+	ur.ur_client_fd = req->ipcFd;
+	ur.ur_extra = timing;
+	err = upstream_forward(&w->w_up, &ur, r, &res);
+	switch (err) {
+	case CP_OK:
+		log_request(w, req, &sl, r->r_status, &res, r->r_bytes, t0, "ok");
+		return;
+	case CP_ERR_HUP:
+		log_request(w, req, &sl, r->r_started ? r->r_status : 499, &res,
+			    r->r_bytes, t0, "client left");
+		return;
+	case CP_ERR_UPSTREAM_TIMEOUT:
+		log_request(w, req, &sl, r->r_started ? r->r_status : 504, &res,
+			    r->r_bytes, t0, res.us_detail);
+		resp_error(r, 504, "upstream_timeout", "upstream_timeout",
+			   "the Cerebras API did not answer in time", NULL);
+		return;
+	default:
+		log_request(w, req, &sl, r->r_started ? r->r_status : 502, &res,
+			    r->r_bytes, t0, res.us_detail);
+		resp_error(r, 502, "upstream_error", "upstream_unreachable",
+			   "the proxy could not get an answer from the Cerebras "
+			   "API",
+			   NULL);
+		return;
+	}
+}
+
+void
+proxy_handle(struct worker *w, FCGX_Request *req)
+{
+	const struct config *cfg = w->w_cfg;
+	struct route_vars rv;
+	struct resp r;
+	struct buf extra;
+	char path[PATH_MAX_LEN];
+	const char *method = FCGX_GetParam("REQUEST_METHOD", req->envp);
+	const char *origin = FCGX_GetParam("HTTP_ORIGIN", req->envp);
+	const char *allow;
+	char msg[160];
+	char esc[64];
+
+	if (method == NULL)
+		method = "";
+	if (origin != NULL && !hdr_value_ok(origin, 1024))
+		origin = NULL;
+	resp_init(&r, req->out, cfg->cors_origins, origin,
+		  strcmp(method, "HEAD") == 0);
+	buf_init(&extra, 8192);
+	rv.rv_script_name = FCGX_GetParam("SCRIPT_NAME", req->envp);
+	rv.rv_path_info = FCGX_GetParam("PATH_INFO", req->envp);
+	rv.rv_document_uri = FCGX_GetParam("DOCUMENT_URI", req->envp);
+	rv.rv_request_uri = FCGX_GetParam("REQUEST_URI", req->envp);
+	if (route_path(&rv, path, sizeof(path)) != 0) {
+		resp_error(&r, 414, "invalid_request_error", "uri_too_long",
+			   "request path too long", NULL);
+		goto done;
+	}
+	switch (route_decide(method, path, &allow)) {
+	case ROUTE_CHAT:
+		handle_chat(w, req, &r);
+		break;
+	case ROUTE_HEALTH:
+		if (resp_begin(&r, 200, "text/plain; charset=utf-8",
+			       "Cache-Control: no-store\r\n") == CP_OK)
+			(void)resp_write(&r, "OK", 2);
+		break;
+	case ROUTE_PREFLIGHT:
+		if (cors_preflight_headers(&extra, cfg->cors_origins, origin,
+					   FCGX_GetParam("HTTP_ACCESS_CONTROL_REQUEST_HEADERS",
+							 req->envp)) != CP_OK)
+			break;
+		(void)resp_begin(&r, 204, NULL, extra.b_p);
+		break;
+	case ROUTE_NOT_ALLOWED:
+		if (buf_printf(&extra, "Allow: %s\r\n", allow) != CP_OK)
+			break;
+		snprintf(msg, sizeof(msg), "method %s not allowed here (allowed: %s)",
+			 log_escape(method, esc, sizeof(esc)), allow);
+		resp_error(&r, 405, "invalid_request_error", "method_not_allowed",
+			   msg, extra.b_p);
+		break;
+	case ROUTE_NOT_FOUND:
+		snprintf(msg, sizeof(msg),
+			 "no such endpoint; use POST /v1/chat/completions");
+		resp_error(&r, 404, "invalid_request_error", "not_found", msg,
+			   NULL);
+		break;
+	}
+done:
+	w->w_served++;
+	buf_free(&extra);
+	resp_free(&r);
+}

@@ -1,0 +1,33 @@
+/*
+ * proxy.h - one request, start to finish: route, read the body, reserve a
+ * slot, wait for it, forward, relay.
+ *
+ * struct worker holds what a worker (process or thread) keeps across
+ * requests: its Redis connection and its libcurl handle.
+ */
+#ifndef CP_PROXY_H
+#define CP_PROXY_H
+
+#include "config.h"
+#include "sched.h"
+#include "upstream.h"
+#include "util.h"
+
+#include <fcgiapp.h>
+
+struct worker {
+	const struct config *w_cfg; /* borrowed */
+	struct sched w_sched;
+	struct upstream w_up;
+	struct buf w_body;          /* request body, reused */
+	struct buf w_hdrs;          /* forwarded request headers, reused */
+	unsigned long w_served;
+};
+
+enum cp_err worker_init(struct worker *w, const struct config *cfg);
+void worker_free(struct worker *w);
+
+/* Handles one FastCGI request completely (does not call FCGX_Finish_r). */
+void proxy_handle(struct worker *w, FCGX_Request *req);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * respond.c - CGI response headers and unbuffered body writes.
+ */
+#include "respond.h"
+
+#include "cors.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define RESP_MAX_HEADERS (64 * 1024)
+
+void
+resp_init(struct resp *r, FCGX_Stream *out, const char *cors,
+	  const char *origin, int head_only)
+{
+	memset(r, 0, sizeof(*r));
+	r->r_out = out;
+	r->r_cors = cors;
+	r->r_origin = origin;
+	r->r_head_only = head_only;
+	buf_init(&r->r_hdr, RESP_MAX_HEADERS);
+}
+
+void
+resp_free(struct resp *r)
+{
+	buf_free(&r->r_hdr);
+}
+
+const char *
+http_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 429: return "Too Many Requests";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	}
+	return "";
+}
+
+/* Flushes to the web server; notes a hang-up. */
+static enum cp_err
+resp_flush(struct resp *r)
+{
+	if (FCGX_FFlush(r->r_out) != 0 || FCGX_GetError(r->r_out) != 0) {
+		r->r_hup = 1;
+		return CP_ERR_HUP;
+	}
+	return CP_OK;
+}
+
+enum cp_err
+resp_begin(struct resp *r, int status, const char *content_type,
+	   const char *extra)
+{
+	struct buf *b = &r->r_hdr;
+	enum cp_err err;
+
+	if (r->r_started)
+		return CP_OK;
+	buf_reset(b);
+	err = buf_printf(b, "Status: %d %s\r\n", status, http_reason(status));
+	if (!err && content_type != NULL)
+		err = buf_printf(b, "Content-Type: %s\r\n", content_type);
+	if (!err)
+		err = cors_headers(b, r->r_cors, r->r_origin);
+	if (!err && extra != NULL)
+		err = buf_adds(b, extra);
+	if (!err)
+		err = buf_add(b, "\r\n", 2);
+	if (err)
+		return err;
+	r->r_started = 1;
+	r->r_status = status;
+	if (FCGX_PutStr(b->b_p, (int)b->b_len, r->r_out) != (int)b->b_len) {
+		r->r_hup = 1;
+		return CP_ERR_HUP;
+	}
+	return resp_flush(r);
+}
+
+enum cp_err
+resp_write(struct resp *r, const char *data, size_t len)
+{
+	size_t off = 0;
+	int n;
+	int chunk;
+
+	if (r->r_hup)
+		return CP_ERR_HUP;
+	if (r->r_head_only)
+		return CP_OK;
+	while (off < len) {
+		chunk = len - off > 1 << 30 ? 1 << 30 : (int)(len - off);
+		n = FCGX_PutStr(data + off, chunk, r->r_out);
+		if (n != chunk) {
+			r->r_hup = 1;
+			return CP_ERR_HUP;
+		}
+		off += (size_t)chunk;
+	}
+	r->r_bytes += len;
+	return resp_flush(r);
+}
+
+enum cp_err
+json_escape(struct buf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	enum cp_err err = CP_OK;
+	const char *run = s;
+	char esc[7];
+
+	for (; *s != '\0' && !err; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		err = buf_add(b, run, (size_t)(s - run));
+		if (err)
+			break;
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			err = buf_add(b, esc, 2);
+		} else {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			err = buf_add(b, esc, 6);
+		}
+		run = s + 1;
+	}
+	if (!err)
+		err = buf_add(b, run, (size_t)(s - run));
+	return err;
+}
+
+enum cp_err
+resp_error(struct resp *r, int status, const char *type, const char *code,
+	   const char *message, const char *extra)
+{
+	struct buf body;
+	enum cp_err err;
+
+	if (r->r_started)
+		return CP_OK;
+	buf_init(&body, 4096);
+	err = buf_adds(&body, "{\"error\":{\"message\":\"");
+	if (!err)
+		err = json_escape(&body, message);
+	if (!err)
+		err = buf_adds(&body, "\",\"type\":\"");
+	if (!err)
+		err = json_escape(&body, type);
+	if (!err)
+		err = buf_adds(&body, "\",\"param\":null,\"code\":\"");
+	if (!err)
+		err = json_escape(&body, code);
+	if (!err)
+		err = buf_adds(&body, "\"}}\n");
+	if (!err)
+		err = resp_begin(r, status, "application/json", extra);
+	if (!err)
+		err = resp_write(r, body.b_p, body.b_len);
+	buf_free(&body);
+	return err;
+}

@@ -1,0 +1,57 @@
+/*
+ * respond.h - writing a CGI response to the web server, chunk by chunk.
+ *
+ * Before the first byte, anything can still become a proper status and
+ * OpenAI-style JSON error; after it, a failure can only end the stream.
+ * Every response carries the CORS headers. Each resp_write() is flushed
+ * to the web server at once (one FastCGI record), never buffered.
+ */
+#ifndef CP_RESPOND_H
+#define CP_RESPOND_H
+
+#include "util.h"
+
+#include <fcgiapp.h>
+#include <stddef.h>
+
+struct resp {
+	FCGX_Stream *r_out;      /* borrowed from the FastCGI request */
+	const char *r_cors;      /* borrowed: CORS_ALLOW_ORIGINS */
+	const char *r_origin;    /* borrowed: request Origin, may be NULL */
+	int r_head_only;         /* HEAD: headers, no body */
+	int r_started;           /* headers went out */
+	int r_hup;               /* a write failed: the client is gone */
+	int r_status;
+	size_t r_bytes;          /* body bytes written */
+	struct buf r_hdr;        /* owned: header block being built */
+};
+
+void resp_init(struct resp *r, FCGX_Stream *out, const char *cors,
+	       const char *origin, int head_only);
+void resp_free(struct resp *r);
+
+/*
+ * Sends "Status:", Content-Type, the CORS headers, and extra (zero or more
+ * complete "Name: value\r\n" lines, may be NULL), then flushes.
+ */
+enum cp_err resp_begin(struct resp *r, int status, const char *content_type,
+		       const char *extra);
+
+/* Writes and flushes one chunk. CP_ERR_HUP once the client is gone. */
+enum cp_err resp_write(struct resp *r, const char *data, size_t len);
+
+/*
+ * A complete OpenAI-style error response:
+ * {"error":{"message":...,"type":...,"code":...}}. Does nothing if the
+ * response already started.
+ */
+enum cp_err resp_error(struct resp *r, int status, const char *type,
+		       const char *code, const char *message, const char *extra);
+
+/* Appends s to b as the inside of a JSON string. */
+enum cp_err json_escape(struct buf *b, const char *s);
+
+/* "OK", "Not Found", ...; "" for unknown codes. */
+const char *http_reason(int status);
+
+#endif

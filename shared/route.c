@@ -1,0 +1,97 @@
+/*
+ * route.c - mount-point-relative routing.
+ */
+#include "route.h"
+
+#include <string.h>
+
+#define ALLOW_ROOT "GET, HEAD, POST, OPTIONS"
+#define ALLOW_CHAT "POST, OPTIONS"
+
+static int
+copy_path(const char *p, size_t n, char *out, size_t outsz)
+{
+	size_t off = 0;
+
+	if (n == 0 || p[0] != '/') {
+		if (outsz < 2)
+			return -1;
+		out[off++] = '/';
+	}
+	if (off + n >= outsz)
+		return -1;
+	memcpy(out + off, p, n);
+	out[off + n] = '\0';
+	return 0;
+}
+
+int
+route_path(const struct route_vars *v, char *out, size_t outsz)
+{
+	const char *uri;
+	size_t ulen;
+	size_t slen;
+
+	if (v->rv_path_info != NULL && v->rv_path_info[0] != '\0')
+		return copy_path(v->rv_path_info, strlen(v->rv_path_info), out,
+				 outsz);
+	if (v->rv_document_uri != NULL && v->rv_document_uri[0] != '\0') {
+		uri = v->rv_document_uri;
+		ulen = strlen(uri);
+	} else if (v->rv_request_uri != NULL) {
+		uri = v->rv_request_uri;
+		ulen = strcspn(uri, "?#");
+	} else {
+		uri = "/";
+		ulen = 1;
+	}
+	slen = v->rv_script_name ? strlen(v->rv_script_name) : 0;
+	/* Strip the mount point: "/cerebras" from "/cerebras/v1/...". */
+	if (slen > 0 && slen < ulen && v->rv_script_name[slen - 1] != '/' &&
+	    uri[slen] == '/' && memcmp(uri, v->rv_script_name, slen) == 0) {
+		uri += slen;
+		ulen -= slen;
+	}
+	return copy_path(uri, ulen, out, outsz);
+}
+
+/* Compares path with want, allowing one trailing '/'. */
+static int
+path_is(const char *path, const char *want)
+{
+	size_t n = strlen(want);
+
+	if (strncmp(path, want, n) != 0)
+		return 0;
+	return path[n] == '\0' || (path[n] == '/' && path[n + 1] == '\0');
+}
+
+enum route
+route_decide(const char *method, const char *path, const char **allow)
+{
+	*allow = NULL;
+	if (method == NULL)
+		method = "";
+	if (strcmp(method, "OPTIONS") == 0)
+		return ROUTE_PREFLIGHT;
+	if (strcmp(path, "/") == 0) {
+		if (strcmp(method, "POST") == 0)
+			return ROUTE_CHAT;
+		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+			return ROUTE_HEALTH;
+		*allow = ALLOW_ROOT;
+		return ROUTE_NOT_ALLOWED;
+	}
+	/*
+	 * "/chat/completions" too: an OpenAI SDK whose base URL is the
+	 * proxy's root (no "/v1") calls that path.
+	 */
+	if (path_is(path, "/v1/chat/completions") ||
+	    path_is(path, "/chat/completions")) {
+		if (strcmp(method, "POST") == 0)
+			return ROUTE_CHAT;
+		*allow = ALLOW_CHAT;
+		return ROUTE_NOT_ALLOWED;
+	}
+	return ROUTE_NOT_FOUND;
+}

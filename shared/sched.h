@@ -1,0 +1,54 @@
+/*
+ * sched.h - key rotation and slot reservation through Redis.
+ *
+ * One round trip per request: EVALSHA of a Lua script that, atomically and
+ * on Redis' own clock, takes the next key index round-robin and reserves
+ * the next free slot on a timeline spaced RATE_LIMIT_INTERVAL_MS apart.
+ * Redis keys (all under one {hash tag}):
+ *   <prefix>:rr    round-robin counter
+ *   <prefix>:slot  next free slot, microseconds of Redis time
+ * A scheduler holds one Redis connection; it is not thread-safe.
+ */
+#ifndef CP_SCHED_H
+#define CP_SCHED_H
+
+#include "config.h"
+#include "util.h"
+
+#include <hiredis/hiredis.h>
+#include <stdint.h>
+
+struct slot {
+	int s_key;        /* index into config.keys */
+	int64_t s_wait_us; /* how long to wait before sending */
+	int64_t s_at_us;   /* the slot, in Redis time (microseconds) */
+};
+
+struct sched {
+	const struct config *sc_cfg; /* borrowed */
+	redisContext *sc_ctx;        /* owned, NULL when disconnected */
+	char *sc_key_rr;             /* owned */
+	char *sc_key_slot;           /* owned */
+	char sc_interval_us[32];
+	char sc_nkeys[16];
+	char sc_sha[41];             /* the script's SHA1, "" until learnt */
+};
+
+/* The Lua script; its SHA1 is learnt from SCRIPT LOAD on first use. */
+extern const char sched_script[];
+
+enum cp_err sched_init(struct sched *s, const struct config *cfg);
+void sched_free(struct sched *s);
+
+/*
+ * Reserves a slot. Connects (or reconnects after an error) as needed.
+ * On CP_ERR_REDIS a reason is written to errbuf.
+ */
+enum cp_err sched_reserve(struct sched *s, struct slot *out, char *errbuf,
+			  size_t errsz);
+
+/* Decodes the script's reply {key, wait_us, at_us}; pure, for tests. */
+int sched_decode(const redisReply *r, int nkeys, struct slot *out,
+		 char *errbuf, size_t errsz);
+
+#endif

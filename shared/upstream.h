@@ -1,0 +1,57 @@
+/*
+ * upstream.h - forwarding one request to Cerebras with libcurl.
+ *
+ * One easy handle per worker (thread), kept across requests so the TCP and
+ * TLS connection is reused. Each chunk libcurl hands over goes to the
+ * client at once through struct resp; nothing is buffered.
+ */
+#ifndef CP_UPSTREAM_H
+#define CP_UPSTREAM_H
+
+#include "config.h"
+#include "respond.h"
+#include "util.h"
+
+#include <curl/curl.h>
+
+struct upstream {
+	const struct config *up_cfg; /* borrowed */
+	CURL *up_curl;               /* owned */
+	char up_errbuf[CURL_ERROR_SIZE];
+	struct buf up_hdrs;          /* owned: filtered upstream headers */
+};
+
+/* What the proxy sends besides the body (values borrowed, may be NULL). */
+struct upstream_req {
+	const char *ur_key;        /* the API key for this request */
+	const char *ur_hdr_lines;  /* "Name: value\n" lines from the allow-list */
+	const char *ur_body;
+	size_t ur_body_len;
+	int ur_client_fd;          /* FastCGI connection, polled for hang-up; -1 none */
+	const char *ur_extra;      /* extra response header lines, may be NULL */
+};
+
+struct upstream_res {
+	long us_status;       /* upstream HTTP status, 0 if none */
+	long us_connects;     /* new connections this transfer (0 = reused) */
+	double us_ttfb_ms;    /* until the first response byte */
+	char us_detail[CURL_ERROR_SIZE]; /* human-readable reason on failure */
+};
+
+enum cp_err upstream_init(struct upstream *u, const struct config *cfg);
+void upstream_free(struct upstream *u);
+
+/*
+ * Sends req and streams the answer into resp (status, filtered headers,
+ * body). Returns CP_OK once the upstream answer was relayed, whatever its
+ * status; CP_ERR_UPSTREAM / CP_ERR_UPSTREAM_TIMEOUT if the upstream failed
+ * (resp may have started: then the stream is cut short); CP_ERR_HUP if
+ * the client went away.
+ */
+enum cp_err upstream_forward(struct upstream *u, const struct upstream_req *req,
+			     struct resp *resp, struct upstream_res *res);
+
+/* Whether the client on fd has hung up (poll, no wait). */
+int client_gone(int fd);
+
+#endif

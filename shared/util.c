@@ -1,0 +1,178 @@
+/*
+ * util.c - error strings, strict integer parsing, capped buffers, clocks.
+ */
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+const char *
+cp_strerror(enum cp_err err)
+{
+	switch (err) {
+	case CP_OK:
+		return "ok";
+	case CP_ERR_NOMEM:
+		return "out of memory";
+	case CP_ERR_TOOBIG:
+		return "too large";
+	case CP_ERR_BADREQ:
+		return "bad request";
+	case CP_ERR_HUP:
+		return "client went away";
+	case CP_ERR_IO:
+		return "web server I/O error";
+	case CP_ERR_REDIS:
+		return "Redis error";
+	case CP_ERR_UPSTREAM:
+		return "upstream error";
+	case CP_ERR_UPSTREAM_TIMEOUT:
+		return "upstream timeout";
+	}
+	return "unknown error";
+}
+
+int
+parse_ll(const char *str, long long min, long long max, long long *out,
+	 const char **errstr)
+{
+	char *end = NULL;
+	long long v;
+
+	if (str == NULL || *str == '\0') {
+		*errstr = "empty";
+		return -1;
+	}
+	/* strtoll accepts leading spaces and a '+'; we do not. */
+	if (!(*str == '-' || (*str >= '0' && *str <= '9'))) {
+		*errstr = "not a number";
+		return -1;
+	}
+	errno = 0;
+	v = strtoll(str, &end, 10);
+	if (end == str || *end != '\0') {
+		*errstr = "not a number";
+		return -1;
+	}
+	if ((errno == ERANGE && v == LLONG_MIN) || v < min) {
+		*errstr = "too small";
+		return -1;
+	}
+	if ((errno == ERANGE && v == LLONG_MAX) || v > max) {
+		*errstr = "too large";
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+void
+buf_init(struct buf *b, size_t max)
+{
+	b->b_p = NULL;
+	b->b_len = 0;
+	b->b_cap = 0;
+	b->b_max = max;
+}
+
+void
+buf_reset(struct buf *b)
+{
+	b->b_len = 0;
+	if (b->b_p != NULL)
+		b->b_p[0] = '\0';
+}
+
+void
+buf_free(struct buf *b)
+{
+	free(b->b_p);
+	b->b_p = NULL;
+	b->b_len = 0;
+	b->b_cap = 0;
+}
+
+enum cp_err
+buf_add(struct buf *b, const void *data, size_t len)
+{
+	size_t need;
+	size_t ncap;
+	char *np;
+
+	if (len > b->b_max || b->b_len > b->b_max - len)
+		return CP_ERR_TOOBIG;
+	need = b->b_len + len + 1;
+	if (need > b->b_cap) {
+		ncap = b->b_cap ? b->b_cap : 256;
+		while (ncap < need)
+			ncap *= 2;
+		np = realloc(b->b_p, ncap);
+		if (np == NULL)
+			return CP_ERR_NOMEM;
+		b->b_p = np;
+		b->b_cap = ncap;
+	}
+	if (len > 0)
+		memcpy(b->b_p + b->b_len, data, len);
+	b->b_len += len;
+	b->b_p[b->b_len] = '\0';
+	return CP_OK;
+}
+
+enum cp_err
+buf_adds(struct buf *b, const char *str)
+{
+	return buf_add(b, str, strlen(str));
+}
+
+enum cp_err
+buf_printf(struct buf *b, const char *fmt, ...)
+{
+	char small[512];
+	va_list ap;
+	int n;
+	char *big;
+	enum cp_err err;
+
+	va_start(ap, fmt);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return CP_ERR_TOOBIG;
+	if ((size_t)n < sizeof(small))
+		return buf_add(b, small, (size_t)n);
+	big = malloc((size_t)n + 1);
+	if (big == NULL)
+		return CP_ERR_NOMEM;
+	va_start(ap, fmt);
+	n = vsnprintf(big, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	err = n < 0 ? CP_ERR_TOOBIG : buf_add(b, big, (size_t)n);
+	free(big);
+	return err;
+}
+
+int64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	/* CLOCK_MONOTONIC cannot fail with a valid pointer on Linux. */
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int
+has_prefix_ci(const char *s, size_t slen, const char *prefix)
+{
+	size_t plen = strlen(prefix);
+
+	return slen >= plen && strncasecmp(s, prefix, plen) == 0;
+}

@@ -1,0 +1,61 @@
+/*
+ * util.h - the project's error codes, number parsing, capped buffers, clocks.
+ *
+ * Pure helpers shared by every module; nothing here does network I/O.
+ */
+#ifndef CP_UTIL_H
+#define CP_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One error enum for the project; 0 is success. */
+enum cp_err {
+	CP_OK = 0,
+	CP_ERR_NOMEM,            /* allocation failed */
+	CP_ERR_TOOBIG,           /* a capped buffer or input would exceed its cap */
+	CP_ERR_BADREQ,           /* the client sent something we refuse */
+	CP_ERR_HUP,              /* the client went away: not a failure to log */
+	CP_ERR_IO,               /* reading from or writing to the web server failed */
+	CP_ERR_REDIS,            /* Redis unreachable or answered an error */
+	CP_ERR_UPSTREAM,         /* upstream unreachable or broke the transfer */
+	CP_ERR_UPSTREAM_TIMEOUT, /* upstream did not answer in time */
+};
+
+const char *cp_strerror(enum cp_err err);
+
+/*
+ * Parses the whole of str as a base-10 integer within [min, max].
+ * Returns 0 and sets *out, or -1 with *errstr set to a static reason
+ * ("empty", "not a number", "too small", "too large").
+ */
+int parse_ll(const char *str, long long min, long long max, long long *out,
+	     const char **errstr);
+
+/*
+ * A growable byte buffer with a hard cap chosen at creation (like curl's
+ * dynbuf). Owned by whoever holds the struct; buf_free releases it.
+ * p is always NUL-terminated when non-NULL.
+ */
+struct buf {
+	char *b_p;
+	size_t b_len;
+	size_t b_cap;
+	size_t b_max; /* buf_add fails with CP_ERR_TOOBIG beyond this */
+};
+
+void buf_init(struct buf *b, size_t max);
+void buf_reset(struct buf *b); /* length 0, keeps the memory */
+void buf_free(struct buf *b);
+enum cp_err buf_add(struct buf *b, const void *data, size_t len);
+enum cp_err buf_adds(struct buf *b, const char *str);
+enum cp_err buf_printf(struct buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t mono_ns(void);
+
+/* Case-insensitive ASCII prefix test; returns 1 if s starts with prefix. */
+int has_prefix_ci(const char *s, size_t slen, const char *prefix);
+
+#endif

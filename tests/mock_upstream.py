@@ -1,0 +1,743 @@
+#!/usr/bin/python3
+"""Mock of the Cerebras chat-completions API, for integration tests.
+
+Used by the integration tests and by ``make run`` when no real API key is
+configured.  Python 3.11 standard library only.
+
+Usage::
+
+    mock_upstream.py --cert FILE --key FILE [--host 127.0.0.1] [--port 0]
+                     [--port-file PATH] [--log PATH]
+
+Once listening, prints exactly one line ``READY <port>`` to stdout and, if
+--port-file is given, writes the port number to that file.  --log appends one
+JSON line per recorded request when its response ends.  SIGTERM / SIGINT make
+it exit cleanly (status 0).  Test certificates: ``tests/gen_certs.sh DIR``.
+
+Endpoints
+---------
+``POST .../chat/completions``
+    Recorded, then answered according to the JSON body.  The optional
+    ``"mock"`` object in the body steers the answer (the proxy forwards the
+    body unchanged):
+
+    status              HTTP status (default 200).  >= 400 sends
+                        ``error_body`` verbatim if given, else a flat
+                        Cerebras-style error object.
+    headers             extra response headers {name: value or [values]}.
+                        They replace same-named default headers; the framing
+                        headers Content-Length / Transfer-Encoding are ignored.
+    delay_ms            sleep before the status line.
+    events, gap_ms      stream: number of content events (default 3) and the
+                        pause between consecutive events (default 0).
+    close_after_events  stream: after that many events close the TCP
+                        connection abruptly (no final chunk, no [DONE]);
+                        0 = right after the response headers.
+    stall_after_events, stall_ms
+                        stream: pause stall_ms after that many events
+                        (0 = right after the response headers).
+    reply               non-stream assistant content.
+
+    Per-key rules set with ``/__mock/config`` are merged over ``mock`` (rule
+    fields win).
+
+``GET .../models``
+    Recorded; a one-model list.
+
+``GET /__mock/requests``   all records (JSON array, arrival order).
+``POST /__mock/reset``     clear records and key rules, seq back to 0.
+``POST /__mock/config``    ``{"keys": {"<bearer key>": {mock fields}}}``
+                           replaces the per-key rules.
+Control endpoints are not recorded.  Anything else: 404 JSON.
+
+Record fields: seq, t, method, path, headers, key, body_len, body_sha256,
+body (the body as text, null above 1 MiB), mock (effective mock fields),
+stream, status, response_body, event_times, closed_by_client,
+closed_by_server, finished, t_done.  All times are time.monotonic()
+(CLOCK_MONOTONIC, system-wide on Linux) in float seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.server
+import json
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+import uuid
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import urlsplit
+
+# --------------------------------------------------------------------------
+# Tunables
+# --------------------------------------------------------------------------
+
+HANDSHAKE_TIMEOUT = 10.0    # seconds allowed for the TLS handshake
+IDLE_TIMEOUT = 120.0        # socket timeout for keep-alive reads / writes
+MAX_BODY = 64 * 1024 * 1024  # largest request body accepted
+MAX_RECORDED_BODY = 1024 * 1024  # bodies above this are not stored as text
+DEFAULT_MODEL = "llama3.1-8b"
+DEFAULT_REPLY = "Hello from the mock"
+SYSTEM_FINGERPRINT = "fp_mock_cerebras"
+
+# Errors meaning "the peer went away / the connection is unusable".  They are
+# expected in tests (clients abort streams on purpose) and never fatal.
+CONN_ERRORS = (
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    TimeoutError,           # socket.timeout is an alias since 3.10
+    ssl.SSLError,           # includes SSLEOFError, SSLZeroReturnError
+    EOFError,
+)
+
+# Response headers the proxy is expected to filter or pass through.
+STANDARD_HEADERS = [
+    ("x-ratelimit-remaining-requests-day", "14399"),
+    ("x-ratelimit-reset-tokens-minute", "11.38"),
+    ("Keep-Alive", "timeout=60"),
+    ("Set-Cookie", "mock=1; Path=/"),
+    ("Access-Control-Allow-Origin", "https://upstream.invalid"),
+]
+
+# Headers a "mock.headers" override may not touch: they define the framing.
+FRAMING_HEADERS = {"content-length", "transfer-encoding"}
+
+
+class ClientGone(Exception):
+    """A write to the client failed: it closed or reset the connection."""
+
+
+class BadRequestBody(Exception):
+    """The request body framing is invalid; answer with ``status``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --------------------------------------------------------------------------
+# Shared state: records, per-key rules, optional log file
+# --------------------------------------------------------------------------
+
+class MockState:
+    """Thread-safe store of request records and per-key rules."""
+
+    def __init__(self, log_path: str | None):
+        self.lock = threading.Lock()
+        self.records: list[dict[str, Any]] = []
+        self.rules: dict[str, dict[str, Any]] = {}
+        self.seq = 0
+        # Line-buffered append; opened up front so a bad path fails at start.
+        self.log = open(log_path, "a", buffering=1, encoding="utf-8") if log_path else None
+
+    def new_record(self, **fields: Any) -> dict[str, Any]:
+        """Append a record with the next seq number and return it."""
+        with self.lock:
+            self.seq += 1
+            rec = {"seq": self.seq, **fields}
+            self.records.append(rec)
+            return rec
+
+    def update(self, rec: dict[str, Any], **fields: Any) -> None:
+        with self.lock:
+            rec.update(fields)
+
+    def append_event_time(self, rec: dict[str, Any], t: float) -> None:
+        with self.lock:
+            rec["event_times"].append(t)
+
+    def rule_for(self, key: str | None) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.rules.get(key, {})) if key is not None else {}
+
+    def set_rules(self, rules: dict[str, dict[str, Any]]) -> None:
+        with self.lock:
+            self.rules = {k: dict(v) for k, v in rules.items()}
+
+    def reset(self) -> None:
+        with self.lock:
+            self.records.clear()
+            self.rules.clear()
+            self.seq = 0
+
+    def dump_records(self) -> bytes:
+        # Serialise under the lock: handler threads mutate records in place.
+        with self.lock:
+            return json.dumps(self.records).encode()
+
+    def finish(self, rec: dict[str, Any]) -> None:
+        """Stamp t_done and write the record to the log file, if any."""
+        with self.lock:
+            rec["t_done"] = time.monotonic()
+            if self.log is not None:
+                try:
+                    self.log.write(json.dumps(rec) + "\n")
+                except (OSError, ValueError):
+                    pass  # logging must never break the mock
+
+    def close(self) -> None:
+        with self.lock:
+            if self.log is not None:
+                self.log.close()
+                self.log = None
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+def _number(mock: dict[str, Any], name: str, default: float) -> float:
+    """A non-negative number from the mock object, or ``default``."""
+    v = mock.get(name, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return default
+    return max(0.0, float(v))
+
+
+def _opt_int(mock: dict[str, Any], name: str) -> int | None:
+    """A non-negative integer from the mock object, or None if absent/bad."""
+    v = mock.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0:
+        return None
+    return int(v)
+
+
+def _sleep_ms(ms: float) -> None:
+    if ms > 0:
+        time.sleep(ms / 1000.0)
+
+
+def _error_json(message: str, etype: str, code: str) -> bytes:
+    """A flat Cerebras-style error object."""
+    return json.dumps(
+        {"message": message, "type": etype, "param": None, "code": code}
+    ).encode()
+
+
+def _chunk(data: bytes) -> bytes:
+    """Frame ``data`` as one HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _time_info() -> dict[str, float]:
+    return {
+        "queue_time": 0.000123,
+        "prompt_time": 0.000456,
+        "completion_time": 0.00789,
+        "total_time": 0.0085,
+        "created": time.time(),
+    }
+
+
+# --------------------------------------------------------------------------
+# Request handler
+# --------------------------------------------------------------------------
+
+class MockHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"   # keep-alive; every response is framed
+    server_version = "mock-cerebras"
+    timeout = IDLE_TIMEOUT          # applied to the socket in setup()
+    server: "MockServer"
+
+    # ---- plumbing -------------------------------------------------------
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # silence the default per-request stderr logging
+
+    def handle(self) -> None:
+        # A broken connection just ends this connection's thread.
+        try:
+            super().handle()
+        except CONN_ERRORS:
+            self.close_connection = True
+
+    @property
+    def state(self) -> MockState:
+        return self.server.state
+
+    def _write(self, data: bytes) -> None:
+        """Send bytes straight to the socket (one sendall, no buffering)."""
+        try:
+            self.connection.sendall(data)
+        except CONN_ERRORS as e:
+            self.close_connection = True
+            raise ClientGone() from e
+
+    def _abort_connection(self) -> None:
+        """Close the TCP connection abruptly (no TLS close_notify)."""
+        self.close_connection = True
+        try:
+            # SSLSocket.shutdown() drops the TLS state without close_notify
+            # and then shuts the TCP socket down: the peer sees a bare FIN.
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _start_response(self, status: int, headers: list[tuple[str, str]],
+                        overrides: Any = None) -> None:
+        """Send status line and headers in one write.
+
+        ``overrides`` (the mock's ``headers`` object) replaces same-named
+        headers in ``headers``, except the framing headers.
+        """
+        if isinstance(overrides, dict) and overrides:
+            names = {str(k).lower() for k in overrides} - FRAMING_HEADERS
+            headers = [(k, v) for k, v in headers if k.lower() not in names]
+            for k, v in overrides.items():
+                k = str(k)
+                if k.lower() in FRAMING_HEADERS or not k or any(c in k for c in "\r\n:"):
+                    continue
+                for item in (v if isinstance(v, list) else [v]):
+                    item = "" if item is None else str(item)
+                    headers.append((k, item.replace("\r", " ").replace("\n", " ")))
+        self.send_response_only(status)
+        for k, v in headers:
+            self.send_header(k, v)   # also honours "Connection: close"
+        self.end_headers()           # flushes everything with one sendall
+
+    def _base_headers(self, seq: int | None) -> list[tuple[str, str]]:
+        h = [("Server", self.server_version),
+             ("Date", formatdate(usegmt=True))]
+        if seq is not None:
+            h += STANDARD_HEADERS + [("X-Mock-Seq", str(seq))]
+        return h
+
+    def _send_body(self, status: int, body: bytes, seq: int | None = None,
+                   content_type: str = "application/json",
+                   overrides: Any = None) -> None:
+        """Send a complete Content-Length framed response."""
+        headers = self._base_headers(seq)
+        if status in (204, 304):
+            body = b""   # these statuses never carry a body
+        else:
+            headers += [("Content-Type", content_type),
+                        ("Content-Length", str(len(body)))]
+        self._start_response(status, headers, overrides)
+        if body:
+            self._write(body)
+
+    def _send_control(self, status: int, obj: Any) -> None:
+        """Answer a control / 404 request (not recorded)."""
+        try:
+            self._send_body(status, json.dumps(obj).encode())
+        except ClientGone:
+            pass
+
+    # ---- request body ---------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        """Read the request body by Content-Length or chunked encoding.
+
+        No Content-Length and no Transfer-Encoding means an empty body
+        (RFC 9112), so a missing length never hangs.
+        """
+        te = self.headers.get("Transfer-Encoding")
+        if te is not None:
+            codings = [c.strip().lower() for c in te.split(",") if c.strip()]
+            if codings != ["chunked"]:
+                raise BadRequestBody(411, "unsupported Transfer-Encoding; send Content-Length")
+            return self._read_chunked()
+        cl = self.headers.get("Content-Length")
+        if cl is None:
+            return b""
+        try:
+            n = int(cl.strip())
+            if n < 0:
+                raise ValueError
+        except ValueError:
+            raise BadRequestBody(400, "invalid Content-Length") from None
+        if n > MAX_BODY:
+            raise BadRequestBody(413, "request body too large")
+        body = self.rfile.read(n)
+        if len(body) != n:
+            raise EOFError("client closed the connection mid-body")
+        return body
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            if not line:
+                raise EOFError("client closed the connection mid-body")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+                if size < 0:
+                    raise ValueError
+            except ValueError:
+                raise BadRequestBody(400, "malformed chunked body") from None
+            if size == 0:
+                break
+            total += size
+            if total > MAX_BODY:
+                raise BadRequestBody(413, "request body too large")
+            data = self.rfile.read(size)
+            if len(data) != size:
+                raise EOFError("client closed the connection mid-body")
+            parts.append(data)
+            if self.rfile.readline(1024) not in (b"\r\n", b"\n"):
+                raise BadRequestBody(400, "malformed chunked body")
+        # Skip trailer fields up to the terminating empty line.
+        while True:
+            line = self.rfile.readline(65537)
+            if not line:
+                raise EOFError("client closed the connection mid-body")
+            if line in (b"\r\n", b"\n"):
+                return b"".join(parts)
+
+    # ---- dispatch -------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        try:
+            body = self._read_body()
+        except BadRequestBody as e:
+            # The body framing is unknown, so the connection can't be reused.
+            self.close_connection = True
+            self._send_control(e.status, json.loads(
+                _error_json(e.message, "invalid_request_error", f"mock_{e.status}")))
+            return
+        t = time.monotonic()   # request line + headers + body fully read
+
+        path = urlsplit(self.path).path
+        method = self.command
+        if path == "/__mock/requests" and method == "GET":
+            try:
+                self._send_body(200, self.state.dump_records())
+            except ClientGone:
+                pass
+        elif path == "/__mock/reset" and method == "POST":
+            self.state.reset()
+            self._send_control(200, {"ok": True})
+        elif path == "/__mock/config" and method == "POST":
+            self._handle_config(body)
+        elif path.endswith("/chat/completions") and method == "POST":
+            self._recorded(body, t, self._chat)
+        elif path.endswith("/models") and method == "GET":
+            self._recorded(body, t, self._models)
+        else:
+            self._send_control(404, {"message": f"no mock route for {method} {path}",
+                                     "type": "not_found_error", "param": None,
+                                     "code": "mock_404"})
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
+
+    def _handle_config(self, body: bytes) -> None:
+        try:
+            cfg = json.loads(body)
+            keys = cfg["keys"]
+            if not isinstance(keys, dict) or not all(isinstance(v, dict) for v in keys.values()):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, RecursionError):
+            self._send_control(400, {"message": 'expected {"keys": {"<key>": {...}}}',
+                                     "type": "invalid_request_error", "param": None,
+                                     "code": "mock_400"})
+            return
+        self.state.set_rules(keys)
+        self._send_control(200, {"ok": True})
+
+    # ---- recorded endpoints ---------------------------------------------
+
+    def _bearer_key(self) -> str | None:
+        auth = self.headers.get("Authorization")
+        if auth is None:
+            return None
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip()
+
+    def _recorded(self, body: bytes, t: float, responder) -> None:
+        """Create the record, run ``responder``, then finalise the record."""
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            name = name.lower()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        rec = self.state.new_record(
+            t=t,
+            method=self.command,
+            path=self.path,
+            headers=headers,
+            key=self._bearer_key(),
+            body_len=len(body),
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            body=(body.decode("utf-8", "replace") if len(body) <= MAX_RECORDED_BODY else None),
+            mock={},
+            stream=False,
+            status=None,
+            response_body=None,
+            event_times=[],
+            closed_by_client=False,
+            closed_by_server=False,
+            finished=False,
+            t_done=None,
+        )
+        try:
+            responder(rec, body)
+            # An abort on purpose (close_after_events) is not a completion.
+            if not rec["closed_by_server"]:
+                self.state.update(rec, finished=True)
+        except ClientGone:
+            self.state.update(rec, closed_by_client=True)
+        finally:
+            self.state.finish(rec)
+
+    def _send_recorded(self, rec: dict[str, Any], status: int, body: bytes,
+                       overrides: Any = None) -> None:
+        """Send a Content-Length response for a recorded request."""
+        self.state.update(rec, status=status,
+                          response_body=body.decode("utf-8", "replace"))
+        self._send_body(status, body, seq=rec["seq"], overrides=overrides)
+
+    def _models(self, rec: dict[str, Any], body: bytes) -> None:
+        out = {"object": "list", "data": [{"id": DEFAULT_MODEL, "object": "model"}]}
+        self._send_recorded(rec, 200, json.dumps(out).encode())
+
+    def _chat(self, rec: dict[str, Any], body: bytes) -> None:
+        seq = rec["seq"]
+        try:
+            req = json.loads(body)
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except (ValueError, RecursionError):
+            self._send_recorded(rec, 400, _error_json(
+                "request body is not a valid JSON object",
+                "invalid_request_error", "mock_400"))
+            return
+
+        # Effective mock settings: per-key rule fields override body fields.
+        mock = req.get("mock")
+        mock = dict(mock) if isinstance(mock, dict) else {}
+        mock.update(self.state.rule_for(rec["key"]))
+        stream = req.get("stream") is True
+        self.state.update(rec, mock=mock, stream=stream)
+
+        status = mock.get("status", 200)
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            status = 200
+        overrides = mock.get("headers")
+        model = req.get("model") if isinstance(req.get("model"), str) else DEFAULT_MODEL
+
+        _sleep_ms(_number(mock, "delay_ms", 0))
+
+        if status >= 400:
+            err = mock.get("error_body")
+            payload = (err.encode() if isinstance(err, str)
+                       else _error_json("mock error", "mock_error", f"mock_{status}"))
+            self._send_recorded(rec, status, payload, overrides)
+        elif stream:
+            self._stream(rec, status, model, mock, overrides)
+        else:
+            reply = mock.get("reply", DEFAULT_REPLY)
+            reply = reply if isinstance(reply, str) else json.dumps(reply)
+            out = {
+                "id": f"chatcmpl-mock-{seq}-{uuid.uuid4().hex[:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }],
+                "usage": _usage(max(1, len(body) // 4), max(1, len(reply.split()))),
+                "time_info": _time_info(),
+                "mock_seq": seq,
+            }
+            self._send_recorded(rec, status, json.dumps(out).encode(), overrides)
+
+    def _stream(self, rec: dict[str, Any], status: int, model: str,
+                mock: dict[str, Any], overrides: Any) -> None:
+        """Send an SSE stream, one chunk (one sendall) per event."""
+        seq = rec["seq"]
+        events = _opt_int(mock, "events")
+        events = 3 if events is None else events
+        gap_ms = _number(mock, "gap_ms", 0)
+        close_after = _opt_int(mock, "close_after_events")
+        stall_after = _opt_int(mock, "stall_after_events")
+        stall_ms = _number(mock, "stall_ms", 0)
+        chat_id = f"chatcmpl-mock-{seq}-{uuid.uuid4().hex[:12]}"
+        created = int(time.time())
+
+        headers = self._base_headers(seq) + [
+            ("Content-Type", "text/event-stream"),
+            ("Cache-Control", "no-cache"),
+            ("Transfer-Encoding", "chunked"),
+        ]
+        self.state.update(rec, status=status)
+        self._start_response(status, headers, overrides)
+
+        def checkpoint(sent: int) -> bool:
+            """After ``sent`` events: maybe close or stall. False = closed."""
+            if close_after is not None and sent == close_after:
+                self._abort_connection()
+                self.state.update(rec, closed_by_server=True)
+                return False
+            if stall_after is not None and sent == stall_after:
+                _sleep_ms(stall_ms)
+            return True
+
+        if not checkpoint(0):
+            return
+        self._write(_chunk(b": mock heartbeat\n\n"))
+        for i in range(events):
+            if i > 0:
+                _sleep_ms(gap_ms)
+            sent_at = time.monotonic()
+            event = {
+                "id": chat_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "choices": [{"index": 0, "delta": {"content": f"tok{i} "},
+                             "finish_reason": None}],
+                "mock_seq": seq,
+                "mock_index": i,
+                "mock_sent": sent_at,
+            }
+            self._write(_chunk(b"data: " + json.dumps(event).encode() + b"\n\n"))
+            self.state.append_event_time(rec, sent_at)
+            if not checkpoint(i + 1):
+                return
+
+        final = {
+            "id": chat_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [],
+            "usage": _usage(max(1, rec["body_len"] // 4), events),
+            "time_info": _time_info(),
+            "mock_seq": seq,
+        }
+        self._write(_chunk(b"data: " + json.dumps(final).encode() + b"\n\n"))
+        self._write(_chunk(b"data: [DONE]\n\n"))
+        self._write(b"0\r\n\r\n")   # terminating zero-length chunk
+
+
+# --------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------
+
+class MockServer(http.server.ThreadingHTTPServer):
+    """Threading HTTPS server; the TLS handshake runs in the worker thread."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, addr: tuple[str, int], ctx: ssl.SSLContext, state: MockState):
+        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        self.ssl_context = ctx
+        self.state = state
+        super().__init__(addr, MockHandler)
+
+    def finish_request(self, request: socket.socket, client_address: Any) -> None:
+        # Runs in the per-connection thread, so a slow or silent client only
+        # blocks itself, never the accept loop.
+        try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            request.settimeout(HANDSHAKE_TIMEOUT)
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (OSError, ValueError):
+            return   # failed handshake; wrap_socket closed the socket
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Connection errors are routine in tests; report anything else
+        # briefly and keep serving.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, CONN_ERRORS + (OSError,)):
+            return
+        print(f"mock_upstream: error serving {client_address}: {exc!r}",
+              file=sys.stderr, flush=True)
+
+
+def _write_port_file(path: str, port: int) -> None:
+    """Write the port atomically so a poller never sees a partial file."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Mock Cerebras chat-completions upstream (HTTPS).")
+    ap.add_argument("--cert", required=True, help="server certificate (PEM)")
+    ap.add_argument("--key", required=True, help="server private key (PEM)")
+    ap.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="listen port (0 = ephemeral)")
+    ap.add_argument("--port-file", help="write the bound port to this file")
+    ap.add_argument("--log", help="append one JSON line per recorded request")
+    args = ap.parse_args(argv)
+
+    # Start-up failures (bad cert/key, address in use, unwritable files)
+    # end with a one-line message instead of a traceback.
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(args.cert, args.key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        state = MockState(args.log)
+        server = MockServer((args.host, args.port), ctx, state)
+        port = server.server_address[1]
+        if args.port_file:
+            _write_port_file(args.port_file, port)
+    except (OSError, ssl.SSLError, OverflowError) as e:
+        print(f"mock_upstream: {e}", file=sys.stderr, flush=True)
+        return 1
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    # serve_forever runs in a helper thread so the main thread can react to
+    # signals and call shutdown() (which must not run in the serving thread).
+    serving = threading.Thread(target=server.serve_forever,
+                               kwargs={"poll_interval": 0.2},
+                               name="mock-accept", daemon=True)
+    serving.start()
+
+    try:
+        print(f"READY {port}", flush=True)
+    except (BrokenPipeError, OSError):
+        pass   # nobody reads stdout; keep serving
+
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    server.server_close()
+    state.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
