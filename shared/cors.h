@@ -18,13 +18,11 @@
 enum cp_err cors_headers(struct buf *b, const char *allowed, const char *origin);
 
 /*
- * Appends the headers of a preflight answer: the ordinary ones plus
- * Allow-Methods, Allow-Headers (the requested headers echoed when they are
+ * Appends the headers a preflight answer adds to the ordinary ones (which
+ * resp_begin sends for every response): Allow-Methods, Allow-Headers (the requested headers echoed when they are
  * a plain list of header names), and Max-Age.
  */
-enum cp_err cors_preflight_headers(struct buf *b, const char *allowed,
-				   const char *origin,
-				   const char *request_headers);
+enum cp_err cors_preflight_headers(struct buf *b, const char *request_headers);
 
 /* Returns 1 if s is a comma/space separated list of HTTP header names. */
 int cors_header_list_ok(const char *s);

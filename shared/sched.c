@@ -81,6 +81,38 @@ sched_free(struct sched *s)
 	s->sc_key_slot = NULL;
 }
 
+/* Monotonic clocks of two hosts drift apart by far less than this. */
+#define CLOCK_DRIFT_PPM 1000
+
+int64_t
+clock_sync_local(struct clock_sync *cs, int64_t sent_us, int64_t recv_us,
+		 int64_t redis_now_us, int64_t at_us)
+{
+	int64_t lo = redis_now_us - recv_us; /* offset bounds of this sample */
+	int64_t hi = redis_now_us - sent_us;
+	int64_t width = hi - lo;
+	int64_t aged;
+
+	if (cs->cs_valid) {
+		/* An old estimate grows less certain as the clocks drift. */
+		aged = cs->cs_width_us +
+		       (recv_us - cs->cs_taken_us) * CLOCK_DRIFT_PPM / 1000000;
+		if (width < aged)
+			cs->cs_valid = 0;
+	}
+	if (!cs->cs_valid) {
+		cs->cs_valid = 1;
+		cs->cs_offset_us = lo + width / 2;
+		cs->cs_width_us = width;
+		cs->cs_taken_us = recv_us;
+	} else if (cs->cs_offset_us < lo) {
+		cs->cs_offset_us = lo;
+	} else if (cs->cs_offset_us > hi) {
+		cs->cs_offset_us = hi;
+	}
+	return at_us - cs->cs_offset_us;
+}
+
 /* Runs one command; returns its reply or NULL with errbuf set. */
 static redisReply *
 sched_cmd(struct sched *s, int argc, const char **argv, char *errbuf,
@@ -198,6 +230,8 @@ sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 	redisReply *r;
 	enum cp_err err;
 	int rc;
+	int64_t sent_us;
+	int64_t recv_us;
 
 	if (s->sc_ctx == NULL) {
 		err = sched_connect(s, errbuf, errsz);
@@ -211,6 +245,7 @@ sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 	argv[5] = s->sc_nkeys;
 	argv[6] = s->sc_interval_us;
 	r = NULL;
+	sent_us = mono_ns() / 1000;
 	if (s->sc_sha[0] != '\0') {
 		argv[0] = "EVALSHA";
 		r = sched_cmd(s, 7, argv, errbuf, errsz);
@@ -245,7 +280,14 @@ sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 			}
 		}
 	}
+	recv_us = mono_ns() / 1000;
 	rc = sched_decode(r, s->sc_cfg->nkeys, out, errbuf, errsz);
 	freeReplyObject(r);
-	return rc == 0 ? CP_OK : CP_ERR_REDIS;
+	if (rc != 0)
+		return CP_ERR_REDIS;
+	out->s_deadline_ns = clock_sync_local(&s->sc_clock, sent_us, recv_us,
+					      out->s_at_us - out->s_wait_us,
+					      out->s_at_us) *
+			     1000;
+	return CP_OK;
 }

@@ -19,10 +19,35 @@
 #include <stdint.h>
 
 struct slot {
-	int s_key;        /* index into config.keys */
-	int64_t s_wait_us; /* how long to wait before sending */
-	int64_t s_at_us;   /* the slot, in Redis time (microseconds) */
+	int s_key;           /* index into config.keys */
+	int64_t s_wait_us;   /* slot - Redis' "now" when the script ran */
+	int64_t s_at_us;     /* the slot, in Redis time (microseconds) */
+	int64_t s_deadline_ns; /* the slot on this host's CLOCK_MONOTONIC */
+	int64_t s_late_us;   /* set by the caller: how late it really sent */
 };
+
+/*
+ * The offset between Redis' clock and this host's monotonic clock, so a
+ * slot (Redis time) becomes a local deadline. Each reply brackets Redis'
+ * "now" between the local send and receive times; the estimate is the
+ * midpoint of the tightest recent bracket, and is always kept inside the
+ * latest bracket. Sending at "receipt + wait" instead would make every
+ * delay in delivering the reply push that request late and squeeze the
+ * gap to the next one.
+ */
+struct clock_sync {
+	int cs_valid;
+	int64_t cs_offset_us; /* redis_us - local_us */
+	int64_t cs_width_us;  /* uncertainty of the estimate when taken */
+	int64_t cs_taken_us;  /* local time of that sample */
+};
+
+/*
+ * Folds one sample into cs: Redis read redis_now_us somewhere between the
+ * local times sent_us and recv_us. Returns the local time (us) of at_us.
+ */
+int64_t clock_sync_local(struct clock_sync *cs, int64_t sent_us,
+			 int64_t recv_us, int64_t redis_now_us, int64_t at_us);
 
 struct sched {
 	const struct config *sc_cfg; /* borrowed */
@@ -32,6 +57,7 @@ struct sched {
 	char sc_interval_us[32];
 	char sc_nkeys[16];
 	char sc_sha[41];             /* the script's SHA1, "" until learnt */
+	struct clock_sync sc_clock;
 };
 
 /* The Lua script; its SHA1 is learnt from SCRIPT LOAD on first use. */

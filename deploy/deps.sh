@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs the Debian packages cerebras-proxy needs to build, run and test,
+# when run as root; otherwise prints the exact command to run.
+set -eu
+
+PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libhiredis-dev \
+libcmocka-dev nginx redis-server redis-tools python3 openssl ca-certificates curl"
+
+missing=""
+for p in $PKGS; do
+	if ! dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+	echo "Installing missing packages:$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	# Debian starts the packaged services; this project runs its own
+	# private instances, so leave the system ones as they were.
+	exit 0
+fi
+echo "Missing packages:$missing" >&2
+echo "Install them with:" >&2
+echo "  sudo apt-get install -y$missing" >&2
+exit 1

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Start a private cerebras-proxy stack: Redis, the mock upstream, workers, nginx.
+
+Used by `make run` (python3 deploy/stack.py run BINARY) and by the integration
+tests (imported). Everything listens on loopback or on unix sockets inside one
+temporary directory; every process is started here, tracked by PID and stopped
+by PID.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+NGINX_EXAMPLE = os.path.join(ROOT, "nginx.conf.example")
+MOCK = os.path.join(ROOT, "tests", "mock_upstream.py")
+GEN_CERTS = os.path.join(ROOT, "tests", "gen_certs.sh")
+MOCK_KEYS = "mock-key-1,mock-key-2,mock-key-3"
+
+
+def wait_for(cond, timeout, what, interval=0.01):
+    """Polls cond() until it returns a true value; raises after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out waiting for " + what)
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ipv6_loopback_ok():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def can_connect(addr):
+    fam = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    try:
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            s.connect(addr)
+        return True
+    except OSError:
+        return False
+
+
+def render_nginx_site(sock_path, port, prefix=None, upstream_name=None):
+    """The shipped nginx.conf.example with our port and socket path.
+
+    Each substitution must match, so a change to the example that the
+    harness no longer understands fails loudly instead of testing something
+    else.
+    """
+    with open(NGINX_EXAMPLE) as f:
+        text = f.read()
+
+    def sub(old, new):
+        nonlocal text
+        if old not in text:
+            raise RuntimeError("nginx.conf.example no longer contains " + repr(old))
+        text = text.replace(old, new)
+
+    sub("server unix:/run/cerebras-proxy/fcgi.sock;", "server unix:%s;" % sock_path)
+    sub("listen 127.0.0.1:8000;", "listen 127.0.0.1:%d;" % port)
+    sub("listen [::1]:8000;", ("listen [::1]:%d;" % port) if ipv6_loopback_ok() else "")
+    if upstream_name:
+        sub("cerebras_proxy_fcgi", upstream_name)
+    if prefix:
+        sub("location / {", "location %s/ {" % prefix)
+        sub("fastcgi_split_path_info ^()(/.*)$;",
+            "fastcgi_split_path_info ^(%s)(/.*)$;" % prefix)
+    return text
+
+
+class Stack:
+    """A private stack in one temporary directory.
+
+    Processes are started by the start_* methods and stopped, by PID, by
+    stop() (or the stop_* methods). Workers can be restarted with another
+    environment while Redis, the mock and nginx keep running.
+    """
+
+    def __init__(self, binary, workdir=None, quiet=True):
+        self.binary = os.path.abspath(binary)
+        self.own_dir = workdir is None
+        self.dir = workdir or tempfile.mkdtemp(prefix="cerebras-proxy-")
+        self.quiet = quiet
+        self.procs = {}          # name -> Popen
+        self.redis_sock = os.path.join(self.dir, "redis.sock")
+        self.fcgi_sock = os.path.join(self.dir, "fcgi.sock")
+        self.certs = os.path.join(self.dir, "certs")
+        self.mock_port = None
+        self.port = None
+        self.prefix_port = None
+        self.worker_env = {}
+        self.worker_log = os.path.join(self.dir, "workers.log")
+
+    # -- helpers --------------------------------------------------------
+    def _log(self, name):
+        return open(os.path.join(self.dir, name + ".log"), "ab")
+
+    def _spawn(self, name, argv, env=None, stdout=None, stderr=None):
+        if stdout is None:
+            stdout = self._log(name)
+        if stderr is None:
+            stderr = subprocess.STDOUT
+        p = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr,
+                             stdin=subprocess.DEVNULL, cwd=self.dir,
+                             start_new_session=True)
+        self.procs[name] = p
+        return p
+
+    def _check_alive(self, name):
+        p = self.procs[name]
+        if p.poll() is not None:
+            raise RuntimeError("%s exited with %s; see %s" % (
+                name, p.returncode, os.path.join(self.dir, name + ".log")))
+
+    def stop_proc(self, name, sig=signal.SIGTERM, timeout=15):
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        try:
+            p.send_signal(sig)
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    # -- Redis ----------------------------------------------------------
+    def start_redis(self):
+        self._spawn("redis", [
+            "redis-server", "--port", "0", "--unixsocket", self.redis_sock,
+            "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+            "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"])
+        wait_for(lambda: (self._check_alive("redis"), self.redis_cli("PING") == "PONG")[1],
+                 10, "redis-server")
+
+    def redis_url(self):
+        return "unix://" + self.redis_sock
+
+    def redis_cli(self, *args):
+        r = subprocess.run(["redis-cli", "-s", self.redis_sock] + list(args),
+                           capture_output=True, text=True)
+        return r.stdout.strip()
+
+    # -- mock upstream ----------------------------------------------------
+    def start_mock(self):
+        os.makedirs(self.certs, exist_ok=True)
+        subprocess.run(["bash", GEN_CERTS, self.certs], check=True,
+                       stdout=subprocess.DEVNULL)
+        p = self._spawn("mock", [
+            sys.executable, MOCK, "--cert", os.path.join(self.certs, "server.crt"),
+            "--key", os.path.join(self.certs, "server.key"), "--port", "0",
+            "--log", os.path.join(self.dir, "mock-requests.jsonl")],
+            stdout=subprocess.PIPE, stderr=self._log("mock"))
+        line = p.stdout.readline().decode().split()
+        if len(line) != 2 or line[0] != "READY":
+            raise RuntimeError("mock upstream did not start; see mock.log")
+        self.mock_port = int(line[1])
+
+    def mock_base(self):
+        return "https://127.0.0.1:%d/v1" % self.mock_port
+
+    def ca_file(self):
+        return os.path.join(self.certs, "ca.crt")
+
+    # -- workers ----------------------------------------------------------
+    def start_workers(self, n=4, env=None, stderr=None):
+        """Starts `cerebras-proxy --listen unix:... --processes n`."""
+        full = dict(os.environ)
+        full.update(self.worker_env)
+        full.update(env or {})
+        to_log = stderr is None
+        if to_log:
+            stderr = open(self.worker_log, "ab")
+        if os.path.exists(self.fcgi_sock):
+            os.unlink(self.fcgi_sock)
+        self._spawn("workers", [self.binary, "--listen", "unix:" + self.fcgi_sock,
+                                "--processes", str(n)],
+                    env=full, stdout=stderr, stderr=stderr)
+        if to_log:
+            # Every worker says "Initialized with N API keys." when ready.
+            target = self._init_seen + n
+            self._init_seen = target
+            started = lambda: self.log_text().count("Initialized with") >= target
+        else:
+            started = lambda: os.path.exists(self.fcgi_sock)
+        wait_for(lambda: (self._check_alive("workers"), started())[1], 10, "workers")
+
+    _init_seen = 0
+
+    def stop_workers(self):
+        self.stop_proc("workers")
+
+    def log_text(self):
+        try:
+            with open(self.worker_log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- nginx ------------------------------------------------------------
+    def start_nginx(self, port=None, prefix=None):
+        """nginx with the shipped example, plus the same site under a prefix."""
+        self.port = port or free_port()
+        sites = [render_nginx_site(self.fcgi_sock, self.port)]
+        if prefix:
+            self.prefix_port = free_port()
+            sites.append(render_nginx_site(self.fcgi_sock, self.prefix_port,
+                                           prefix=prefix,
+                                           upstream_name="cerebras_proxy_prefixed"))
+        tmp = os.path.join(self.dir, "nginx-tmp")
+        os.makedirs(tmp, exist_ok=True)
+        with open(os.path.join(self.dir, "site.conf"), "w") as f:
+            f.write("\n".join(sites))
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""# generated by deploy/stack.py
+%(user)sworker_processes 1;
+daemon off;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log %(dir)s/nginx-access.log;
+    client_body_temp_path %(tmp)s/body;
+    fastcgi_temp_path %(tmp)s/fastcgi;
+    proxy_temp_path %(tmp)s/proxy;
+    uwsgi_temp_path %(tmp)s/uwsgi;
+    scgi_temp_path %(tmp)s/scgi;
+    default_type application/octet-stream;
+    include %(dir)s/site.conf;
+}
+""" % {"user": user, "dir": self.dir, "tmp": tmp})
+        self._spawn("nginx", ["nginx", "-p", self.dir, "-c", conf,
+                              "-e", os.path.join(self.dir, "nginx-error.log")])
+        ports = [self.port] + ([self.prefix_port] if prefix else [])
+        wait_for(lambda: (self._check_alive("nginx"),
+                          all(can_connect(("127.0.0.1", p)) for p in ports))[1],
+                 10, "nginx")
+
+    def url(self, path="/"):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    # -- all --------------------------------------------------------------
+    def stop(self):
+        for name in ("nginx", "workers", "mock", "redis"):
+            self.stop_proc(name)
+        for name in list(self.procs):
+            self.stop_proc(name)
+        if self.own_dir and os.environ.get("KEEP_STACK_DIR") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run(binary):
+    """`make run`: the stack in the foreground until Ctrl-C."""
+    port = int(os.environ.get("PORT", "8000"))
+    workers = int(os.environ.get("WORKERS", "4"))
+    st = Stack(binary, quiet=False)
+    stopping = []
+
+    def on_signal(sig, frame):
+        stopping.append(sig)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        env = {}
+        if not os.environ.get("REDIS_URL"):
+            st.start_redis()
+            env["REDIS_URL"] = st.redis_url()
+            print("Started a private redis-server on %s" % st.redis_sock)
+        if not os.environ.get("CEREBRAS_API_KEYS", "").replace(",", "").strip():
+            st.start_mock()
+            env["CEREBRAS_API_KEYS"] = MOCK_KEYS
+            env["CEREBRAS_API_BASE"] = st.mock_base()
+            env["CEREBRAS_CA_FILE"] = st.ca_file()
+            bar = "!" * 72
+            print(bar)
+            print("!! CEREBRAS_API_KEYS is not set: running against the bundled MOCK")
+            print("!! upstream at %s with fake keys." % st.mock_base())
+            print("!! Answers are canned. Set CEREBRAS_API_KEYS=key1,key2 for real ones.")
+            print(bar)
+        sys.stdout.flush()
+        st.start_workers(workers, env, stderr=sys.stderr)
+        st.start_nginx(port=port)
+        print("Workers: %d, state dir: %s" % (workers, st.dir))
+        print("Listening on http://localhost:%d/" % port)
+        print("Press Ctrl-C to stop.")
+        sys.stdout.flush()
+        while not stopping:
+            for name, p in list(st.procs.items()):
+                if p.poll() is not None:
+                    print("%s exited unexpectedly (status %s); stopping" % (name, p.returncode))
+                    stopping.append(0)
+                    break
+            time.sleep(0.5)
+    except RuntimeError as e:
+        print("make run: %s" % e, file=sys.stderr)
+        if os.path.exists(os.path.join(st.dir, "nginx-error.log")):
+            with open(os.path.join(st.dir, "nginx-error.log")) as f:
+                sys.stderr.write(f.read()[-2000:])
+        st.stop()
+        return 1
+    print("Stopping...")
+    st.stop()
+    print("Stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "run":
+        print("usage: stack.py run BINARY", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(sys.argv[2]))

@@ -1,0 +1,484 @@
+"""Integration tests: real redis-server, real nginx with the shipped config,
+cerebras-proxy worker processes, and the HTTPS mock upstream.
+
+The stack is started once for the module (deploy/stack.py); each test class
+restarts the workers with the environment it needs.
+"""
+
+import concurrent.futures
+import glob
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "deploy"))
+sys.path.insert(0, HERE)
+
+import stack  # noqa: E402
+from client import Mock, request  # noqa: E402
+
+BINARY = os.environ.get("CEREBRAS_PROXY_BIN", os.path.join(ROOT, "build", "cerebras-proxy"))
+KEYS = ["sk-test-ALPHA-0001", "sk-test-BRAVO-0002", "sk-test-CHARLIE-0003"]
+CLIENT_SECRET = "client-own-token-XYZZY"
+PREFIX = "/cerebras"
+# Scheduling jitter allowed on slot spacing (the slot is exact in Redis time;
+# the mock stamps arrival in a Python thread after reading the request).
+JITTER_MS = 5.0
+
+ST = None
+MOCK = None
+RESPONSES = []     # every response the tests saw, checked for leaked keys
+
+
+def setUpModule():
+    global ST, MOCK
+    ST = stack.Stack(BINARY)
+    try:
+        ST.start_redis()
+        ST.start_mock()
+        ST.worker_env = {
+            "CEREBRAS_API_KEYS": ",".join(KEYS),
+            "CEREBRAS_API_BASE": ST.mock_base(),
+            "CEREBRAS_CA_FILE": ST.ca_file(),
+            "REDIS_URL": ST.redis_url(),
+        }
+        ST.start_workers(4)
+        ST.start_nginx(prefix=PREFIX)
+    except Exception:
+        ST.stop()
+        raise
+    MOCK = Mock(ST.mock_port, ST.ca_file())
+
+
+def tearDownModule():
+    if ST is not None:
+        ST.stop()
+
+
+def chat_body(**kw):
+    body = {"model": "llama3.1-8b", "messages": [{"role": "user", "content": "Hello proxy"}]}
+    body.update(kw)
+    return body
+
+
+class ProxyTest(unittest.TestCase):
+    workers = 4
+    env = {"RATE_LIMIT_INTERVAL_MS": "0"}
+
+    @classmethod
+    def setUpClass(cls):
+        ST.stop_workers()
+        ST.start_workers(cls.workers, cls.env)
+
+    def setUp(self):
+        MOCK.reset()
+
+    def req(self, method="GET", path="/", body=None, headers=None, port=None, **kw):
+        r = request(port or ST.port, method, path, body, headers, **kw)
+        RESPONSES.append(r.text())
+        return r
+
+    def chat(self, body=None, headers=None, path="/v1/chat/completions", **kw):
+        return self.req("POST", path, body if body is not None else chat_body(), headers, **kw)
+
+    def restart_workers(self, env, n=None):
+        ST.stop_workers()
+        ST.start_workers(n or self.workers, env)
+
+    def assertCors(self, r):
+        self.assertEqual(r.header_all("Access-Control-Allow-Origin"), ["*"], r.text())
+
+    def assertOpenAIError(self, r, status, code=None):
+        self.assertEqual(r.status, status, r.text())
+        self.assertCors(r)
+        self.assertTrue(r.header("Content-Type", "").startswith("application/json"), r.text())
+        err = r.json()["error"]
+        self.assertIsInstance(err["message"], str)
+        self.assertTrue(err["message"])
+        self.assertIsInstance(err["type"], str)
+        self.assertIn("code", err)
+        if code is not None:
+            self.assertEqual(err["code"], code)
+        return err
+
+    def wait_records(self, n, timeout=15):
+        return stack.wait_for(lambda: (lambda r: r if len(r) >= n else None)(MOCK.requests()),
+                              timeout, "%d requests at the mock" % n, interval=0.05)
+
+
+class TestRoutes(ProxyTest):
+    def test_get_root_is_ok(self):
+        r = self.req("GET", "/")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"OK")
+        self.assertCors(r)
+
+    def test_head_root_is_ok_without_body(self):
+        r = self.req("HEAD", "/")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"")
+        self.assertCors(r)
+
+    def test_preflight_echoes_requested_headers(self):
+        r = self.req("OPTIONS", "/v1/chat/completions", headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, authorization, x-stainless-os"})
+        self.assertEqual(r.status, 204)
+        self.assertCors(r)
+        self.assertIn("POST", r.header("Access-Control-Allow-Methods"))
+        self.assertEqual(r.header("Access-Control-Allow-Headers"),
+                         "content-type, authorization, x-stainless-os")
+        self.assertEqual(r.header("Access-Control-Max-Age"), "86400")
+        self.assertEqual(r.body, b"")
+
+    def test_preflight_on_any_path(self):
+        r = self.req("OPTIONS", "/whatever/else", headers={"Origin": "https://x.example"})
+        self.assertEqual(r.status, 204)
+        self.assertCors(r)
+
+    def test_unknown_path_is_404(self):
+        self.assertOpenAIError(self.req("GET", "/nope"), 404, "not_found")
+        self.assertOpenAIError(self.chat(path="/v1/models"), 404, "not_found")
+
+    def test_wrong_method_is_405_with_allow(self):
+        r = self.req("GET", "/v1/chat/completions")
+        self.assertOpenAIError(r, 405, "method_not_allowed")
+        self.assertEqual(r.header("Allow"), "POST, OPTIONS")
+        r = self.req("PUT", "/", body="x")
+        self.assertOpenAIError(r, 405, "method_not_allowed")
+        self.assertEqual(r.header("Allow"), "GET, HEAD, POST, OPTIONS")
+
+    def test_post_root_and_v1_path_both_forward(self):
+        for path in ("/", "/v1/chat/completions", "/chat/completions"):
+            r = self.chat(path=path)
+            self.assertEqual(r.status, 200, path)
+            self.assertEqual(r.json()["object"], "chat.completion")
+        recs = MOCK.requests()
+        self.assertEqual([x["path"] for x in recs], ["/v1/chat/completions"] * 3)
+
+    def test_mounted_under_prefix(self):
+        r = self.req("GET", PREFIX + "/", port=ST.prefix_port)
+        self.assertEqual((r.status, r.body), (200, b"OK"))
+        r = self.chat(path=PREFIX + "/v1/chat/completions", port=ST.prefix_port)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()["object"], "chat.completion")
+        r = self.req("GET", PREFIX + "/v1/chat/completions", port=ST.prefix_port)
+        self.assertOpenAIError(r, 405)
+        r = self.req("GET", PREFIX + "/v1/nothing", port=ST.prefix_port)
+        self.assertOpenAIError(r, 404)
+
+    def test_empty_body_is_400(self):
+        self.assertOpenAIError(self.chat(body=""), 400, "empty_body")
+        self.assertEqual(MOCK.requests(), [])
+
+
+class TestForwarding(ProxyTest):
+    def test_non_stream_comes_back_byte_for_byte(self):
+        r = self.chat(chat_body(mock={"reply": "exact bytes \u00e9\u6f22"}))
+        self.assertEqual(r.status, 200)
+        self.assertCors(r)
+        rec = MOCK.requests()[0]
+        self.assertEqual(r.body, rec["response_body"].encode())
+        self.assertEqual(r.header("Content-Type"), "application/json")
+        self.assertEqual(r.header("x-ratelimit-remaining-requests-day"), "14399")
+        self.assertEqual(r.header("X-Mock-Seq"), str(rec["seq"]))
+
+    def test_upstream_status_and_error_body_pass_through(self):
+        body = '{"message":"bad field","type":"invalid_request_error","param":"x","code":"wrong_api_format"}'
+        r = self.chat(chat_body(mock={"status": 422, "error_body": body}))
+        self.assertEqual(r.status, 422)
+        self.assertEqual(r.body, body.encode())
+        self.assertCors(r)
+        self.assertEqual(len(MOCK.requests()), 1)
+
+    def test_hop_by_hop_cookies_and_upstream_cors_are_dropped(self):
+        r = self.chat()
+        names = [k.lower() for k, _ in r.headers]
+        self.assertNotIn("set-cookie", names)
+        self.assertNotIn("keep-alive", names)
+        self.assertNotIn("content-length", names)    # nginx frames the stream
+        self.assertNotEqual(r.header("Server"), "mock-cerebras")
+        self.assertEqual(r.header_all("Access-Control-Allow-Origin"), ["*"])
+
+    def test_body_forwarded_unchanged_with_our_key_only(self):
+        body = json.dumps(chat_body(temperature=0.25, extra="\u2603")).encode()
+        r = self.chat(body, headers={"Content-Type": "application/json",
+                                     "Authorization": "Bearer " + CLIENT_SECRET,
+                                     "Cookie": "session=" + CLIENT_SECRET,
+                                     "X-Request-Id": "rid-forward-1"})
+        self.assertEqual(r.status, 200)
+        rec = MOCK.requests()[0]
+        self.assertEqual(rec["body_sha256"], hashlib.sha256(body).hexdigest())
+        self.assertIn(rec["key"], KEYS)
+        self.assertEqual(rec["headers"]["authorization"], "Bearer " + rec["key"])
+        self.assertNotIn("cookie", rec["headers"])
+        self.assertNotIn(CLIENT_SECRET, json.dumps(rec["headers"]))
+        self.assertEqual(rec["headers"]["content-type"], "application/json")
+        self.assertEqual(rec["headers"]["x-request-id"], "rid-forward-1")
+
+    def test_one_mib_body_intact(self):
+        filler = "x" * (1024 * 1024)
+        body = json.dumps(chat_body(messages=[{"role": "user", "content": filler}])).encode()
+        self.assertGreater(len(body), 1024 * 1024)
+        r = self.chat(body, headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r.text()[:500])
+        rec = MOCK.requests()[0]
+        self.assertEqual(rec["body_len"], len(body))
+        self.assertEqual(rec["body_sha256"], hashlib.sha256(body).hexdigest())
+
+    def test_upstream_connection_is_reused(self):
+        # Four workers: after each has made its first connection, no more.
+        for _ in range(12):
+            self.assertEqual(self.chat().status, 200)
+        lines = [l for l in ST.log_text().splitlines() if " chat " in l and "status=200" in l]
+        conns = [int(re.search(r"new_conns=(-?\d+)", l).group(1)) for l in lines[-8:]]
+        self.assertEqual(conns, [0] * 8, lines[-8:])
+
+
+class TestStreaming(ProxyTest):
+    def test_each_event_arrives_before_the_next_is_sent(self):
+        r = self.chat(chat_body(stream=True, mock={"events": 10, "gap_ms": 150}))
+        self.assertEqual(r.status, 200)
+        self.assertCors(r)
+        self.assertEqual(r.header("Content-Type"), "text/event-stream")
+        self.assertEqual(r.header("Cache-Control"), "no-cache")
+        rec = MOCK.requests()[0]
+        sent = rec["event_times"]
+        self.assertEqual(len(sent), 10)
+        # When did each event's last byte reach the client?
+        got = []
+        for i in range(10):
+            marker = ('"mock_index": %d,' % i).encode()
+            for t, body in r.arrivals:
+                end = body.find(b"\n\n", body.find(marker)) if marker in body else -1
+                if end >= 0:
+                    got.append(t)
+                    break
+        self.assertEqual(len(got), 10)
+        lags = [(g - s) * 1000 for g, s in zip(got, sent)]
+        for i in range(9):
+            self.assertLess(got[i], sent[i + 1],
+                            "event %d arrived after event %d was sent (lags ms %s)"
+                            % (i, i + 1, [round(x, 2) for x in lags]))
+        print("\n    stream lag ms (mock send -> client recv): max %.2f, mean %.2f"
+              % (max(lags), sum(lags) / len(lags)), file=sys.stderr, end=" ")
+        events = r.events()
+        self.assertEqual(events[0], ": mock heartbeat")
+        self.assertEqual(events[-1], "data: [DONE]")
+
+    def test_client_leaving_mid_stream_aborts_upstream_and_worker_survives(self):
+        seen = []
+
+        def on_data(resp):
+            seen.append(resp.body.count(b"mock_index"))
+            return resp.body.count(b"mock_index") >= 2
+
+        r = self.chat(chat_body(stream=True, mock={"events": 20, "gap_ms": 200}), on_data=on_data)
+        self.assertEqual(r.status, 200)
+        t_left = time.monotonic()
+        rec = stack.wait_for(lambda: (lambda x: x[0] if x and x[0]["closed_by_client"] else None)(
+            MOCK.requests()), 5, "the mock to see the upstream connection closed")
+        self.assertLess(len(rec["event_times"]), 20)
+        print("\n    upstream closed %.0f ms after the client left"
+              % ((rec["t_done"] - t_left) * 1000), file=sys.stderr, end=" ")
+        for _ in range(4):
+            self.assertEqual(self.chat().status, 200)
+        self.assertNotIn("killed by signal", ST.log_text())
+
+
+class TestRotation(ProxyTest):
+    env = {"RATE_LIMIT_INTERVAL_MS": "20"}
+
+    def test_three_keys_in_strict_rotation_across_four_workers(self):
+        with concurrent.futures.ThreadPoolExecutor(12) as ex:
+            rs = list(ex.map(lambda _: self.chat(), range(12)))
+        self.assertEqual([r.status for r in rs], [200] * 12)
+        recs = sorted(self.wait_records(12), key=lambda x: x["t"])
+        keys = [x["key"] for x in recs]
+        self.assertEqual(set(keys), set(KEYS))
+        for a, b in zip(keys, keys[1:]):
+            self.assertEqual(KEYS.index(b), (KEYS.index(a) + 1) % 3, keys)
+        pids = set(re.findall(r"cerebras-proxy\[(\d+)\]: chat ", ST.log_text()))
+        self.assertGreaterEqual(len(pids), 2, "requests were served by one worker only")
+
+
+class TestSpacing(ProxyTest):
+    env = {"RATE_LIMIT_INTERVAL_MS": "200"}
+
+    def test_twenty_concurrent_requests_spaced_in_slot_order(self):
+        # Warm up: one request per worker (each holds its worker while it
+        # waits for its slot), so every worker has its upstream connection
+        # and the measurement does not include TLS handshakes.
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as ex:
+            list(ex.map(lambda _: self.chat(), range(self.workers)))
+        MOCK.reset()
+        n = 20
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(lambda i: self.chat(headers={"X-Request-Id": "spacing-%d" % i}),
+                             range(n)))
+        self.assertEqual([r.status for r in rs], [200] * n)
+        recs = sorted(self.wait_records(n), key=lambda x: x["t"])
+        gaps = [(b["t"] - a["t"]) * 1000 for a, b in zip(recs, recs[1:])]
+        print("\n    gaps ms at the mock: min %.2f max %.2f mean %.2f"
+              % (min(gaps), max(gaps), sum(gaps) / len(gaps)), file=sys.stderr, end=" ")
+        self.assertGreaterEqual(min(gaps), 200 - JITTER_MS, gaps)
+        # Order of arrival == order of the slots Redis handed out.
+        slot_of = {}
+        for line in ST.log_text().splitlines():
+            m = re.search(r"chat id=(spacing-\d+) .* slot=(\d+)", line)
+            if m:
+                slot_of[m.group(1)] = int(m.group(2))
+        arrival = [x["headers"]["x-request-id"] for x in recs]
+        self.assertEqual(arrival, sorted(arrival, key=lambda rid: slot_of[rid]))
+        slots = sorted(slot_of[r] for r in arrival)
+        self.assertEqual({b - a for a, b in zip(slots, slots[1:])}, {200000})
+
+
+class TestNoSpacing(ProxyTest):
+    workers = 20
+    env = {"RATE_LIMIT_INTERVAL_MS": "0"}
+
+    def test_interval_zero_sends_at_once(self):
+        n = 20
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(lambda _: self.chat(chat_body(mock={"delay_ms": 1000})), range(n)))
+        self.assertEqual([r.status for r in rs], [200] * n)
+        recs = sorted(self.wait_records(n), key=lambda x: x["t"])
+        span = (recs[-1]["t"] - recs[0]["t"]) * 1000
+        print("\n    20 requests reached the mock within %.1f ms" % span, file=sys.stderr, end=" ")
+        # With 200 ms spacing this would take 3800 ms; all overlap instead.
+        self.assertLess(span, 1000)
+        self.assertLess(max(x["t"] for x in recs), min(x["t_done"] for x in recs))
+
+
+class TestFailures(ProxyTest):
+    env = {"RATE_LIMIT_INTERVAL_MS": "0"}
+
+    @classmethod
+    def tearDownClass(cls):
+        ST.stop_workers()
+        ST.start_workers(cls.workers, cls.env)
+
+    def test_upstream_down_is_502(self):
+        port = stack.free_port()   # nothing listens there
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0",
+                              "CEREBRAS_API_BASE": "https://127.0.0.1:%d/v1" % port})
+        self.assertOpenAIError(self.chat(), 502, "upstream_unreachable")
+        self.assertOpenAIError(self.chat(chat_body(stream=True)), 502)
+
+    def test_redis_down_is_503(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0",
+                              "REDIS_URL": "unix://" + os.path.join(ST.dir, "no-such.sock")})
+        r = self.chat()
+        self.assertOpenAIError(r, 503, "scheduler_unavailable")
+        self.assertEqual(r.header("Retry-After"), "1")
+        self.assertEqual(MOCK.requests(), [])
+        # The other routes do not need Redis.
+        self.assertEqual(self.req("GET", "/").status, 200)
+
+    def test_upstream_timeout_is_504(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0", "UPSTREAM_IDLE_TIMEOUT_MS": "300"})
+        self.assertOpenAIError(self.chat(chat_body(mock={"delay_ms": 2000})), 504, "upstream_timeout")
+
+    def test_script_flush_falls_back_to_eval(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0"}, n=1)
+        self.assertEqual(self.chat().status, 200)
+        self.assertEqual(ST.redis_cli("SCRIPT", "FLUSH"), "OK")
+        self.assertEqual(self.chat().status, 200)
+        self.assertEqual(self.chat().status, 200)
+
+    def test_redis_restart_is_survived(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0"}, n=1)
+        self.assertEqual(self.chat().status, 200)
+        ST.stop_proc("redis")
+        self.assertOpenAIError(self.chat(), 503)
+        ST.start_redis()
+        self.assertEqual(self.chat().status, 200)
+
+
+class TestConfig(unittest.TestCase):
+    def run_bad(self, env):
+        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "CEREBRAS_API_KEYS": ",".join(KEYS)}
+        full.update(env)
+        full = {k: v for k, v in full.items() if v is not None}
+        sock = os.path.join(ST.dir, "bad.sock")
+        p = subprocess.run([BINARY, "--listen", "unix:" + sock, "--processes", "1"],
+                           env=full, capture_output=True, text=True, timeout=10)
+        self.assertFalse(os.path.exists(sock), "bound a socket despite a bad config")
+        return p
+
+    def test_bad_values_stop_at_start_with_one_line(self):
+        cases = [
+            ({"CEREBRAS_API_KEYS": None}, "CEREBRAS_API_KEYS"),
+            ({"CEREBRAS_API_KEYS": " , ,"}, "CEREBRAS_API_KEYS"),
+            ({"RATE_LIMIT_INTERVAL_MS": "fast"}, "RATE_LIMIT_INTERVAL_MS"),
+            ({"RATE_LIMIT_INTERVAL_MS": "-5"}, "RATE_LIMIT_INTERVAL_MS"),
+            ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
+            ({"REDIS_URL": "redis://localhost:99999"}, "REDIS_URL"),
+            ({"CEREBRAS_API_BASE": "api.cerebras.ai"}, "CEREBRAS_API_BASE"),
+            ({"CEREBRAS_CA_FILE": "/nonexistent/ca.pem"}, "CEREBRAS_CA_FILE"),
+        ]
+        for env, var in cases:
+            p = self.run_bad(env)
+            self.assertEqual(p.returncode, 1, (env, p.stderr))
+            lines = p.stderr.strip().splitlines()
+            self.assertEqual(len(lines), 1, (env, p.stderr))
+            self.assertTrue(lines[0].startswith("cerebras-proxy: %s: " % var), (env, lines))
+            for k in KEYS:
+                self.assertNotIn(k, p.stderr)
+
+    def test_check_config_masks_secrets(self):
+        env = dict(os.environ, CEREBRAS_API_KEYS=",".join(KEYS),
+                   REDIS_URL="redis://:hunter2secret@127.0.0.1:6379/3")
+        p = subprocess.run([BINARY, "--check-config"], env=env, capture_output=True,
+                           text=True, timeout=10)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("CEREBRAS_API_KEYS=3 keys", p.stdout)
+        self.assertIn("RATE_LIMIT_INTERVAL_MS=200", p.stdout)
+        for secret in KEYS + ["hunter2secret"]:
+            self.assertNotIn(secret, p.stdout)
+
+
+class TestZSecrets(ProxyTest):
+    """Runs last (alphabetical): checks everything the other tests produced."""
+
+    def test_no_key_in_responses_logs_argv_or_redis(self):
+        self.chat()
+        self.chat(chat_body(stream=True))
+        self.chat(chat_body(mock={"status": 401}))
+        self.assertIn("Initialized with 3 API keys.", ST.log_text())
+        texts = list(RESPONSES)
+        for name in glob.glob(os.path.join(ST.dir, "*.log")):
+            if os.path.basename(name) == "mock.log":
+                continue   # the upstream is the one party that must see keys
+            with open(name, "rb") as f:
+                texts.append(f.read().decode("utf-8", "replace"))
+        self.assertGreater(len(RESPONSES), 20)
+        for k in KEYS:
+            for t in texts:
+                self.assertNotIn(k, t)
+        for pid in subprocess.run(["pgrep", "-f", BINARY], capture_output=True,
+                                  text=True).stdout.split():
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().decode()
+            for k in KEYS:
+                self.assertNotIn(k, cmd)
+        names = ST.redis_cli("--scan").split()
+        self.assertTrue(names)
+        for n in names:
+            self.assertTrue(n.startswith("{cerebras-proxy}:"), n)
+            for k in KEYS:
+                self.assertNotIn(k, n)
+
+
+if __name__ == "__main__":
+    unittest.main()

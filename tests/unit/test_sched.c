@@ -1,0 +1,211 @@
+/*
+ * test_sched.c - decoding the scheduling script's reply from hand-built
+ * hiredis replies, and what the script text relies on.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+
+#include "sched.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A reply element as the table describes it. */
+struct elem {
+	int type;
+	long long integer;
+	const char *str;
+};
+
+#define INT(n) {REDIS_REPLY_INTEGER, (n), NULL}
+#define STR(s) {REDIS_REPLY_STRING, 0, (s)}
+#define NIL {REDIS_REPLY_NIL, 0, NULL}
+
+#define AT 1795670190744031LL
+
+struct decode_case {
+	const char *desc;
+	int nkeys;
+	size_t nelem;
+	struct elem e[4];
+	int ret;
+	int key;         /* when ret == 0 */
+	int64_t wait_us;
+	int64_t at_us;
+};
+
+static const struct decode_case decode_cases[] = {
+	{"good", 2, 3, {INT(1), INT(200000), INT(AT)}, 0, 1, 200000, AT},
+	{"no wait", 1, 3, {INT(0), INT(0), INT(AT)}, 0, 0, 0, AT},
+	{"last key", 256, 3, {INT(255), INT(5), INT(AT)}, 0, 255, 5, AT},
+	{"long wait", 3, 3, {INT(2), INT(3600000000LL), INT(AT)}, 0, 2,
+	 3600000000LL, AT},
+	{"two elements", 2, 2, {INT(1), INT(200000)}, -1, 0, 0, 0},
+	{"four elements", 2, 4, {INT(1), INT(2), INT(3), INT(4)}, -1, 0, 0, 0},
+	{"empty array", 2, 0, {INT(0)}, -1, 0, 0, 0},
+	{"string key", 2, 3, {STR("1"), INT(0), INT(AT)}, -1, 0, 0, 0},
+	{"string wait", 2, 3, {INT(1), STR("0"), INT(AT)}, -1, 0, 0, 0},
+	{"string at", 2, 3, {INT(1), INT(0), STR("1795670190744031")}, -1, 0,
+	 0, 0},
+	{"nil element", 2, 3, {INT(1), NIL, INT(AT)}, -1, 0, 0, 0},
+	{"key == nkeys", 2, 3, {INT(2), INT(0), INT(AT)}, -1, 0, 0, 0},
+	{"key > nkeys", 2, 3, {INT(7), INT(0), INT(AT)}, -1, 0, 0, 0},
+	{"huge key", 2, 3, {INT(4294967297LL), INT(0), INT(AT)}, -1, 0, 0, 0},
+	{"negative key", 2, 3, {INT(-1), INT(0), INT(AT)}, -1, 0, 0, 0},
+	{"negative wait", 2, 3, {INT(0), INT(-1), INT(AT)}, -1, 0, 0, 0},
+	{"no keys", 0, 3, {INT(0), INT(0), INT(AT)}, -1, 0, 0, 0},
+};
+
+/* Builds r (an array of nelem replies) from e; str points into strs. */
+static void
+build(redisReply *r, redisReply *elems, redisReply **ptrs, char strs[][32],
+      const struct elem *e, size_t nelem)
+{
+	size_t i;
+
+	memset(r, 0, sizeof(*r));
+	r->type = REDIS_REPLY_ARRAY;
+	r->elements = nelem;
+	r->element = nelem > 0 ? ptrs : NULL;
+	for (i = 0; i < nelem; i++) {
+		memset(&elems[i], 0, sizeof(elems[i]));
+		elems[i].type = e[i].type;
+		elems[i].integer = e[i].integer;
+		if (e[i].str != NULL) {
+			snprintf(strs[i], sizeof(strs[i]), "%s", e[i].str);
+			elems[i].str = strs[i];
+			elems[i].len = strlen(strs[i]);
+		}
+		ptrs[i] = &elems[i];
+	}
+}
+
+static void
+test_sched_decode(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NELEM(decode_cases); i++) {
+		const struct decode_case *t = &decode_cases[i];
+		redisReply r;
+		redisReply elems[4];
+		redisReply *ptrs[4];
+		char strs[4][32];
+		struct slot s;
+		char errbuf[256];
+		int ret;
+
+		build(&r, elems, ptrs, strs, t->e, t->nelem);
+		memset(&s, 0, sizeof(s));
+		s.s_key = -42;
+		errbuf[0] = '\0';
+		ret = sched_decode(&r, t->nkeys, &s, errbuf, sizeof(errbuf));
+		if (ret != t->ret)
+			fail_msg("row %zu (%s): returned %d, want %d", i, t->desc,
+				 ret, t->ret);
+		if (ret == 0) {
+			if (s.s_key != t->key || s.s_wait_us != t->wait_us ||
+			    s.s_at_us != t->at_us)
+				fail_msg("row %zu (%s): got {%d, %lld, %lld}",
+					 i, t->desc, s.s_key,
+					 (long long)s.s_wait_us,
+					 (long long)s.s_at_us);
+		} else {
+			if (errbuf[0] == '\0')
+				fail_msg("row %zu (%s): no reason in errbuf", i,
+					 t->desc);
+			if (s.s_key != -42)
+				fail_msg("row %zu (%s): slot written on failure",
+					 i, t->desc);
+		}
+	}
+}
+
+/* Replies that are not arrays at all. */
+static void
+test_sched_decode_not_array(void **state)
+{
+	static const int types[] = {
+		REDIS_REPLY_INTEGER, REDIS_REPLY_NIL, REDIS_REPLY_STATUS,
+		REDIS_REPLY_STRING,
+	};
+	char text[] = "OK";
+	redisReply r;
+	struct slot s;
+	char errbuf[128];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NELEM(types); i++) {
+		memset(&r, 0, sizeof(r));
+		r.type = types[i];
+		r.integer = 1;
+		if (types[i] == REDIS_REPLY_STATUS ||
+		    types[i] == REDIS_REPLY_STRING) {
+			r.str = text;
+			r.len = strlen(text);
+		}
+		errbuf[0] = '\0';
+		if (sched_decode(&r, 2, &s, errbuf, sizeof(errbuf)) != -1)
+			fail_msg("type %d: decoded", types[i]);
+		assert_true(errbuf[0] != '\0');
+	}
+}
+
+/* An error reply is reported with Redis' own text. */
+static void
+test_sched_decode_error_reply(void **state)
+{
+	char text[] = "NOSCRIPT No matching script. Please use EVAL.";
+	redisReply r;
+	struct slot s;
+	char errbuf[256];
+	char small[16];
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	r.type = REDIS_REPLY_ERROR;
+	r.str = text;
+	r.len = strlen(text);
+	assert_int_equal(sched_decode(&r, 2, &s, errbuf, sizeof(errbuf)), -1);
+	assert_non_null(strstr(errbuf, "NOSCRIPT"));
+	assert_non_null(strstr(errbuf, "No matching script"));
+
+	/* A short errbuf is truncated, still NUL-terminated. */
+	memset(small, 'Z', sizeof(small));
+	assert_int_equal(sched_decode(&r, 2, &s, small, sizeof(small)), -1);
+	assert_non_null(memchr(small, '\0', sizeof(small)));
+}
+
+/* The script runs on Redis' clock and touches only the keys it is given. */
+static void
+test_sched_script(void **state)
+{
+	(void)state;
+	assert_non_null(strstr(sched_script, "redis.call('TIME')"));
+	assert_non_null(strstr(sched_script, "KEYS[1]"));
+	assert_non_null(strstr(sched_script, "KEYS[2]"));
+	assert_null(strstr(sched_script, "KEYS[3]"));
+	assert_null(strstr(sched_script, "ARGV[3]"));
+	assert_true(strlen(sched_script) > 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sched_decode),
+		cmocka_unit_test(test_sched_decode_not_array),
+		cmocka_unit_test(test_sched_decode_error_reply),
+		cmocka_unit_test(test_sched_script),
+	};
+
+	return cmocka_run_group_tests_name("test_sched", tests, NULL, NULL);
+}
