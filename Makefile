@@ -68,7 +68,7 @@ unit: $(UNIT_BIN)
 # real nginx, worker processes, mock HTTPS upstream). One summary line at the end.
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
-	@bash tests/run-all.sh $(BUILD)
+	@bash tests/run-all.sh $(BIN) $(UNIT_BIN)
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan \

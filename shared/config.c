@@ -183,6 +183,69 @@ parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 	return 0;
 }
 
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Copies n bytes of s, decoding %XX escapes (so a password may hold '@',
+ * ':' or '/'). Returns NULL on a bad escape or no memory.
+ */
+static char *
+pct_decode(const char *s, size_t n)
+{
+	char *out = malloc(n + 1);
+	size_t i;
+	size_t o = 0;
+	int hi;
+	int lo;
+
+	if (out == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if (s[i] != '%') {
+			out[o++] = s[i];
+			continue;
+		}
+		if (i + 2 >= n) {
+			free(out);
+			return NULL;
+		}
+		hi = hexval(s[i + 1]);
+		lo = hexval(s[i + 2]);
+		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+			free(out);
+			return NULL;
+		}
+		out[o++] = (char)(hi << 4 | lo);
+		i += 2;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* Host names: letters, digits, '.', '-', '_' (and ':' inside [IPv6]). */
+static int
+host_ok(const char *h, int ipv6)
+{
+	for (; *h != '\0'; h++) {
+		if ((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
+		    (*h >= '0' && *h <= '9') || *h == '.' || *h == '-' ||
+		    *h == '_' || (ipv6 && (*h == ':' || *h == '%')))
+			continue;
+		return 0;
+	}
+	return 1;
+}
+
 void
 config_free_redis_addr(struct redis_addr *a)
 {
@@ -283,13 +346,13 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 			goto fail;
 		}
 		if (colon > p) {
-			a->ra_user = xstrndup(p, (size_t)(colon - p));
+			a->ra_user = pct_decode(p, (size_t)(colon - p));
 			if (a->ra_user == NULL)
-				goto nomem;
+				goto badpct;
 		}
-		a->ra_password = xstrndup(colon + 1, (size_t)(at - colon - 1));
+		a->ra_password = pct_decode(colon + 1, (size_t)(at - colon - 1));
 		if (a->ra_password == NULL)
-			goto nomem;
+			goto badpct;
 		p = at + 1;
 	}
 	if (*p == '[') {
@@ -315,6 +378,12 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 		seterr(err, errsz, "REDIS_URL: no host name");
 		goto fail;
 	}
+	if (!host_ok(a->ra_host, *p == '[')) {
+		seterr(err, errsz,
+		       "REDIS_URL: bad character in host name (credentials go "
+		       "before '@', percent-encoded)");
+		goto fail;
+	}
 	if (colon != NULL) {
 		char portbuf[16];
 		size_t plen = (size_t)(hend - colon - 1);
@@ -335,6 +404,10 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 	if (*hend == '/' && parse_db(hend + 1, &a->ra_db, err, errsz) != 0)
 		goto fail;
 	return 0;
+badpct:
+	seterr(err, errsz,
+	       "REDIS_URL: bad %%-escape in the credentials (or out of memory)");
+	goto fail;
 nomem:
 	seterr(err, errsz, "REDIS_URL: out of memory");
 fail:

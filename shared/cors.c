@@ -84,11 +84,14 @@ cors_preflight_headers(struct buf *b, const char *request_headers)
 		return err;
 	if (request_headers == NULL || request_headers[0] == '\0')
 		return CP_OK;
-	if (!cors_header_list_ok(request_headers))
-		return buf_adds(b, "Access-Control-Allow-Headers: "
-				   "Content-Type, Authorization\r\n");
-	return buf_printf(b,
-			  "Access-Control-Allow-Headers: %s\r\n"
-			  "Vary: Access-Control-Request-Headers\r\n",
-			  request_headers);
+	if (cors_header_list_ok(request_headers))
+		err = buf_printf(b, "Access-Control-Allow-Headers: %s\r\n",
+				 request_headers);
+	else
+		err = buf_adds(b, "Access-Control-Allow-Headers: "
+				  "Content-Type, Authorization\r\n");
+	if (err)
+		return err;
+	/* The answer depends on the request header either way. */
+	return buf_adds(b, "Vary: Access-Control-Request-Headers\r\n");
 }

@@ -388,6 +388,20 @@ class TestFailures(ProxyTest):
         self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0", "UPSTREAM_IDLE_TIMEOUT_MS": "300"})
         self.assertOpenAIError(self.chat(chat_body(mock={"delay_ms": 2000})), 504, "upstream_timeout")
 
+    def test_client_leaving_while_queued_is_never_sent(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "3000"}, n=2)
+        self.assertEqual(self.chat(headers={"X-Request-Id": "q-first"}).status, 200)
+        # The next slot is ~3 s away; this client gives up after 0.3 s.
+        t0 = time.monotonic()
+        self.chat(headers={"X-Request-Id": "q-gone"}, close_after=0.3, timeout=0.3)
+        stack.wait_for(lambda: "id=q-gone" in ST.log_text() and "left while queued" in ST.log_text(),
+                       2.5, "the worker to notice the client left")
+        self.assertLess(time.monotonic() - t0, 2.9, "noticed only when the slot came")
+        # The next request waits for the slot after the abandoned one, then goes.
+        self.assertEqual(self.chat(headers={"X-Request-Id": "q-third"}).status, 200)
+        ids = [x["headers"].get("x-request-id") for x in MOCK.requests()]
+        self.assertEqual(ids, ["q-first", "q-third"])
+
     def test_script_flush_falls_back_to_eval(self):
         self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0"}, n=1)
         self.assertEqual(self.chat().status, 200)

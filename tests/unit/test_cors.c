@@ -200,6 +200,7 @@ static const char *const bad_request_headers[] = {
 	"content-type\rX-Injected: 1",
 	"x-a: b",
 	"content-type, x-foo(bar)",
+	"content-type, x-foo(",
 	"content-type;authorization",
 	"content-type, \"authorization\"",
 	"content-type, x\x01y",
@@ -231,8 +232,7 @@ test_cors_preflight_not_echoed(void **state)
 			fail_msg("row %zu: part of the request headers "
 				 "echoed: %s",
 				 i, b.b_p);
-		if (strcmp(b.b_p, METHODS MAX_AGE FALLBACK_HEADERS) != 0 &&
-		    strcmp(b.b_p, METHODS MAX_AGE FALLBACK_HEADERS
+		if (strcmp(b.b_p, METHODS MAX_AGE FALLBACK_HEADERS
 				      VARY_REQ_HEADERS) != 0)
 			fail_msg("row %zu: got \"%s\"", i, b.b_p);
 		buf_free(&b);
@@ -282,6 +282,8 @@ static const struct list_case list_cases[] = {
 	{"content-type\n", 0},
 	{"content-type\r", 0},
 	{"a(b)", 0},
+	{"a(b", 0},
+	{"(", 0},
 	{"a)", 0},
 	{"a;b", 0},
 	{"a/b", 0},

@@ -96,8 +96,8 @@ test_route_path(void **state)
 		memset(out, 'Z', sizeof(out));
 		ret = route_path(&v, out, sizeof(out));
 		if (ret != 0 || strcmp(out, t->want) != 0)
-			fail_msg("row %zu {%s, %s, %s, %s}: ret %d, got \"%.*s\", "
-				 "want \"%s\"",
+			fail_msg("row %zu {%s, %s, %s, %s}: ret %d, "
+				 "got \"%.*s\", want \"%s\"",
 				 i, nz(t->script_name), nz(t->path_info),
 				 nz(t->document_uri), nz(t->request_uri), ret,
 				 ret == 0 ? 255 : 0, out, t->want);

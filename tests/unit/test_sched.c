@@ -108,8 +108,8 @@ test_sched_decode(void **state)
 		errbuf[0] = '\0';
 		ret = sched_decode(&r, t->nkeys, &s, errbuf, sizeof(errbuf));
 		if (ret != t->ret)
-			fail_msg("row %zu (%s): returned %d, want %d", i, t->desc,
-				 ret, t->ret);
+			fail_msg("row %zu (%s): returned %d, want %d", i,
+				 t->desc, ret, t->ret);
 		if (ret == 0) {
 			if (s.s_key != t->key || s.s_wait_us != t->wait_us ||
 			    s.s_at_us != t->at_us)
@@ -122,7 +122,8 @@ test_sched_decode(void **state)
 				fail_msg("row %zu (%s): no reason in errbuf", i,
 					 t->desc);
 			if (s.s_key != -42)
-				fail_msg("row %zu (%s): slot written on failure",
+				fail_msg("row %zu (%s): slot written on "
+					 "failure",
 					 i, t->desc);
 		}
 	}

@@ -47,6 +47,9 @@ static const struct parse_ll_case parse_ll_cases[] = {
 	{"4 ", 0, 10, -1, 0, "not a number"},
 	{"+4", 0, 10, -1, 0, "not a number"},
 	{"-", 0, 10, -1, 0, "not a number"},
+	{"--5", -10, 10, -1, 0, "not a number"},
+	{"-+5", -10, 10, -1, 0, "not a number"},
+	{"- 5", -10, 10, -1, 0, "not a number"},
 	{"0x10", 0, 100, -1, 0, "not a number"},
 	{"1.5", 0, 10, -1, 0, "not a number"},
 	{"-1", 0, 10, -1, 0, "too small"},
@@ -199,9 +202,11 @@ test_buf_printf_large(void **state)
 	buf_init(&b, 4096);
 	assert_int_equal(buf_printf(&b, "%.511s", big), CP_OK);
 	assert_int_equal(b.b_len, 511);
+	assert_memory_equal(b.b_p, big, 511);
 	buf_reset(&b);
 	assert_int_equal(buf_printf(&b, "%.512s", big), CP_OK);
 	assert_int_equal(b.b_len, 512);
+	assert_memory_equal(b.b_p, big, 512);
 	assert_int_equal(b.b_p[512], '\0');
 	buf_free(&b);
 

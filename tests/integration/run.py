@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""Runs the integration suite; prints unittest's report and, last, one line
+"integration: N passed, N failed" for tests/run-all.sh to add up.
+Usage: run.py [unittest names...]   (default: every test_*.py here)"""
+
+import os
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def main(argv):
+    loader = unittest.TestLoader()
+    if argv:
+        suite = loader.loadTestsFromNames(argv)
+    else:
+        suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = result.testsRun - failed - len(result.skipped)
+    print("integration: %d passed, %d failed, %d skipped"
+          % (passed, failed, len(result.skipped)))
+    return 0 if failed == 0 and result.testsRun > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

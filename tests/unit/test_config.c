@@ -1,0 +1,663 @@
+/*
+ * test_config.c - config_load from a table instead of the environment,
+ * and config_parse_redis_url.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* An environment: name/value rows ended by a {NULL, NULL} row. */
+struct env {
+	const char *name;
+	const char *value;
+};
+
+#define MAX_ENV 8
+
+static const char *
+env_lookup(const char *name, void *ctx)
+{
+	const struct env *e = ctx;
+
+	for (; e->name != NULL; e++)
+		if (strcmp(e->name, name) == 0)
+			return e->value;
+	return NULL;
+}
+
+static const char *
+nz(const char *s)
+{
+	return s ? s : "(null)";
+}
+
+/*
+ * Renders one field of c as text, so a table row can state what it
+ * expects as {field, text} pairs.
+ */
+static const char *
+field(const struct config *c, const char *name, char *out, size_t outsz)
+{
+	const struct redis_addr *a = &c->redis;
+	size_t off = 0;
+	int i;
+
+	if (strcmp(name, "keys") == 0) {
+		out[0] = '\0';
+		for (i = 0; i < c->nkeys; i++)
+			off += (size_t)snprintf(out + off, outsz - off, "%s%s",
+						i ? "," : "", c->keys[i]);
+	} else if (strcmp(name, "nkeys") == 0)
+		snprintf(out, outsz, "%d", c->nkeys);
+	else if (strcmp(name, "api_base") == 0)
+		snprintf(out, outsz, "%s", nz(c->api_base));
+	else if (strcmp(name, "chat_url") == 0)
+		snprintf(out, outsz, "%s", nz(c->chat_url));
+	else if (strcmp(name, "ca_file") == 0)
+		snprintf(out, outsz, "%s", nz(c->ca_file));
+	else if (strcmp(name, "redis_url") == 0)
+		snprintf(out, outsz, "%s", nz(c->redis_url));
+	else if (strcmp(name, "redis") == 0) {
+		if (a->ra_kind == REDIS_TCP)
+			snprintf(out, outsz, "tcp %s:%d db %d", nz(a->ra_host),
+				 a->ra_port, a->ra_db);
+		else
+			snprintf(out, outsz, "unix %s db %d", nz(a->ra_path),
+				 a->ra_db);
+	} else if (strcmp(name, "redis_auth") == 0)
+		snprintf(out, outsz, "%s/%s", nz(a->ra_user),
+			 nz(a->ra_password));
+	else if (strcmp(name, "redis_prefix") == 0)
+		snprintf(out, outsz, "%s", nz(c->redis_prefix));
+	else if (strcmp(name, "interval_ms") == 0)
+		snprintf(out, outsz, "%ld", c->interval_ms);
+	else if (strcmp(name, "redis_timeout_ms") == 0)
+		snprintf(out, outsz, "%ld", c->redis_timeout_ms);
+	else if (strcmp(name, "connect_timeout_ms") == 0)
+		snprintf(out, outsz, "%ld", c->connect_timeout_ms);
+	else if (strcmp(name, "idle_timeout_ms") == 0)
+		snprintf(out, outsz, "%ld", c->idle_timeout_ms);
+	else if (strcmp(name, "max_body_bytes") == 0)
+		snprintf(out, outsz, "%ld", c->max_body_bytes);
+	else if (strcmp(name, "cors_origins") == 0)
+		snprintf(out, outsz, "%s", nz(c->cors_origins));
+	else if (strcmp(name, "log_requests") == 0)
+		snprintf(out, outsz, "%d", c->log_requests);
+	else
+		fail_msg("test bug: unknown field %s", name);
+	return out;
+}
+
+/* Nothing left to free: every owned pointer is NULL. */
+static int
+config_is_empty(const struct config *c)
+{
+	return c->keys == NULL && c->nkeys == 0 && c->api_base == NULL &&
+	       c->chat_url == NULL && c->ca_file == NULL &&
+	       c->redis_url == NULL && c->redis.ra_host == NULL &&
+	       c->redis.ra_path == NULL && c->redis.ra_user == NULL &&
+	       c->redis.ra_password == NULL && c->redis_prefix == NULL &&
+	       c->cors_origins == NULL;
+}
+
+/* Good configurations: {environment, {field, expected text}...}. */
+
+struct want {
+	const char *field;
+	const char *text;
+};
+
+struct good_case {
+	const char *desc;
+	struct env env[MAX_ENV];
+	struct want want[16];
+};
+
+#define KEY {"CEREBRAS_API_KEYS", "sk-test"}
+#define LOG_ROW(v, want) \
+	{"log requests " v, {KEY, {"LOG_REQUESTS", v}}, \
+	 {{"log_requests", want}}}
+
+static const struct good_case good_cases[] = {
+	{"defaults",
+	 {KEY},
+	 {{"keys", "sk-test"},
+	  {"nkeys", "1"},
+	  {"api_base", "https://api.cerebras.ai/v1"},
+	  {"chat_url", "https://api.cerebras.ai/v1/chat/completions"},
+	  {"ca_file", "(null)"},
+	  {"redis_url", "redis://127.0.0.1:6379/0"},
+	  {"redis", "tcp 127.0.0.1:6379 db 0"},
+	  {"redis_auth", "(null)/(null)"},
+	  {"redis_prefix", "{cerebras-proxy}"},
+	  {"interval_ms", "200"},
+	  {"redis_timeout_ms", "1000"},
+	  {"connect_timeout_ms", "10000"},
+	  {"idle_timeout_ms", "120000"},
+	  {"max_body_bytes", "16777216"},
+	  {"cors_origins", "*"},
+	  {"log_requests", "1"}}},
+	{"keys with spaces and empty items",
+	 {{"CEREBRAS_API_KEYS", " a , ,b,, c "}},
+	 {{"nkeys", "3"}, {"keys", "a,b,c"}}},
+	{"keys with tabs and newlines",
+	 {{"CEREBRAS_API_KEYS", "\tk1\t,\nk2\r\n,"}},
+	 {{"nkeys", "2"}, {"keys", "k1,k2"}}},
+	{"single key",
+	 {{"CEREBRAS_API_KEYS", "csk-0123456789abcdef"}},
+	 {{"nkeys", "1"}, {"keys", "csk-0123456789abcdef"}}},
+	{"leading and trailing commas",
+	 {{"CEREBRAS_API_KEYS", ",,x,"}},
+	 {{"nkeys", "1"}, {"keys", "x"}}},
+	{"api base with trailing slashes",
+	 {KEY, {"CEREBRAS_API_BASE", "https://example.test/v1///"}},
+	 {{"api_base", "https://example.test/v1"},
+	  {"chat_url", "https://example.test/v1/chat/completions"}}},
+	{"api base host only, slash",
+	 {KEY, {"CEREBRAS_API_BASE", "https://h/"}},
+	 {{"api_base", "https://h"},
+	  {"chat_url", "https://h/chat/completions"}}},
+	{"api base over http with a port",
+	 {KEY, {"CEREBRAS_API_BASE", "http://127.0.0.1:8443"}},
+	 {{"api_base", "http://127.0.0.1:8443"},
+	  {"chat_url", "http://127.0.0.1:8443/chat/completions"}}},
+	{"interval 0",
+	 {KEY, {"RATE_LIMIT_INTERVAL_MS", "0"}},
+	 {{"interval_ms", "0"}}},
+	{"interval maximum",
+	 {KEY, {"RATE_LIMIT_INTERVAL_MS", "3600000"}},
+	 {{"interval_ms", "3600000"}}},
+	{"integer settings at their bounds",
+	 {KEY,
+	  {"REDIS_TIMEOUT_MS", "60000"},
+	  {"UPSTREAM_CONNECT_TIMEOUT_MS", "1"},
+	  {"UPSTREAM_IDLE_TIMEOUT_MS", "86400000"},
+	  {"MAX_BODY_BYTES", "1024"}},
+	 {{"redis_timeout_ms", "60000"},
+	  {"connect_timeout_ms", "1"},
+	  {"idle_timeout_ms", "86400000"},
+	  {"max_body_bytes", "1024"}}},
+	{"prefix without a hash tag gets one",
+	 {KEY, {"REDIS_PREFIX", "myapp"}},
+	 {{"redis_prefix", "{myapp}"}}},
+	{"prefix with a hash tag is kept",
+	 {KEY, {"REDIS_PREFIX", "x:{t}:y"}},
+	 {{"redis_prefix", "x:{t}:y"}}},
+	{"an empty hash tag is no hash tag",
+	 {KEY, {"REDIS_PREFIX", "{}"}},
+	 {{"redis_prefix", "{{}}"}}},
+	{"an unclosed brace is no hash tag",
+	 {KEY, {"REDIS_PREFIX", "a{b"}},
+	 {{"redis_prefix", "{a{b}"}}},
+	{"redis url tcp with db",
+	 {KEY, {"REDIS_URL", "redis://h:1234/5"}},
+	 {{"redis_url", "redis://h:1234/5"},
+	  {"redis", "tcp h:1234 db 5"},
+	  {"redis_auth", "(null)/(null)"}}},
+	{"redis url with password",
+	 {KEY, {"REDIS_URL", "redis://:pw@h:6380/0"}},
+	 {{"redis", "tcp h:6380 db 0"}, {"redis_auth", "(null)/pw"}}},
+	{"redis url unix socket",
+	 {KEY, {"REDIS_URL", "unix:/tmp/r.sock?db=3"}},
+	 {{"redis", "unix /tmp/r.sock db 3"}}},
+	{"empty redis url is the default",
+	 {KEY, {"REDIS_URL", ""}},
+	 {{"redis_url", "redis://127.0.0.1:6379/0"},
+	  {"redis", "tcp 127.0.0.1:6379 db 0"}}},
+	{"empty CA file is the default store",
+	 {KEY, {"CEREBRAS_CA_FILE", ""}},
+	 {{"ca_file", "(null)"}}},
+	{"origin list kept as given",
+	 {KEY, {"CORS_ALLOW_ORIGINS", "https://a.example, https://b.example"}},
+	 {{"cors_origins", "https://a.example, https://b.example"}}},
+	LOG_ROW("0", "0"),
+	LOG_ROW("no", "0"),
+	LOG_ROW("off", "0"),
+	LOG_ROW("false", "0"),
+	LOG_ROW("1", "1"),
+	LOG_ROW("yes", "1"),
+	LOG_ROW("on", "1"),
+	LOG_ROW("true", "1"),
+};
+
+static void
+test_config_good(void **state)
+{
+	char err[256];
+	char got[1024];
+	size_t i;
+	size_t j;
+
+	(void)state;
+	for (i = 0; i < NELEM(good_cases); i++) {
+		const struct good_case *t = &good_cases[i];
+		struct config c;
+
+		err[0] = '\0';
+		if (config_load(&c, env_lookup, (void *)t->env, err,
+				sizeof(err)) != 0)
+			fail_msg("row %zu (%s): failed: %s", i, t->desc, err);
+		for (j = 0; j < NELEM(t->want) && t->want[j].field != NULL;
+		     j++) {
+			field(&c, t->want[j].field, got, sizeof(got));
+			if (strcmp(got, t->want[j].text) != 0)
+				fail_msg("row %zu (%s): %s is \"%s\", want "
+					 "\"%s\"",
+					 i, t->desc, t->want[j].field, got,
+					 t->want[j].text);
+		}
+		config_free(&c);
+		assert_true(config_is_empty(&c));
+	}
+}
+
+/* Bad configurations: the message names the variable, never a secret. */
+
+struct bad_case {
+	const char *var; /* the message starts with "var:" */
+	struct env env[MAX_ENV];
+	const char *sub; /* also in the message, or NULL */
+};
+
+#define SECRET_KEYS {"CEREBRAS_API_KEYS", "sk-SECRET-1,sk-SECRET-2"}
+
+/* var set to value, with good keys. */
+#define BAD(var, value, sub) {var, {SECRET_KEYS, {var, value}}, sub}
+/* CEREBRAS_API_KEYS set to value. */
+#define BAD_KEYS(value, sub) \
+	{"CEREBRAS_API_KEYS", {{"CEREBRAS_API_KEYS", value}}, sub}
+
+static const struct bad_case bad_cases[] = {
+	{"CEREBRAS_API_KEYS", {{NULL, NULL}}, "not set"},
+	BAD_KEYS("", "no key given"),
+	BAD_KEYS(" , , ", "no key given"),
+	BAD_KEYS(",", "no key given"),
+	BAD_KEYS("sk-SECRET a", "#0"),
+	BAD_KEYS("sk-SECRET-1,sk-SECRET\x01x", "#1"),
+	BAD_KEYS("sk-SECRET\x7fx", NULL),
+	BAD_KEYS("sk-SECRET\tx", NULL),
+	BAD_KEYS("sk-SECRET-caf\xc3\xa9", NULL),
+	BAD("CEREBRAS_API_BASE", "ftp://x", NULL),
+	BAD("CEREBRAS_API_BASE", "https://", NULL),
+	BAD("CEREBRAS_API_BASE", "https:///v1", NULL),
+	BAD("CEREBRAS_API_BASE", "https://h/v1?x=1", NULL),
+	BAD("CEREBRAS_API_BASE", "https://h/v1#frag", NULL),
+	BAD("CEREBRAS_API_BASE", "https://h/v 1", NULL),
+	BAD("CEREBRAS_API_BASE", "api.cerebras.ai", NULL),
+	BAD("CEREBRAS_API_BASE", "", NULL),
+	BAD("RATE_LIMIT_INTERVAL_MS", "abc",
+	    "not a number: \"abc\" (expected 0..3600000)"),
+	BAD("RATE_LIMIT_INTERVAL_MS", "-1", "too small"),
+	BAD("RATE_LIMIT_INTERVAL_MS", "3600001", "too large"),
+	BAD("RATE_LIMIT_INTERVAL_MS", "", "empty"),
+	BAD("RATE_LIMIT_INTERVAL_MS", " 5", "not a number"),
+	BAD("RATE_LIMIT_INTERVAL_MS", "5ms", "not a number"),
+	BAD("REDIS_TIMEOUT_MS", "0", "too small"),
+	BAD("UPSTREAM_CONNECT_TIMEOUT_MS", "600001", "too large"),
+	BAD("UPSTREAM_IDLE_TIMEOUT_MS", "1e3", "not a number"),
+	BAD("MAX_BODY_BYTES", "1023", "too small"),
+	BAD("REDIS_URL", "http://x", NULL),
+	BAD("REDIS_URL", "redis://h:0", "port"),
+	BAD("REDIS_URL", "redis://h:99999", "port"),
+	BAD("REDIS_URL", "redis://h:12ab", "port"),
+	BAD("REDIS_URL", "unix:relative.sock", NULL),
+	BAD("REDIS_URL", "redis://h/abc", "database"),
+	BAD("REDIS_URL", "redis://:hunter2@h:0", "port"),
+	BAD("REDIS_URL", "redis://user:hunter2@h/x", "database"),
+	BAD("REDIS_URL", "unix:///tmp/r.sock?pw=hunter2", NULL),
+	BAD("CEREBRAS_CA_FILE", "/nonexistent/cerebras-proxy-test/ca.pem",
+	    "/nonexistent/cerebras-proxy-test/ca.pem"),
+	BAD("REDIS_PREFIX", "", NULL),
+	BAD("REDIS_PREFIX", "a b", NULL),
+	BAD("LOG_REQUESTS", "maybe", NULL),
+	BAD("LOG_REQUESTS", "", NULL),
+	BAD("CORS_ALLOW_ORIGINS", "", NULL),
+	BAD("CORS_ALLOW_ORIGINS", "https://a.example\r\nX: y", NULL),
+	/* the first bad variable is the one reported */
+	{"CEREBRAS_API_BASE",
+	 {SECRET_KEYS,
+	  {"CEREBRAS_API_BASE", "ftp://x"},
+	  {"LOG_REQUESTS", "maybe"}},
+	 NULL},
+};
+
+/* Text from the tables above that must never reach a message. */
+static const char *const secrets[] = {"SECRET", "hunter2"};
+
+static void
+check_bad(size_t row, const char *var, const char *sub, const char *err)
+{
+	size_t n = strlen(var);
+	size_t i;
+
+	if (strncmp(err, var, n) != 0 || err[n] != ':')
+		fail_msg("row %zu: message \"%s\" does not start with \"%s:\"",
+			 row, err, var);
+	if (sub != NULL && strstr(err, sub) == NULL)
+		fail_msg("row %zu: message \"%s\" lacks \"%s\"", row, err, sub);
+	for (i = 0; i < NELEM(secrets); i++)
+		if (strstr(err, secrets[i]) != NULL)
+			fail_msg("row %zu: message \"%s\" shows a secret", row,
+				 err);
+	if (strchr(err, '\n') != NULL)
+		fail_msg("row %zu: message \"%s\" is not one line", row, err);
+}
+
+static void
+test_config_bad(void **state)
+{
+	char err[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NELEM(bad_cases); i++) {
+		const struct bad_case *t = &bad_cases[i];
+		struct config c;
+
+		memset(err, 0, sizeof(err));
+		if (config_load(&c, env_lookup, (void *)t->env, err,
+				sizeof(err)) != -1) {
+			config_free(&c);
+			fail_msg("row %zu (%s): loaded", i, t->var);
+		}
+		check_bad(i, t->var, t->sub, err);
+		/* Nothing to free after a failure (ASan checks for leaks). */
+		if (!config_is_empty(&c))
+			fail_msg("row %zu (%s): config not empty after failure",
+				 i, t->var);
+	}
+}
+
+/* A short err buffer truncates the message, still NUL-terminated. */
+static void
+test_config_bad_short_errbuf(void **state)
+{
+	static const struct env env[] = {
+		{"CEREBRAS_API_KEYS", "k"},
+		{"LOG_REQUESTS", "maybe"},
+		{NULL, NULL},
+	};
+	char err[12];
+	struct config c;
+
+	(void)state;
+	memset(err, 'Z', sizeof(err));
+	assert_int_equal(config_load(&c, env_lookup, (void *)env, err,
+				     sizeof(err)),
+			 -1);
+	assert_non_null(memchr(err, '\0', sizeof(err)));
+	assert_string_equal(err, "LOG_REQUEST");
+}
+
+/* Key count and key length caps, with generated values. */
+static void
+test_config_key_caps(void **state)
+{
+	struct env env[2] = {{"CEREBRAS_API_KEYS", NULL}, {NULL, NULL}};
+	char *v;
+	size_t vsz = CONFIG_MAX_KEYS * 8 + CONFIG_MAX_KEY_LEN + 16;
+	size_t off;
+	char err[256];
+	struct config c;
+	int i;
+
+	(void)state;
+	v = malloc(vsz);
+	assert_non_null(v);
+	env[0].value = v;
+
+	/* CONFIG_MAX_KEYS keys load; one more does not. */
+	off = 0;
+	for (i = 0; i < CONFIG_MAX_KEYS; i++)
+		off += (size_t)snprintf(v + off, vsz - off, "%sk%d",
+					i ? "," : "", i);
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)), 0);
+	assert_int_equal(c.nkeys, CONFIG_MAX_KEYS);
+	assert_string_equal(c.keys[CONFIG_MAX_KEYS - 1], "k255");
+	config_free(&c);
+	snprintf(v + off, vsz - off, ",SECRETkey");
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 -1);
+	check_bad(0, "CEREBRAS_API_KEYS", NULL, err);
+	assert_true(config_is_empty(&c));
+
+	/* A key of CONFIG_MAX_KEY_LEN characters loads; one more does not. */
+	memcpy(v, "SECRET", 6);
+	memset(v + 6, 'x', CONFIG_MAX_KEY_LEN - 6);
+	v[CONFIG_MAX_KEY_LEN] = '\0';
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)), 0);
+	assert_int_equal(c.nkeys, 1);
+	assert_int_equal(strlen(c.keys[0]), CONFIG_MAX_KEY_LEN);
+	config_free(&c);
+	v[CONFIG_MAX_KEY_LEN] = 'x';
+	v[CONFIG_MAX_KEY_LEN + 1] = '\0';
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 -1);
+	check_bad(1, "CEREBRAS_API_KEYS", NULL, err);
+	assert_true(config_is_empty(&c));
+	free(v);
+}
+
+/* A readable CA file is kept. */
+static void
+test_config_ca_file(void **state)
+{
+	char path[] = "/tmp/test_config_ca.XXXXXX";
+	struct env env[] = {
+		{"CEREBRAS_API_KEYS", "k"},
+		{"CEREBRAS_CA_FILE", path},
+		{NULL, NULL},
+	};
+	char err[256];
+	struct config c;
+	int fd;
+
+	(void)state;
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)), 0);
+	assert_non_null(c.ca_file);
+	assert_string_equal(c.ca_file, path);
+	config_free(&c);
+	unlink(path);
+}
+
+/* --check-config output shows fingerprints, never keys or passwords. */
+static void
+test_config_print_masks_secrets(void **state)
+{
+	static const struct env envs[][3] = {
+		{{"CEREBRAS_API_KEYS", "sk-SECRET-1,sk-SECRET-2"},
+		 {"REDIS_URL", "redis://user:hunter2@h:6380/1"},
+		 {NULL, NULL}},
+		{{"CEREBRAS_API_KEYS", "sk-SECRET-1"},
+		 {"REDIS_URL", "redis://:hunter2@[::1]:7000/2"},
+		 {NULL, NULL}},
+		{{"CEREBRAS_API_KEYS", "sk-SECRET-1"},
+		 {"REDIS_URL", "unix:///tmp/r.sock?db=3"},
+		 {NULL, NULL}},
+	};
+	char err[256];
+	struct config c;
+	char *out;
+	size_t outlen;
+	FILE *fp;
+	size_t i;
+	size_t j;
+
+	(void)state;
+	for (i = 0; i < NELEM(envs); i++) {
+		assert_int_equal(config_load(&c, env_lookup, (void *)envs[i],
+					     err, sizeof(err)),
+				 0);
+		out = NULL;
+		fp = open_memstream(&out, &outlen);
+		assert_non_null(fp);
+		config_print(&c, fp);
+		assert_int_equal(fclose(fp), 0);
+		assert_non_null(strstr(out, "CEREBRAS_API_KEYS="));
+		assert_non_null(strstr(out, "REDIS_URL="));
+		for (j = 0; j < NELEM(secrets); j++)
+			if (strstr(out, secrets[j]) != NULL)
+				fail_msg("row %zu shows a secret:\n%s", i, out);
+		free(out);
+		config_free(&c);
+	}
+}
+
+/* config_parse_redis_url */
+
+struct url_case {
+	const char *url;
+	int ret;
+	enum redis_kind kind;
+	const char *host;
+	int port;
+	const char *path;
+	const char *user;
+	const char *password;
+	int db;
+};
+
+static const struct url_case url_cases[] = {
+	{"redis://h:1234/5", 0, REDIS_TCP, "h", 1234, NULL, NULL, NULL, 5},
+	{"redis://h", 0, REDIS_TCP, "h", 6379, NULL, NULL, NULL, 0},
+	{"redis://h/", 0, REDIS_TCP, "h", 6379, NULL, NULL, NULL, 0},
+	{"redis://127.0.0.1:6379/0", 0, REDIS_TCP, "127.0.0.1", 6379, NULL,
+	 NULL, NULL, 0},
+	{"redis://h:65535/1000000", 0, REDIS_TCP, "h", 65535, NULL, NULL, NULL,
+	 1000000},
+	{"redis://:pw@h:6380/0", 0, REDIS_TCP, "h", 6380, NULL, NULL, "pw", 0},
+	{"redis://user:pw@h", 0, REDIS_TCP, "h", 6379, NULL, "user", "pw", 0},
+	{"redis://:p:w@h", 0, REDIS_TCP, "h", 6379, NULL, NULL, "p:w", 0},
+	{"redis://:p@w@h:1/2", 0, REDIS_TCP, "h", 1, NULL, NULL, "p@w", 2},
+	{"redis://[::1]:7000/2", 0, REDIS_TCP, "::1", 7000, NULL, NULL, NULL,
+	 2},
+	{"redis://[::1]", 0, REDIS_TCP, "::1", 6379, NULL, NULL, NULL, 0},
+	{"redis://:pw@[fe80::1]:6380", 0, REDIS_TCP, "fe80::1", 6380, NULL,
+	 NULL, "pw", 0},
+	{"unix:///tmp/r.sock", 0, REDIS_UNIX, NULL, 6379, "/tmp/r.sock", NULL,
+	 NULL, 0},
+	{"unix:/tmp/r.sock?db=3", 0, REDIS_UNIX, NULL, 6379, "/tmp/r.sock",
+	 NULL, NULL, 3},
+	{"unix:///tmp/r.sock?db=15", 0, REDIS_UNIX, NULL, 6379, "/tmp/r.sock",
+	 NULL, NULL, 15},
+	{"http://x", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"rediss://h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis:///0", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:0", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:99999", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:12ab", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:-1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:12345678901234567890", -1, REDIS_TCP, NULL, 0, NULL, NULL,
+	 NULL, 0},
+	{"redis://h/abc", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h/-1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h/1000001", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://user@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://:pw@", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://[::1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://[::1]x", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://[]:1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"unix:relative.sock", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
+	{"unix://relative.sock", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
+	{"unix:", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
+	{"unix:/tmp/r.sock?db=x", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
+	{"unix:/tmp/r.sock?x=1", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
+	/* percent-encoded credentials are decoded */
+	{"redis://:p%40ss%2Fw%3a@h", 0, REDIS_TCP, "h", 6379, NULL, NULL,
+	 "p@ss/w:", 0},
+	{"redis://us%65r:pw@h", 0, REDIS_TCP, "h", 6379, NULL, "user", "pw",
+	 0},
+	{"redis://:p%4@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://:p%zz@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://:p%00@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	/* a query or junk in the host is refused (it could hide a password) */
+	{"redis://cache.example?password=hunter2", -1, REDIS_TCP, NULL, 0, NULL,
+	 NULL, NULL, 0},
+	{"redis://h#frag", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h x:1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+};
+
+static int
+str_eq(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static void
+test_config_parse_redis_url(void **state)
+{
+	char err[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NELEM(url_cases); i++) {
+		const struct url_case *t = &url_cases[i];
+		struct redis_addr a;
+		int ret;
+
+		err[0] = '\0';
+		ret = config_parse_redis_url(t->url, &a, err, sizeof(err));
+		if (ret != t->ret)
+			fail_msg("row %zu \"%s\": returned %d, want %d (%s)", i,
+				 t->url, ret, t->ret, err);
+		if (ret != 0) {
+			if (strncmp(err, "REDIS_URL:", 10) != 0)
+				fail_msg("row %zu \"%s\": message \"%s\"", i,
+					 t->url, err);
+			if (a.ra_host != NULL || a.ra_path != NULL ||
+			    a.ra_user != NULL || a.ra_password != NULL)
+				fail_msg("row %zu \"%s\": left allocations", i,
+					 t->url);
+			continue;
+		}
+		if (a.ra_kind != t->kind || !str_eq(a.ra_host, t->host) ||
+		    (t->kind == REDIS_TCP && a.ra_port != t->port) ||
+		    !str_eq(a.ra_path, t->path) ||
+		    !str_eq(a.ra_user, t->user) ||
+		    !str_eq(a.ra_password, t->password) || a.ra_db != t->db)
+			fail_msg("row %zu \"%s\": got kind %d host %s port %d "
+				 "path %s user %s password %s db %d",
+				 i, t->url, (int)a.ra_kind, nz(a.ra_host),
+				 a.ra_port, nz(a.ra_path), nz(a.ra_user),
+				 nz(a.ra_password), a.ra_db);
+		config_free_redis_addr(&a);
+		assert_null(a.ra_host);
+		assert_null(a.ra_password);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config_good),
+		cmocka_unit_test(test_config_bad),
+		cmocka_unit_test(test_config_bad_short_errbuf),
+		cmocka_unit_test(test_config_key_caps),
+		cmocka_unit_test(test_config_ca_file),
+		cmocka_unit_test(test_config_print_masks_secrets),
+		cmocka_unit_test(test_config_parse_redis_url),
+	};
+
+	return cmocka_run_group_tests_name("test_config", tests, NULL, NULL);
+}
