@@ -43,7 +43,7 @@ BIN := $(BUILD)/cerebras-proxy
 all: $(BIN)
 
 $(BIN): $(FCGI_OBJ) $(SHARED_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS) $(DEP_LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) $(DEP_LIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -51,7 +51,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/tests/%: tests/unit/%.c $(SHARED_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS) $(DEP_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(ALL_LDFLAGS) $(DEP_LIBS) -lcmocka
 
 # Installs missing Debian packages when run as root; otherwise prints the command.
 deps:
@@ -59,7 +59,7 @@ deps:
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	@bash deploy/run-local.sh $(BIN)
+	@python3 deploy/stack.py run $(BIN)
 
 unit: $(UNIT_BIN)
 	@bash tests/run-unit.sh $(UNIT_BIN)

@@ -25,7 +25,6 @@ static const char *const drop_response[] = {
 };
 
 const struct hdr_forward hdr_request_allowed[] = {
-	{"CONTENT_TYPE", "Content-Type"},
 	{"HTTP_ACCEPT", "Accept"},
 	{"HTTP_USER_AGENT", "User-Agent"},
 	{"HTTP_X_REQUEST_ID", "X-Request-Id"},

@@ -5,7 +5,9 @@
  * (Content-Length: the web server frames the stream), cookies, the
  * upstream's own CORS and server identity do not.
  * Client -> upstream: only an allow-list (hdr_request_allowed); the
- * client's Authorization and Cookie never go upstream.
+ * client's Authorization and Cookie never go upstream. Content-Type is
+ * always application/json (the only body the API takes), so a browser may
+ * send text/plain and skip the CORS preflight round trip.
  */
 #ifndef CP_HEADERS_H
 #define CP_HEADERS_H

@@ -133,22 +133,20 @@ forward_headers(FCGX_Request *req, struct buf *out)
 	const struct hdr_forward *f;
 	const char *v;
 	enum cp_err err;
-	int have_ct = 0;
 
 	buf_reset(out);
+	err = buf_adds(out, "Content-Type: application/json\n");
+	if (err)
+		return err;
 	for (f = hdr_request_allowed; f->hf_cgi != NULL; f++) {
 		v = FCGX_GetParam(f->hf_cgi, req->envp);
 		if (v == NULL || v[0] == '\0' || !hdr_value_ok(v, HDR_VALUE_MAX))
 			continue;
-		if (f == hdr_request_allowed)
-			have_ct = 1;
 		err = buf_printf(out, "%s: %s\n", f->hf_name, v);
 		if (err)
 			return err;
 	}
-	if (!have_ct)
-		return buf_adds(out, "Content-Type: application/json\n");
-	return buf_add(out, "", 0);
+	return CP_OK;
 }
 
 static void

@@ -216,11 +216,13 @@ def _sleep_ms(ms: float) -> None:
         time.sleep(ms / 1000.0)
 
 
-def _error_json(message: str, etype: str, code: str) -> bytes:
+def _error_obj(message: str, etype: str, code: str) -> dict[str, Any]:
     """A flat Cerebras-style error object."""
-    return json.dumps(
-        {"message": message, "type": etype, "param": None, "code": code}
-    ).encode()
+    return {"message": message, "type": etype, "param": None, "code": code}
+
+
+def _error_json(message: str, etype: str, code: str) -> bytes:
+    return json.dumps(_error_obj(message, etype, code)).encode()
 
 
 def _chunk(data: bytes) -> bytes:
@@ -413,8 +415,8 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         except BadRequestBody as e:
             # The body framing is unknown, so the connection can't be reused.
             self.close_connection = True
-            self._send_control(e.status, json.loads(
-                _error_json(e.message, "invalid_request_error", f"mock_{e.status}")))
+            self._send_control(e.status, _error_obj(
+                e.message, "invalid_request_error", f"mock_{e.status}"))
             return
         t = time.monotonic()   # request line + headers + body fully read
 
@@ -435,9 +437,8 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         elif path.endswith("/models") and method == "GET":
             self._recorded(body, t, self._models)
         else:
-            self._send_control(404, {"message": f"no mock route for {method} {path}",
-                                     "type": "not_found_error", "param": None,
-                                     "code": "mock_404"})
+            self._send_control(404, _error_obj(f"no mock route for {method} {path}",
+                                               "not_found_error", "mock_404"))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
 
@@ -448,9 +449,8 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             if not isinstance(keys, dict) or not all(isinstance(v, dict) for v in keys.values()):
                 raise ValueError
         except (ValueError, KeyError, TypeError, RecursionError):
-            self._send_control(400, {"message": 'expected {"keys": {"<key>": {...}}}',
-                                     "type": "invalid_request_error", "param": None,
-                                     "code": "mock_400"})
+            self._send_control(400, _error_obj('expected {"keys": {"<key>": {...}}}',
+                                               "invalid_request_error", "mock_400"))
             return
         self.state.set_rules(keys)
         self._send_control(200, {"ok": True})

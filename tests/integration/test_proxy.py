@@ -68,6 +68,16 @@ def chat_body(**kw):
     return body
 
 
+def slots_from_log(id_prefix):
+    """{request id: slot (Redis time, us)} from the workers' request log."""
+    slot_of = {}
+    for line in ST.log_text().splitlines():
+        m = re.search(r"chat id=(%s\S+) .* slot=(\d+)" % re.escape(id_prefix), line)
+        if m:
+            slot_of[m.group(1)] = int(m.group(2))
+    return slot_of
+
+
 class ProxyTest(unittest.TestCase):
     workers = 4
     env = {"RATE_LIMIT_INTERVAL_MS": "0"}
@@ -224,6 +234,12 @@ class TestForwarding(ProxyTest):
         self.assertEqual(rec["headers"]["content-type"], "application/json")
         self.assertEqual(rec["headers"]["x-request-id"], "rid-forward-1")
 
+    def test_upstream_always_gets_json_content_type(self):
+        # A browser may send text/plain to avoid the preflight round trip.
+        r = self.chat(json.dumps(chat_body()), headers={"Content-Type": "text/plain;charset=UTF-8"})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(MOCK.requests()[0]["headers"]["content-type"], "application/json")
+
     def test_one_mib_body_intact(self):
         filler = "x" * (1024 * 1024)
         body = json.dumps(chat_body(messages=[{"role": "user", "content": filler}])).encode()
@@ -298,15 +314,20 @@ class TestRotation(ProxyTest):
     env = {"RATE_LIMIT_INTERVAL_MS": "20"}
 
     def test_three_keys_in_strict_rotation_across_four_workers(self):
-        with concurrent.futures.ThreadPoolExecutor(12) as ex:
-            rs = list(ex.map(lambda _: self.chat(), range(12)))
-        self.assertEqual([r.status for r in rs], [200] * 12)
-        recs = sorted(self.wait_records(12), key=lambda x: x["t"])
-        keys = [x["key"] for x in recs]
+        n = 12
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(lambda i: self.chat(headers={"X-Request-Id": "rot-%d" % i}),
+                             range(n)))
+        self.assertEqual([r.status for r in rs], [200] * n)
+        key_of = {x["headers"]["x-request-id"]: x["key"] for x in self.wait_records(n)}
+        # In the order the scheduler handed out the slots, the keys cycle.
+        slot_of = slots_from_log("rot-")
+        order = sorted(key_of, key=lambda rid: slot_of[rid])
+        keys = [key_of[rid] for rid in order]
         self.assertEqual(set(keys), set(KEYS))
         for a, b in zip(keys, keys[1:]):
             self.assertEqual(KEYS.index(b), (KEYS.index(a) + 1) % 3, keys)
-        pids = set(re.findall(r"cerebras-proxy\[(\d+)\]: chat ", ST.log_text()))
+        pids = set(re.findall(r"cerebras-proxy\[(\d+)\]: chat id=rot-", ST.log_text()))
         self.assertGreaterEqual(len(pids), 2, "requests were served by one worker only")
 
 
@@ -331,11 +352,7 @@ class TestSpacing(ProxyTest):
               % (min(gaps), max(gaps), sum(gaps) / len(gaps)), file=sys.stderr, end=" ")
         self.assertGreaterEqual(min(gaps), 200 - JITTER_MS, gaps)
         # Order of arrival == order of the slots Redis handed out.
-        slot_of = {}
-        for line in ST.log_text().splitlines():
-            m = re.search(r"chat id=(spacing-\d+) .* slot=(\d+)", line)
-            if m:
-                slot_of[m.group(1)] = int(m.group(2))
+        slot_of = slots_from_log("spacing-")
         arrival = [x["headers"]["x-request-id"] for x in recs]
         self.assertEqual(arrival, sorted(arrival, key=lambda rid: slot_of[rid]))
         slots = sorted(slot_of[r] for r in arrival)
