@@ -164,11 +164,11 @@ log_request(const struct worker *w, FCGX_Request *req, const struct slot *sl,
 	log_escape(v ? v : "-", rid, sizeof(rid));
 	key_fingerprint(w->w_cfg->keys[sl->s_key], fp);
 	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
-		 "status=%d "
+		 "sent_mono=%.6f status=%d "
 		 "ttfb_ms=%.1f total_ms=%.1f bytes=%zu new_conns=%ld %s",
 		 rid, sl->s_key, fp, (long long)sl->s_at_us,
 		 (double)sl->s_wait_us / 1000.0, (double)sl->s_late_us / 1000.0,
-		 status, res->us_ttfb_ms,
+		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9, status, res->us_ttfb_ms,
 		 (double)(mono_ns() - t0) / 1e6, bytes, res->us_connects,
 		 outcome);
 }
