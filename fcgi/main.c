@@ -163,6 +163,7 @@ worker_main(const struct config *cfg, int listen_fd)
 {
 	struct worker w;
 	FCGX_Request req;
+	sigset_t stop_sigs;
 	int rc;
 
 	if (FCGX_Init() != 0) {
@@ -179,8 +180,22 @@ worker_main(const struct config *cfg, int listen_fd)
 		return 1;
 	}
 	log_info("Initialized with %d API keys.", cfg->nkeys);
+	/*
+	 * SIGTERM/SIGINT are let in only while waiting for a connection: there
+	 * they interrupt accept() and the worker exits; during a request they
+	 * stay pending, so a stream in progress is finished first.
+	 */
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &stop_sigs, NULL) != 0)
+		log_warn("sigprocmask");
 	while (!stop_requested) {
+		(void)sigprocmask(SIG_UNBLOCK, &stop_sigs, NULL);
+		if (stop_requested)
+			break; /* it was pending during the last request */
 		rc = FCGX_Accept_r(&req);
+		(void)sigprocmask(SIG_BLOCK, &stop_sigs, NULL);
 		if (rc < 0) {
 			if (!stop_requested && rc != -EINTR)
 				log_warnx("accept failed (%d), exiting", rc);
@@ -230,8 +245,6 @@ supervise(const struct config *cfg, int listen_fd, int n)
 {
 	struct pool pool;
 	struct sigaction sa;
-	sigset_t block;
-	sigset_t old;
 	pid_t pid;
 	int status;
 	int i;
@@ -254,7 +267,6 @@ supervise(const struct config *cfg, int listen_fd, int n)
 		free(pool.p_pids);
 		return 1;
 	}
-	sigemptyset(&block);
 	for (i = 0; i < n; i++)
 		pool.p_pids[i] = spawn_worker(cfg, listen_fd);
 	while (!stop_requested) {
@@ -292,7 +304,6 @@ supervise(const struct config *cfg, int listen_fd, int n)
 			pool.p_pids[i] = spawn_worker(cfg, listen_fd);
 		}
 	}
-	(void)sigprocmask(SIG_BLOCK, &block, &old);
 	for (i = 0; i < n; i++)
 		if (pool.p_pids[i] > 0 && kill(pool.p_pids[i], SIGTERM) != 0)
 			log_warn("kill %ld", (long)pool.p_pids[i]);

@@ -251,6 +251,17 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 		log_request(w, req, &sl, r->r_started ? r->r_status : 499, &res,
 			    r->r_bytes, t0, "client left");
 		return;
+	case CP_ERR_UPSTREAM_AUTH:
+		key_fingerprint(cfg->keys[sl.s_key], errbuf);
+		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
+			  "check or replace it",
+			  sl.s_key, errbuf, res.us_status);
+		log_request(w, req, &sl, 502, &res, 0, t0, res.us_detail);
+		resp_error(r, 502, "upstream_error", "upstream_auth_failed",
+			   "the Cerebras API refused the proxy's API key; the "
+			   "proxy's operator has to fix its configuration",
+			   NULL);
+		return;
 	case CP_ERR_UPSTREAM_TIMEOUT:
 		log_request(w, req, &sl, r->r_started ? r->r_status : 504, &res,
 			    r->r_bytes, t0, res.us_detail);

@@ -22,6 +22,7 @@ struct xfer {
 	struct resp *x_resp;
 	long x_status;
 	int x_sse;            /* Content-Type is text/event-stream */
+	int x_key_refused;    /* 401/403: the body is about our key; drop it */
 	int x_hup;            /* client went away */
 	int x_timeout;        /* idle timeout fired */
 	int64_t x_last_ns;    /* last sign of life from upstream */
@@ -152,6 +153,7 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 		if (curl_easy_getinfo(x->x_up->up_curl, CURLINFO_RESPONSE_CODE,
 				      &x->x_status) != CURLE_OK)
 			x->x_status = 0;
+		x->x_key_refused = x->x_status == 401 || x->x_status == 403;
 		return len;
 	}
 	if (!hdr_forward_response(data, n))
@@ -176,6 +178,12 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	enum cp_err err;
 
 	x->x_last_ns = mono_ns();
+	/*
+	 * A refusal of our key is no business of the client's, and upstream
+	 * error bodies have been known to echo parts of the key.
+	 */
+	if (x->x_key_refused)
+		return len;
 	err = xfer_start_response(x);
 	if (!err)
 		err = resp_write(x->x_resp, data, len);
@@ -344,6 +352,11 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 		snprintf(res->us_detail, sizeof(res->us_detail),
 			 "no HTTP status from upstream");
 		return CP_ERR_UPSTREAM;
+	}
+	if (x.x_key_refused) {
+		snprintf(res->us_detail, sizeof(res->us_detail),
+			 "upstream answered %ld to the API key", x.x_status);
+		return CP_ERR_UPSTREAM_AUTH;
 	}
 	/* An answer with no body (e.g. 204) still has to reach the client. */
 	return xfer_start_response(&x);

@@ -46,7 +46,8 @@ void upstream_free(struct upstream *u);
  * body). Returns CP_OK once the upstream answer was relayed, whatever its
  * status; CP_ERR_UPSTREAM / CP_ERR_UPSTREAM_TIMEOUT if the upstream failed
  * (resp may have started: then the stream is cut short); CP_ERR_HUP if
- * the client went away.
+ * the client went away; CP_ERR_UPSTREAM_AUTH if the upstream answered 401
+ * or 403 (nothing of that answer is relayed).
  */
 enum cp_err upstream_forward(struct upstream *u, const struct upstream_req *req,
 			     struct resp *resp, struct upstream_res *res);

@@ -34,6 +34,8 @@ cp_strerror(enum cp_err err)
 		return "upstream error";
 	case CP_ERR_UPSTREAM_TIMEOUT:
 		return "upstream timeout";
+	case CP_ERR_UPSTREAM_AUTH:
+		return "upstream refused the API key";
 	}
 	return "unknown error";
 }

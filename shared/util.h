@@ -20,6 +20,7 @@ enum cp_err {
 	CP_ERR_REDIS,            /* Redis unreachable or answered an error */
 	CP_ERR_UPSTREAM,         /* upstream unreachable or broke the transfer */
 	CP_ERR_UPSTREAM_TIMEOUT, /* upstream did not answer in time */
+	CP_ERR_UPSTREAM_AUTH,    /* upstream refused our API key (401/403) */
 };
 
 const char *cp_strerror(enum cp_err err);

@@ -212,6 +212,16 @@ class TestForwarding(ProxyTest):
         self.assertCors(r)
         self.assertEqual(len(MOCK.requests()), 1)
 
+    def test_upstream_refusing_our_key_is_502_without_its_body(self):
+        r = self.chat(chat_body(mock={"status": 401,
+                                      "error_body": '{"message":"Wrong API Key sk-test-ALP...0001"}'}))
+        self.assertOpenAIError(r, 502, "upstream_auth_failed")
+        self.assertNotIn(b"Wrong API Key", r.body)
+        self.assertNotIn(b"0001", r.body)
+        key = MOCK.requests()[0]["key"]
+        self.assertRegex(ST.log_text(), r"API key #%d \([0-9a-f]{8}\) was refused by the upstream \(401\)"
+                         % KEYS.index(key))
+
     def test_hop_by_hop_cookies_and_upstream_cors_are_dropped(self):
         r = self.chat()
         names = [k.lower() for k, _ in r.headers]
@@ -431,6 +441,24 @@ class TestFailures(ProxyTest):
         self.assertEqual(self.chat(headers={"X-Request-Id": "q-third"}).status, 200)
         ids = [x["headers"].get("x-request-id") for x in MOCK.requests()]
         self.assertEqual(ids, ["q-first", "q-third"])
+
+    def test_sigterm_lets_a_running_stream_finish(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0"}, n=2)
+        p = ST.procs["workers"]
+        sent = []
+
+        def on_data(resp):
+            if not sent and b"mock_index" in resp.body:
+                sent.append(time.monotonic())
+                p.terminate()      # SIGTERM to the supervisor, mid-stream
+            return False
+
+        r = self.chat(chat_body(stream=True, mock={"events": 8, "gap_ms": 100}), on_data=on_data)
+        self.assertTrue(sent)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body.count(b"mock_index"), 8)
+        self.assertTrue(r.body.endswith(b"data: [DONE]\n\n"))
+        self.assertEqual(p.wait(10), 0)
 
     def test_script_flush_falls_back_to_eval(self):
         self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0"}, n=1)
