@@ -39,7 +39,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BIN := $(BUILD)/cerebras-proxy
 
-.PHONY: all run test unit integration asan deps clean format check-format
+.PHONY: all run test unit asan deps test-deps clean format check-format
 all: $(BIN)
 
 $(BIN): $(FCGI_OBJ) $(SHARED_OBJ)
@@ -57,6 +57,9 @@ $(BUILD)/tests/%: tests/unit/%.c $(SHARED_OBJ)
 deps:
 	@sh deploy/deps.sh
 
+test-deps:
+	@sh deploy/deps.sh test
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	@python3 deploy/stack.py run $(BIN)
@@ -66,8 +69,10 @@ unit: $(UNIT_BIN)
 
 # The whole suite: unit tests, then the integration suite (real redis-server,
 # real nginx, worker processes, mock HTTPS upstream). One summary line at the end.
-test: deps
+test: test-deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@if command -v clang-format >/dev/null; then $(MAKE) --no-print-directory check-format; \
+	 else echo "clang-format is not installed: code style not checked"; fi
 	@bash tests/run-all.sh $(BIN) $(UNIT_BIN)
 
 asan:
@@ -79,7 +84,7 @@ format:
 	clang-format -i fcgi/*.c shared/*.c shared/*.h tests/unit/*.c
 
 check-format:
-	clang-format --dry-run --Werror fcgi/*.c shared/*.c shared/*.h tests/unit/*.c
+	@clang-format --dry-run --Werror fcgi/*.c shared/*.c shared/*.h tests/unit/*.c
 
 clean:
 	rm -rf build build-asan

@@ -28,8 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CP_VERSION "0.1.0"
-#define MAX_PROCESSES 1024
+#define CP_VERSION     "0.1.0"
+#define MAX_PROCESSES  1024
 #define LISTEN_BACKLOG 1024
 
 static volatile sig_atomic_t stop_requested;
@@ -51,9 +51,11 @@ usage(FILE *fp)
 		"A FastCGI proxy for the Cerebras chat-completions API.\n"
 		"Configuration comes from the environment (see README.md).\n"
 		"\n"
-		"  --listen ADDR    bind ADDR (unix:/path/to.sock or host:port) "
+		"  --listen ADDR    bind ADDR (unix:/path/to.sock or "
+		"host:port) "
 		"instead of\n"
-		"                   using the socket passed on fd 0 by a process "
+		"                   using the socket passed on fd 0 by a "
+		"process "
 		"manager\n"
 		"  --processes N    with --listen: run N worker processes "
 		"(default 1)\n"
@@ -138,7 +140,8 @@ open_listener(const char *addr)
 			freeaddrinfo(res);
 			return -1;
 		}
-		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
+			       sizeof(one)) != 0)
 			log_warn("setsockopt SO_REUSEADDR");
 		if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
 			log_warn("--listen: bind %s", addr);
@@ -286,13 +289,15 @@ supervise(const struct config *cfg, int listen_fd, int n)
 				continue;
 			if (pool.p_pids[i] == pid && pid > 0) {
 				if (WIFSIGNALED(status))
-					log_warnx("worker %ld killed by signal %d; "
+					log_warnx("worker %ld killed by signal "
+						  "%d; "
 						  "restarting",
 						  (long)pid, WTERMSIG(status));
 				else
 					log_warnx("worker %ld exited with %d; "
 						  "restarting",
-						  (long)pid, WEXITSTATUS(status));
+						  (long)pid,
+						  WEXITSTATUS(status));
 				/* Do not spin if workers die at once. */
 				if (time(NULL) - last_spawn_fail < 1) {
 					ts.tv_sec = 1;
@@ -314,7 +319,8 @@ supervise(const struct config *cfg, int listen_fd, int n)
 			if (pool.p_pids[j] <= 0)
 				continue;
 			pid = waitpid(pool.p_pids[j], &status, WNOHANG);
-			if (pid == pool.p_pids[j] || (pid < 0 && errno == ECHILD))
+			if (pid == pool.p_pids[j] ||
+			    (pid < 0 && errno == ECHILD))
 				pool.p_pids[j] = 0;
 			else
 				alive++;
@@ -349,7 +355,8 @@ main(int argc, char **argv)
 	int i;
 
 	for (i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
 		} else if (strcmp(argv[i], "--version") == 0) {
@@ -360,8 +367,10 @@ main(int argc, char **argv)
 			check_only = 1;
 		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
 			listen_addr = argv[++i];
-		} else if (strcmp(argv[i], "--processes") == 0 && i + 1 < argc) {
-			if (parse_ll(argv[++i], 1, MAX_PROCESSES, &nproc, &why) != 0) {
+		} else if (strcmp(argv[i], "--processes") == 0 &&
+			   i + 1 < argc) {
+			if (parse_ll(argv[++i], 1, MAX_PROCESSES, &nproc,
+				     &why) != 0) {
 				fprintf(stderr,
 					"cerebras-proxy: --processes: %s "
 					"(expected 1..%d)\n",

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define DEFAULT_API_BASE "https://api.cerebras.ai/v1"
-#define DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
+#define DEFAULT_API_BASE     "https://api.cerebras.ai/v1"
+#define DEFAULT_REDIS_URL    "redis://127.0.0.1:6379/0"
 #define DEFAULT_REDIS_PREFIX "{cerebras-proxy}"
 
 struct int_setting {
@@ -41,8 +41,7 @@ static const struct int_setting int_settings[] = {
 	 offsetof(struct config, max_body_bytes)},
 };
 
-static void
-seterr(char *err, size_t errsz, const char *fmt, ...)
+static void seterr(char *err, size_t errsz, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 static void
@@ -153,7 +152,8 @@ parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 		host = v + 7;
 	else {
 		seterr(err, errsz,
-		       "CEREBRAS_API_BASE: must start with https:// or http://");
+		       "CEREBRAS_API_BASE: must start with https:// or "
+		       "http://");
 		return -1;
 	}
 	if (*host == '\0' || *host == '/') {
@@ -161,8 +161,8 @@ parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
-		if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f ||
-		    v[i] == '?' || v[i] == '#') {
+		if ((unsigned char)v[i] <= 0x20 ||
+		    (unsigned char)v[i] >= 0x7f || v[i] == '?' || v[i] == '#') {
 			seterr(err, errsz,
 			       "CEREBRAS_API_BASE: must be a plain URL with no "
 			       "spaces, query or fragment");
@@ -350,7 +350,8 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 			if (a->ra_user == NULL)
 				goto badpct;
 		}
-		a->ra_password = pct_decode(colon + 1, (size_t)(at - colon - 1));
+		a->ra_password =
+			pct_decode(colon + 1, (size_t)(at - colon - 1));
 		if (a->ra_password == NULL)
 			goto badpct;
 		p = at + 1;
@@ -358,7 +359,8 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 	if (*p == '[') {
 		q = memchr(p, ']', (size_t)(hend - p));
 		if (q == NULL) {
-			seterr(err, errsz, "REDIS_URL: unterminated [IPv6] host");
+			seterr(err, errsz,
+			       "REDIS_URL: unterminated [IPv6] host");
 			goto fail;
 		}
 		a->ra_host = xstrndup(p + 1, (size_t)(q - p - 1));
@@ -395,8 +397,8 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 		memcpy(portbuf, colon + 1, plen);
 		portbuf[plen] = '\0';
 		if (parse_ll(portbuf, 1, 65535, &port, &why) != 0) {
-			seterr(err, errsz, "REDIS_URL: port %s (expected 1..65535)",
-			       why);
+			seterr(err, errsz,
+			       "REDIS_URL: port %s (expected 1..65535)", why);
 			goto fail;
 		}
 		a->ra_port = (int)port;
@@ -406,7 +408,8 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 	return 0;
 badpct:
 	seterr(err, errsz,
-	       "REDIS_URL: bad %%-escape in the credentials (or out of memory)");
+	       "REDIS_URL: bad %%-escape in the credentials (or out of "
+	       "memory)");
 	goto fail;
 nomem:
 	seterr(err, errsz, "REDIS_URL: out of memory");
@@ -429,7 +432,8 @@ parse_prefix(struct config *c, const char *v, char *err, size_t errsz)
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
-		if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f) {
+		if ((unsigned char)v[i] <= 0x20 ||
+		    (unsigned char)v[i] >= 0x7f) {
 			seterr(err, errsz,
 			       "REDIS_PREFIX: only visible ASCII characters "
 			       "allowed");
@@ -458,7 +462,8 @@ parse_origins(struct config *c, const char *v, char *err, size_t errsz)
 	for (i = 0; v[i] != '\0'; i++) {
 		if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] >= 0x7f) {
 			seterr(err, errsz,
-			       "CORS_ALLOW_ORIGINS: only visible ASCII allowed");
+			       "CORS_ALLOW_ORIGINS: only visible ASCII "
+			       "allowed");
 			return -1;
 		}
 	}
@@ -554,7 +559,8 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 		v = lookup(s->name, ctx);
 		n = s->def;
 		if (v != NULL && parse_ll(v, s->min, s->max, &n, &why) != 0) {
-			seterr(err, errsz, "%s: %s: \"%.40s\" (expected %lld..%lld)",
+			seterr(err, errsz,
+			       "%s: %s: \"%.40s\" (expected %lld..%lld)",
 			       s->name, why, v, s->min, s->max);
 			goto fail;
 		}
@@ -633,7 +639,8 @@ config_print(const struct config *c, FILE *fp)
 		c->ca_file ? c->ca_file : "(libcurl default store)");
 	if (c->redis.ra_kind == REDIS_UNIX)
 		fprintf(fp, "REDIS_URL=unix://%s?db=%d%s\n", c->redis.ra_path,
-			c->redis.ra_db, c->redis.ra_password ? " (password set)" : "");
+			c->redis.ra_db,
+			c->redis.ra_password ? " (password set)" : "");
 	else
 		fprintf(fp, "REDIS_URL=redis://%s%s%s%s:%d/%d\n",
 			c->redis.ra_password ? "***@" : "",
@@ -644,7 +651,8 @@ config_print(const struct config *c, FILE *fp)
 	fprintf(fp, "REDIS_PREFIX=%s\n", c->redis_prefix);
 	for (j = 0; j < sizeof(int_settings) / sizeof(int_settings[0]); j++)
 		fprintf(fp, "%s=%ld\n", int_settings[j].name,
-			*(const long *)((const char *)c + int_settings[j].offset));
+			*(const long *)((const char *)c +
+					int_settings[j].offset));
 	fprintf(fp, "CORS_ALLOW_ORIGINS=%s\n", c->cors_origins);
 	fprintf(fp, "LOG_REQUESTS=%d\n", c->log_requests);
 }

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define CONFIG_MAX_KEYS 256
+#define CONFIG_MAX_KEYS	   256
 #define CONFIG_MAX_KEY_LEN 512
 
 enum redis_kind {
@@ -21,29 +21,29 @@ enum redis_kind {
 
 struct redis_addr {
 	enum redis_kind ra_kind;
-	char *ra_host;     /* owned; REDIS_TCP */
-	int ra_port;       /* REDIS_TCP */
-	char *ra_path;     /* owned; REDIS_UNIX */
-	char *ra_user;     /* owned, may be NULL (ACL user) */
+	char *ra_host;	   /* owned; REDIS_TCP */
+	int ra_port;	   /* REDIS_TCP */
+	char *ra_path;	   /* owned; REDIS_UNIX */
+	char *ra_user;	   /* owned, may be NULL (ACL user) */
 	char *ra_password; /* owned, may be NULL; secret */
 	int ra_db;
 };
 
 struct config {
-	char **keys;         /* owned; nkeys secrets, never logged */
+	char **keys; /* owned; nkeys secrets, never logged */
 	int nkeys;
-	char *api_base;      /* owned, no trailing '/' */
-	char *chat_url;      /* owned, api_base + "/chat/completions" */
-	char *ca_file;       /* owned, NULL = libcurl's default store */
-	char *redis_url;     /* owned, as given (secret: may hold a password) */
+	char *api_base;	 /* owned, no trailing '/' */
+	char *chat_url;	 /* owned, api_base + "/chat/completions" */
+	char *ca_file;	 /* owned, NULL = libcurl's default store */
+	char *redis_url; /* owned, as given (secret: may hold a password) */
 	struct redis_addr redis;
-	char *redis_prefix;  /* owned, holds a {hash tag} */
-	long interval_ms;    /* slot spacing, 0 = none */
+	char *redis_prefix; /* owned, holds a {hash tag} */
+	long interval_ms;   /* slot spacing, 0 = none */
 	long redis_timeout_ms;
 	long connect_timeout_ms;
 	long idle_timeout_ms; /* max upstream silence, before and between chunks */
 	long max_body_bytes;
-	char *cors_origins;  /* owned: "*" or a comma-separated list */
+	char *cors_origins; /* owned: "*" or a comma-separated list */
 	int log_requests;
 };
 

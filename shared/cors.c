@@ -5,8 +5,8 @@
 
 #include <string.h>
 
-#define CORS_METHODS "GET, HEAD, POST, OPTIONS"
-#define CORS_MAX_AGE "86400"
+#define CORS_METHODS	     "GET, HEAD, POST, OPTIONS"
+#define CORS_MAX_AGE	     "86400"
 #define CORS_MAX_HEADER_LIST 2048
 
 /* RFC 9110 tchar. */
@@ -14,7 +14,8 @@ static int
 is_tchar(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
 }
 
 int
@@ -68,7 +69,8 @@ cors_headers(struct buf *b, const char *allowed, const char *origin)
 	if (err)
 		return err;
 	/* An Origin is one line of visible ASCII (the web server saw to it). */
-	if (origin == NULL || origin[0] == '\0' || !origin_listed(allowed, origin))
+	if (origin == NULL || origin[0] == '\0' ||
+	    !origin_listed(allowed, origin))
 		return CP_OK;
 	return buf_printf(b, "Access-Control-Allow-Origin: %s\r\n", origin);
 }

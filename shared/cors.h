@@ -15,7 +15,8 @@
  * Appends the CORS header lines ("Name: value\r\n") for an ordinary
  * response. origin is the request's Origin header, or NULL.
  */
-enum cp_err cors_headers(struct buf *b, const char *allowed, const char *origin);
+enum cp_err cors_headers(struct buf *b, const char *allowed,
+			 const char *origin);
 
 /*
  * Appends the headers a preflight answer adds to the ordinary ones (which

@@ -10,17 +10,33 @@
 /* Response headers never passed to the client (lower case). */
 static const char *const drop_response[] = {
 	/* hop-by-hop (RFC 9110 7.6.1) and framing */
-	"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-	"proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
-	"upgrade", "content-length",
+	"connection",
+	"keep-alive",
+	"proxy-authenticate",
+	"proxy-authorization",
+	"proxy-connection",
+	"te",
+	"trailer",
+	"trailers",
+	"transfer-encoding",
+	"upgrade",
+	"content-length",
 	/* set by the web server or by us */
-	"date", "server", "status", "x-accel-buffering", "x-accel-redirect",
-	"x-accel-limit-rate", "x-accel-charset", "x-accel-expires",
+	"date",
+	"server",
+	"status",
+	"x-accel-buffering",
+	"x-accel-redirect",
+	"x-accel-limit-rate",
+	"x-accel-charset",
+	"x-accel-expires",
 	"cache-control",
 	/* upstream cookies belong to the upstream, not to the browser */
-	"set-cookie", "set-cookie2",
+	"set-cookie",
+	"set-cookie2",
 	/* transport details of the upstream hop */
-	"alt-svc", "strict-transport-security",
+	"alt-svc",
+	"strict-transport-security",
 	NULL,
 };
 
@@ -45,7 +61,8 @@ static int
 is_tchar(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
 }
 
 int

@@ -19,7 +19,8 @@ log_vline(int with_errno, int saved_errno, const char *fmt, va_list ap)
 	int m;
 	size_t len;
 
-	n = snprintf(line, sizeof(line), "cerebras-proxy[%ld]: ", (long)getpid());
+	n = snprintf(line, sizeof(line),
+		     "cerebras-proxy[%ld]: ", (long)getpid());
 	if (n < 0)
 		return;
 	m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);

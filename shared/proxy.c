@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#define PATH_MAX_LEN 2048
+#define PATH_MAX_LEN  2048
 #define HDR_VALUE_MAX 4096
 
 enum cp_err
@@ -140,7 +140,8 @@ forward_headers(FCGX_Request *req, struct buf *out)
 		return err;
 	for (f = hdr_request_allowed; f->hf_cgi != NULL; f++) {
 		v = FCGX_GetParam(f->hf_cgi, req->envp);
-		if (v == NULL || v[0] == '\0' || !hdr_value_ok(v, HDR_VALUE_MAX))
+		if (v == NULL || v[0] == '\0' ||
+		    !hdr_value_ok(v, HDR_VALUE_MAX))
 			continue;
 		err = buf_printf(out, "%s: %s\n", f->hf_name, v);
 		if (err)
@@ -168,9 +169,9 @@ log_request(const struct worker *w, FCGX_Request *req, const struct slot *sl,
 		 "ttfb_ms=%.1f total_ms=%.1f bytes=%zu new_conns=%ld %s",
 		 rid, sl->s_key, fp, (long long)sl->s_at_us,
 		 (double)sl->s_wait_us / 1000.0, (double)sl->s_late_us / 1000.0,
-		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9, status, res->us_ttfb_ms,
-		 (double)(mono_ns() - t0) / 1e6, bytes, res->us_connects,
-		 outcome);
+		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
+		 status, res->us_ttfb_ms, (double)(mono_ns() - t0) / 1e6, bytes,
+		 res->us_connects, outcome);
 }
 
 static void
@@ -188,7 +189,8 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 	err = read_body(req->in, &w->w_body);
 	if (err == CP_ERR_TOOBIG) {
 		snprintf(errbuf, sizeof(errbuf),
-			 "request body larger than %ld bytes", cfg->max_body_bytes);
+			 "request body larger than %ld bytes",
+			 cfg->max_body_bytes);
 		resp_error(r, 413, "invalid_request_error", "request_too_large",
 			   errbuf, NULL);
 		return;
@@ -199,10 +201,11 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 		return;
 	}
 	if (w->w_body.b_len == 0) {
-		resp_error(r, 400, "invalid_request_error", "empty_body",
-			   "the request body is empty: send the chat completion "
-			   "request as JSON",
-			   NULL);
+		resp_error(
+			r, 400, "invalid_request_error", "empty_body",
+			"the request body is empty: send the chat completion "
+			"request as JSON",
+			NULL);
 		return;
 	}
 	err = forward_headers(req, &w->w_hdrs);
@@ -216,11 +219,12 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 		return;
 	err = sched_reserve(&w->w_sched, &sl, errbuf, sizeof(errbuf));
 	if (err) {
-		log_warnx("redis %s unavailable: %s", cfg->redis.ra_kind == REDIS_UNIX
-							 ? cfg->redis.ra_path
-							 : cfg->redis.ra_host,
+		log_warnx("redis %s unavailable: %s",
+			  cfg->redis.ra_kind == REDIS_UNIX ? cfg->redis.ra_path
+							   : cfg->redis.ra_host,
 			  errbuf);
-		resp_error(r, 503, "service_unavailable", "scheduler_unavailable",
+		resp_error(r, 503, "service_unavailable",
+			   "scheduler_unavailable",
 			   "the proxy cannot reach its scheduler (Redis); try "
 			   "again shortly",
 			   "Retry-After: 1\r\n");
@@ -230,7 +234,8 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 	sl.s_late_us = (mono_ns() - sl.s_deadline_ns) / 1000;
 	if (err == CP_ERR_HUP) {
 		memset(&res, 0, sizeof(res));
-		log_request(w, req, &sl, 499, &res, 0, t0, "client left while queued");
+		log_request(w, req, &sl, 499, &res, 0, t0,
+			    "client left while queued");
 		return;
 	}
 	snprintf(timing, sizeof(timing), "Server-Timing: queue;dur=%.1f\r\n",
@@ -245,7 +250,8 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 	err = upstream_forward(&w->w_up, &ur, r, &res);
 	switch (err) {
 	case CP_OK:
-		log_request(w, req, &sl, r->r_status, &res, r->r_bytes, t0, "ok");
+		log_request(w, req, &sl, r->r_status, &res, r->r_bytes, t0,
+			    "ok");
 		return;
 	case CP_ERR_HUP:
 		log_request(w, req, &sl, r->r_started ? r->r_status : 499, &res,
@@ -271,10 +277,11 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 	default:
 		log_request(w, req, &sl, r->r_started ? r->r_status : 502, &res,
 			    r->r_bytes, t0, res.us_detail);
-		resp_error(r, 502, "upstream_error", "upstream_unreachable",
-			   "the proxy could not get an answer from the Cerebras "
-			   "API",
-			   NULL);
+		resp_error(
+			r, 502, "upstream_error", "upstream_unreachable",
+			"the proxy could not get an answer from the Cerebras "
+			"API",
+			NULL);
 		return;
 	}
 }
@@ -310,28 +317,28 @@ proxy_handle(struct worker *w, FCGX_Request *req)
 		goto done;
 	}
 	switch (route_decide(method, path, &allow)) {
-	case ROUTE_CHAT:
-		handle_chat(w, req, &r);
-		break;
+	case ROUTE_CHAT: handle_chat(w, req, &r); break;
 	case ROUTE_HEALTH:
 		if (resp_begin(&r, 200, "text/plain; charset=utf-8",
 			       "Cache-Control: no-store\r\n") == CP_OK)
 			(void)resp_write(&r, "OK", 2);
 		break;
 	case ROUTE_PREFLIGHT:
-		if (cors_preflight_headers(&extra,
-					   FCGX_GetParam("HTTP_ACCESS_CONTROL_REQUEST_HEADERS",
-							 req->envp)) != CP_OK)
+		if (cors_preflight_headers(
+			    &extra,
+			    FCGX_GetParam("HTTP_ACCESS_CONTROL_REQUEST_HEADERS",
+					  req->envp)) != CP_OK)
 			break;
 		(void)resp_begin(&r, 204, NULL, extra.b_p);
 		break;
 	case ROUTE_NOT_ALLOWED:
 		if (buf_printf(&extra, "Allow: %s\r\n", allow) != CP_OK)
 			break;
-		snprintf(msg, sizeof(msg), "method %s not allowed here (allowed: %s)",
+		snprintf(msg, sizeof(msg),
+			 "method %s not allowed here (allowed: %s)",
 			 log_escape(method, esc, sizeof(esc)), allow);
-		resp_error(&r, 405, "invalid_request_error", "method_not_allowed",
-			   msg, extra.b_p);
+		resp_error(&r, 405, "invalid_request_error",
+			   "method_not_allowed", msg, extra.b_p);
 		break;
 	case ROUTE_NOT_FOUND:
 		snprintf(msg, sizeof(msg),

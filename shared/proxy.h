@@ -19,8 +19,8 @@ struct worker {
 	const struct config *w_cfg; /* borrowed */
 	struct sched w_sched;
 	struct upstream w_up;
-	struct buf w_body;          /* request body, reused */
-	struct buf w_hdrs;          /* forwarded request headers, reused */
+	struct buf w_body; /* request body, reused */
+	struct buf w_hdrs; /* forwarded request headers, reused */
 	unsigned long w_served;
 };
 

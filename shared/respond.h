@@ -15,15 +15,15 @@
 #include <stddef.h>
 
 struct resp {
-	FCGX_Stream *r_out;      /* borrowed from the FastCGI request */
-	const char *r_cors;      /* borrowed: CORS_ALLOW_ORIGINS */
-	const char *r_origin;    /* borrowed: request Origin, may be NULL */
-	int r_head_only;         /* HEAD: headers, no body */
-	int r_started;           /* headers went out */
-	int r_hup;               /* a write failed: the client is gone */
+	FCGX_Stream *r_out;   /* borrowed from the FastCGI request */
+	const char *r_cors;   /* borrowed: CORS_ALLOW_ORIGINS */
+	const char *r_origin; /* borrowed: request Origin, may be NULL */
+	int r_head_only;      /* HEAD: headers, no body */
+	int r_started;	      /* headers went out */
+	int r_hup;	      /* a write failed: the client is gone */
 	int r_status;
-	size_t r_bytes;          /* body bytes written */
-	struct buf r_hdr;        /* owned: header block being built */
+	size_t r_bytes;	  /* body bytes written */
+	struct buf r_hdr; /* owned: header block being built */
 };
 
 void resp_init(struct resp *r, FCGX_Stream *out, const char *cors,
@@ -46,7 +46,8 @@ enum cp_err resp_write(struct resp *r, const char *data, size_t len);
  * response already started.
  */
 enum cp_err resp_error(struct resp *r, int status, const char *type,
-		       const char *code, const char *message, const char *extra);
+		       const char *code, const char *message,
+		       const char *extra);
 
 /* Appends s to b as the inside of a JSON string. */
 enum cp_err json_escape(struct buf *b, const char *s);

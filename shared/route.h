@@ -11,8 +11,8 @@
 #include <stddef.h>
 
 enum route {
-	ROUTE_CHAT,        /* forward to Cerebras */
-	ROUTE_HEALTH,      /* GET/HEAD / : 200 OK */
+	ROUTE_CHAT,	   /* forward to Cerebras */
+	ROUTE_HEALTH,	   /* GET/HEAD / : 200 OK */
 	ROUTE_PREFLIGHT,   /* OPTIONS on any path */
 	ROUTE_NOT_ALLOWED, /* known path, other method: 405 + Allow */
 	ROUTE_NOT_FOUND,   /* 404 */

@@ -122,9 +122,8 @@ sched_cmd(struct sched *s, int argc, const char **argv, char *errbuf,
 
 	r = redisCommandArgv(s->sc_ctx, argc, argv, NULL);
 	if (r == NULL) {
-		snprintf(errbuf, errsz, "%s", s->sc_ctx->errstr[0]
-						      ? s->sc_ctx->errstr
-						      : "no reply");
+		snprintf(errbuf, errsz, "%s",
+			 s->sc_ctx->errstr[0] ? s->sc_ctx->errstr : "no reply");
 		sched_disconnect(s);
 	}
 	return r;
@@ -285,9 +284,9 @@ sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 	freeReplyObject(r);
 	if (rc != 0)
 		return CP_ERR_REDIS;
-	out->s_deadline_ns = clock_sync_local(&s->sc_clock, sent_us, recv_us,
-					      out->s_at_us - out->s_wait_us,
-					      out->s_at_us) *
-			     1000;
+	out->s_deadline_ns =
+		clock_sync_local(&s->sc_clock, sent_us, recv_us,
+				 out->s_at_us - out->s_wait_us, out->s_at_us) *
+		1000;
 	return CP_OK;
 }

@@ -19,11 +19,11 @@
 #include <stdint.h>
 
 struct slot {
-	int s_key;           /* index into config.keys */
-	int64_t s_wait_us;   /* slot - Redis' "now" when the script ran */
-	int64_t s_at_us;     /* the slot, in Redis time (microseconds) */
+	int s_key;	       /* index into config.keys */
+	int64_t s_wait_us;     /* slot - Redis' "now" when the script ran */
+	int64_t s_at_us;       /* the slot, in Redis time (microseconds) */
 	int64_t s_deadline_ns; /* the slot on this host's CLOCK_MONOTONIC */
-	int64_t s_late_us;   /* set by the caller: how late it really sent */
+	int64_t s_late_us;     /* set by the caller: how late it really sent */
 };
 
 /*
@@ -51,12 +51,12 @@ int64_t clock_sync_local(struct clock_sync *cs, int64_t sent_us,
 
 struct sched {
 	const struct config *sc_cfg; /* borrowed */
-	redisContext *sc_ctx;        /* owned, NULL when disconnected */
-	char *sc_key_rr;             /* owned */
-	char *sc_key_slot;           /* owned */
+	redisContext *sc_ctx;	     /* owned, NULL when disconnected */
+	char *sc_key_rr;	     /* owned */
+	char *sc_key_slot;	     /* owned */
 	char sc_interval_us[32];
 	char sc_nkeys[16];
-	char sc_sha[41];             /* the script's SHA1, "" until learnt */
+	char sc_sha[41]; /* the script's SHA1, "" until learnt */
 	struct clock_sync sc_clock;
 };
 
@@ -74,7 +74,7 @@ enum cp_err sched_reserve(struct sched *s, struct slot *out, char *errbuf,
 			  size_t errsz);
 
 /* Decodes the script's reply {key, wait_us, at_us}; pure, for tests. */
-int sched_decode(const redisReply *r, int nkeys, struct slot *out,
-		 char *errbuf, size_t errsz);
+int sched_decode(const redisReply *r, int nkeys, struct slot *out, char *errbuf,
+		 size_t errsz);
 
 #endif

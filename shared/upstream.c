@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define UP_MAX_HEADERS (64 * 1024)
+#define UP_MAX_HEADERS	(64 * 1024)
 #define UP_HUP_CHECK_NS (50 * 1000000LL)
 
 /* State of one transfer, shared by the callbacks. */
@@ -21,14 +21,14 @@ struct xfer {
 	const struct upstream_req *x_req;
 	struct resp *x_resp;
 	long x_status;
-	int x_sse;            /* Content-Type is text/event-stream */
-	int x_key_refused;    /* 401/403: the body is about our key; drop it */
-	int x_hup;            /* client went away */
-	int x_timeout;        /* idle timeout fired */
-	int64_t x_last_ns;    /* last sign of life from upstream */
+	int x_sse;	   /* Content-Type is text/event-stream */
+	int x_key_refused; /* 401/403: the body is about our key; drop it */
+	int x_hup;	   /* client went away */
+	int x_timeout;	   /* idle timeout fired */
+	int64_t x_last_ns; /* last sign of life from upstream */
 	int64_t x_hup_check_ns;
-	int64_t x_first_ns;   /* first response byte */
-	enum cp_err x_err;    /* from writing to the client */
+	int64_t x_first_ns; /* first response byte */
+	enum cp_err x_err;  /* from writing to the client */
 };
 
 int
@@ -207,7 +207,8 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
-	if (now - x->x_last_ns > (int64_t)x->x_up->up_cfg->idle_timeout_ms * 1000000) {
+	if (now - x->x_last_ns >
+	    (int64_t)x->x_up->up_cfg->idle_timeout_ms * 1000000) {
 		x->x_timeout = 1;
 		return 1;
 	}
@@ -345,7 +346,8 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 	}
 	if (rc != CURLE_OK) {
 		snprintf(res->us_detail, sizeof(res->us_detail), "%s",
-			 u->up_errbuf[0] ? u->up_errbuf : curl_easy_strerror(rc));
+			 u->up_errbuf[0] ? u->up_errbuf
+					 : curl_easy_strerror(rc));
 		return CP_ERR_UPSTREAM;
 	}
 	if (x.x_status < 100) {

@@ -16,25 +16,26 @@
 
 struct upstream {
 	const struct config *up_cfg; /* borrowed */
-	CURL *up_curl;               /* owned */
+	CURL *up_curl;		     /* owned */
 	char up_errbuf[CURL_ERROR_SIZE];
-	struct buf up_hdrs;          /* owned: filtered upstream headers */
+	struct buf up_hdrs; /* owned: filtered upstream headers */
 };
 
 /* What the proxy sends besides the body (values borrowed, may be NULL). */
 struct upstream_req {
-	const char *ur_key;        /* the API key for this request */
-	const char *ur_hdr_lines;  /* "Name: value\n" lines from the allow-list */
+	const char *ur_key; /* the API key for this request */
+	const char
+		*ur_hdr_lines; /* "Name: value\n" lines from the allow-list */
 	const char *ur_body;
 	size_t ur_body_len;
-	int ur_client_fd;          /* FastCGI connection, polled for hang-up; -1 none */
-	const char *ur_extra;      /* extra response header lines, may be NULL */
+	int ur_client_fd; /* FastCGI connection, polled for hang-up; -1 none */
+	const char *ur_extra; /* extra response header lines, may be NULL */
 };
 
 struct upstream_res {
-	long us_status;       /* upstream HTTP status, 0 if none */
-	long us_connects;     /* new connections this transfer (0 = reused) */
-	double us_ttfb_ms;    /* until the first response byte */
+	long us_status;	   /* upstream HTTP status, 0 if none */
+	long us_connects;  /* new connections this transfer (0 = reused) */
+	double us_ttfb_ms; /* until the first response byte */
 	char us_detail[CURL_ERROR_SIZE]; /* human-readable reason on failure */
 };
 

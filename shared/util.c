@@ -16,26 +16,16 @@ const char *
 cp_strerror(enum cp_err err)
 {
 	switch (err) {
-	case CP_OK:
-		return "ok";
-	case CP_ERR_NOMEM:
-		return "out of memory";
-	case CP_ERR_TOOBIG:
-		return "too large";
-	case CP_ERR_BADREQ:
-		return "bad request";
-	case CP_ERR_HUP:
-		return "client went away";
-	case CP_ERR_IO:
-		return "web server I/O error";
-	case CP_ERR_REDIS:
-		return "Redis error";
-	case CP_ERR_UPSTREAM:
-		return "upstream error";
-	case CP_ERR_UPSTREAM_TIMEOUT:
-		return "upstream timeout";
-	case CP_ERR_UPSTREAM_AUTH:
-		return "upstream refused the API key";
+	case CP_OK: return "ok";
+	case CP_ERR_NOMEM: return "out of memory";
+	case CP_ERR_TOOBIG: return "too large";
+	case CP_ERR_BADREQ: return "bad request";
+	case CP_ERR_HUP: return "client went away";
+	case CP_ERR_IO: return "web server I/O error";
+	case CP_ERR_REDIS: return "Redis error";
+	case CP_ERR_UPSTREAM: return "upstream error";
+	case CP_ERR_UPSTREAM_TIMEOUT: return "upstream timeout";
+	case CP_ERR_UPSTREAM_AUTH: return "upstream refused the API key";
 	}
 	return "unknown error";
 }

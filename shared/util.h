@@ -12,15 +12,15 @@
 /* One error enum for the project; 0 is success. */
 enum cp_err {
 	CP_OK = 0,
-	CP_ERR_NOMEM,            /* allocation failed */
-	CP_ERR_TOOBIG,           /* a capped buffer or input would exceed its cap */
-	CP_ERR_BADREQ,           /* the client sent something we refuse */
-	CP_ERR_HUP,              /* the client went away: not a failure to log */
-	CP_ERR_IO,               /* reading from or writing to the web server failed */
-	CP_ERR_REDIS,            /* Redis unreachable or answered an error */
-	CP_ERR_UPSTREAM,         /* upstream unreachable or broke the transfer */
+	CP_ERR_NOMEM,	 /* allocation failed */
+	CP_ERR_TOOBIG,	 /* a capped buffer or input would exceed its cap */
+	CP_ERR_BADREQ,	 /* the client sent something we refuse */
+	CP_ERR_HUP,	 /* the client went away: not a failure to log */
+	CP_ERR_IO,	 /* reading from or writing to the web server failed */
+	CP_ERR_REDIS,	 /* Redis unreachable or answered an error */
+	CP_ERR_UPSTREAM, /* upstream unreachable or broke the transfer */
 	CP_ERR_UPSTREAM_TIMEOUT, /* upstream did not answer in time */
-	CP_ERR_UPSTREAM_AUTH,    /* upstream refused our API key (401/403) */
+	CP_ERR_UPSTREAM_AUTH,	 /* upstream refused our API key (401/403) */
 };
 
 const char *cp_strerror(enum cp_err err);

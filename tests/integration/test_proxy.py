@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -518,6 +519,112 @@ class TestConfig(unittest.TestCase):
         self.assertIn("RATE_LIMIT_INTERVAL_MS=200", p.stdout)
         for secret in KEYS + ["hunter2secret"]:
             self.assertNotIn(secret, p.stdout)
+
+
+BROWSER_PAGE = """<!doctype html><title>cross-origin client</title><script>
+const P = "http://127.0.0.1:%(port)d";
+async function run() {
+  const out = {};
+  try {
+    let r = await fetch(P + "/v1/chat/completions", {method: "POST",
+      headers: {"Content-Type": "application/json", "Authorization": "Bearer browser-token"},
+      body: JSON.stringify({model: "m", messages: [{role: "user", content: "hi"}]})});
+    out.plain = {status: r.status, body: await r.json()};
+    r = await fetch(P + "/v1/chat/completions", {method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({model: "m", stream: true, mock: {events: 5, gap_ms: 150}})});
+    const rd = r.body.getReader(), dec = new TextDecoder();
+    let text = "";
+    const reads = [];
+    for (;;) {
+      const {done, value} = await rd.read();
+      if (done) break;
+      text += dec.decode(value, {stream: true});
+      reads.push([performance.now(), (text.match(/mock_index/g) || []).length]);
+    }
+    out.stream = {status: r.status, type: r.headers.get("content-type"), text: text, reads: reads};
+    r = await fetch(P + "/nope");
+    out.notfound = {status: r.status, body: await r.json()};
+  } catch (e) {
+    out.error = String(e);
+  }
+  await fetch("/report", {method: "POST", body: JSON.stringify(out)});
+}
+run();
+</script>"""
+
+
+@unittest.skipUnless(shutil.which("chromium"), "chromium is not installed (apt-get install chromium)")
+class TestBrowser(ProxyTest):
+    """A real browser on another origin calls the proxy with fetch()."""
+
+    def test_cross_origin_fetch_plain_stream_and_error(self):
+        import http.server
+        import threading
+
+        report = {}
+        done = threading.Event()
+        page = (BROWSER_PAGE % {"port": ST.port}).encode()
+
+        class Page(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                report.update(json.loads(self.rfile.read(n)))
+                self.send_response(204)
+                self.end_headers()
+                done.set()
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        profile = os.path.join(ST.dir, "chromium-profile")
+        browser = subprocess.Popen(
+            ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--user-data-dir=" + profile,
+             "http://127.0.0.1:%d/" % srv.server_address[1]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self.assertTrue(done.wait(60), "the page never reported back")
+        finally:
+            browser.terminate()
+            try:
+                browser.wait(10)
+            except subprocess.TimeoutExpired:
+                browser.kill()
+                browser.wait()
+            srv.shutdown()
+            srv.server_close()
+        self.assertNotIn("error", report, report.get("error"))
+        self.assertEqual(report["plain"]["status"], 200)
+        self.assertEqual(report["plain"]["body"]["object"], "chat.completion")
+        # The preflight really happened (custom Authorization header).
+        with open(os.path.join(ST.dir, "nginx-access.log")) as f:
+            self.assertIn('"OPTIONS /v1/chat/completions HTTP/1.1" 204', f.read())
+        st = report["stream"]
+        self.assertEqual((st["status"], st["type"]), (200, "text/event-stream"))
+        self.assertIn("data: [DONE]", st["text"])
+        # The events came in separate reads, ~150 ms apart: not buffered.
+        firsts = {}
+        for t, count in st["reads"]:
+            firsts.setdefault(count, t)
+        self.assertTrue(all(c in firsts for c in range(1, 6)), st["reads"])
+        gaps = [firsts[c + 1] - firsts[c] for c in range(1, 5)]
+        self.assertGreater(min(gaps), 100, gaps)
+        self.assertEqual(report["notfound"]["status"], 404)
+        self.assertEqual(report["notfound"]["body"]["error"]["code"], "not_found")
+        # The browser's own Authorization never went upstream.
+        for rec in MOCK.requests():
+            self.assertNotIn("browser-token", json.dumps(rec["headers"]))
 
 
 class TestZSecrets(ProxyTest):

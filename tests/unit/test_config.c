@@ -125,10 +125,19 @@ struct good_case {
 	struct want want[16];
 };
 
-#define KEY {"CEREBRAS_API_KEYS", "sk-test"}
-#define LOG_ROW(v, want) \
-	{"log requests " v, {KEY, {"LOG_REQUESTS", v}}, \
-	 {{"log_requests", want}}}
+#define KEY                                                                    \
+	{                                                                      \
+		"CEREBRAS_API_KEYS", "sk-test"                                 \
+	}
+#define LOG_ROW(v, want)                                                       \
+	{                                                                      \
+		"log requests " v, {KEY, {"LOG_REQUESTS", v}},                 \
+		{                                                              \
+			{                                                      \
+				"log_requests", want                           \
+			}                                                      \
+		}                                                              \
+	}
 
 static const struct good_case good_cases[] = {
 	{"defaults",
@@ -271,13 +280,21 @@ struct bad_case {
 	const char *sub; /* also in the message, or NULL */
 };
 
-#define SECRET_KEYS {"CEREBRAS_API_KEYS", "sk-SECRET-1,sk-SECRET-2"}
+#define SECRET_KEYS                                                            \
+	{                                                                      \
+		"CEREBRAS_API_KEYS", "sk-SECRET-1,sk-SECRET-2"                 \
+	}
 
 /* var set to value, with good keys. */
-#define BAD(var, value, sub) {var, {SECRET_KEYS, {var, value}}, sub}
+#define BAD(var, value, sub)                                                   \
+	{                                                                      \
+		var, {SECRET_KEYS, {var, value}}, sub                          \
+	}
 /* CEREBRAS_API_KEYS set to value. */
-#define BAD_KEYS(value, sub) \
-	{"CEREBRAS_API_KEYS", {{"CEREBRAS_API_KEYS", value}}, sub}
+#define BAD_KEYS(value, sub)                                                   \
+	{                                                                      \
+		"CEREBRAS_API_KEYS", {{"CEREBRAS_API_KEYS", value}}, sub       \
+	}
 
 static const struct bad_case bad_cases[] = {
 	{"CEREBRAS_API_KEYS", {{NULL, NULL}}, "not set"},
@@ -394,9 +411,8 @@ test_config_bad_short_errbuf(void **state)
 
 	(void)state;
 	memset(err, 'Z', sizeof(err));
-	assert_int_equal(config_load(&c, env_lookup, (void *)env, err,
-				     sizeof(err)),
-			 -1);
+	assert_int_equal(
+		config_load(&c, env_lookup, (void *)env, err, sizeof(err)), -1);
 	assert_non_null(memchr(err, '\0', sizeof(err)));
 	assert_string_equal(err, "LOG_REQUEST");
 }
@@ -583,8 +599,7 @@ static const struct url_case url_cases[] = {
 	/* percent-encoded credentials are decoded */
 	{"redis://:p%40ss%2Fw%3a@h", 0, REDIS_TCP, "h", 6379, NULL, NULL,
 	 "p@ss/w:", 0},
-	{"redis://us%65r:pw@h", 0, REDIS_TCP, "h", 6379, NULL, "user", "pw",
-	 0},
+	{"redis://us%65r:pw@h", 0, REDIS_TCP, "h", 6379, NULL, "user", "pw", 0},
 	{"redis://:p%4@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
 	{"redis://:p%zz@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
 	{"redis://:p%00@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},

@@ -16,12 +16,12 @@
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
-#define LIST "https://a.example, https://b.example"
-#define ALLOW_ANY "Access-Control-Allow-Origin: *\r\n"
+#define LIST	    "https://a.example, https://b.example"
+#define ALLOW_ANY   "Access-Control-Allow-Origin: *\r\n"
 #define VARY_ORIGIN "Vary: Origin\r\n"
-#define METHODS "Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS\r\n"
-#define MAX_AGE "Access-Control-Max-Age: 86400\r\n"
-#define FALLBACK_HEADERS \
+#define METHODS	    "Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS\r\n"
+#define MAX_AGE	    "Access-Control-Max-Age: 86400\r\n"
+#define FALLBACK_HEADERS                                                       \
 	"Access-Control-Allow-Headers: Content-Type, Authorization\r\n"
 #define VARY_REQ_HEADERS "Vary: Access-Control-Request-Headers\r\n"
 
@@ -174,12 +174,11 @@ test_cors_preflight_block(void **state)
 	buf_init(&b, 4096);
 	assert_int_equal(cors_headers(&b, LIST, "https://b.example"), CP_OK);
 	assert_int_equal(cors_preflight_headers(&b, "content-type"), CP_OK);
-	assert_string_equal(b.b_p,
-			    VARY_ORIGIN
-			    "Access-Control-Allow-Origin: https://b.example\r\n"
-			    METHODS MAX_AGE
-			    "Access-Control-Allow-Headers: content-type\r\n"
-			    VARY_REQ_HEADERS);
+	assert_string_equal(
+		b.b_p, VARY_ORIGIN
+		"Access-Control-Allow-Origin: https://b.example\r\n" METHODS
+			MAX_AGE "Access-Control-Allow-Headers: "
+		"content-type\r\n" VARY_REQ_HEADERS);
 	buf_free(&b);
 
 	buf_init(&b, 4096);
@@ -222,8 +221,7 @@ test_cors_preflight_not_echoed(void **state)
 		const char *rh = bad_request_headers[i];
 
 		buf_init(&b, 4096);
-		assert_int_equal(cors_preflight_headers(&b, rh),
-				 CP_OK);
+		assert_int_equal(cors_preflight_headers(&b, rh), CP_OK);
 		if (strstr(b.b_p, rh) != NULL)
 			fail_msg("row %zu: request headers echoed: %s", i,
 				 b.b_p);
@@ -232,8 +230,9 @@ test_cors_preflight_not_echoed(void **state)
 			fail_msg("row %zu: part of the request headers "
 				 "echoed: %s",
 				 i, b.b_p);
-		if (strcmp(b.b_p, METHODS MAX_AGE FALLBACK_HEADERS
-				      VARY_REQ_HEADERS) != 0)
+		if (strcmp(b.b_p,
+			   METHODS MAX_AGE FALLBACK_HEADERS VARY_REQ_HEADERS) !=
+		    0)
 			fail_msg("row %zu: got \"%s\"", i, b.b_p);
 		buf_free(&b);
 	}

@@ -136,18 +136,9 @@ struct trim_case {
 };
 
 static const struct trim_case trim_cases[] = {
-	{"abc\r\n", 3},
-	{"abc\n", 3},
-	{"abc\r", 3},
-	{"abc", 3},
-	{"abc\r\n\r\n", 3},
-	{"a\r\r\n", 1},
-	{"a\nb\r\n", 3},
-	{"\r\n", 0},
-	{"\n", 0},
-	{"", 0},
-	{" \r\n", 1},
-	{"a \t\r\n", 3},
+	{"abc\r\n", 3},	    {"abc\n", 3},   {"abc\r", 3},    {"abc", 3},
+	{"abc\r\n\r\n", 3}, {"a\r\r\n", 1}, {"a\nb\r\n", 3}, {"\r\n", 0},
+	{"\n", 0},	    {"", 0},	    {" \r\n", 1},    {"a \t\r\n", 3},
 };
 
 static void
@@ -242,13 +233,20 @@ static void
 test_hdr_request_allowed(void **state)
 {
 	static const char *const never_cgi[] = {
-		"HTTP_AUTHORIZATION", "HTTP_COOKIE", "HTTP_PROXY_AUTHORIZATION",
-		"HTTP_HOST", "HTTP_CONNECTION", "HTTP_TRANSFER_ENCODING",
-		"CONTENT_LENGTH", "HTTP_PROXY", "CONTENT_TYPE",
+		"HTTP_AUTHORIZATION",
+		"HTTP_COOKIE",
+		"HTTP_PROXY_AUTHORIZATION",
+		"HTTP_HOST",
+		"HTTP_CONNECTION",
+		"HTTP_TRANSFER_ENCODING",
+		"CONTENT_LENGTH",
+		"HTTP_PROXY",
+		"CONTENT_TYPE",
 	};
 	static const char *const never_name[] = {
-		"Authorization", "Cookie", "Proxy-Authorization", "Host",
-		"Connection", "Transfer-Encoding", "Content-Length", "Proxy",
+		"Authorization",  "Cookie",	"Proxy-Authorization",
+		"Host",		  "Connection", "Transfer-Encoding",
+		"Content-Length", "Proxy",
 	};
 	const struct hdr_forward *h;
 	size_t i;

@@ -219,16 +219,11 @@ static const char *
 route_name(enum route r)
 {
 	switch (r) {
-	case ROUTE_CHAT:
-		return "CHAT";
-	case ROUTE_HEALTH:
-		return "HEALTH";
-	case ROUTE_PREFLIGHT:
-		return "PREFLIGHT";
-	case ROUTE_NOT_ALLOWED:
-		return "NOT_ALLOWED";
-	case ROUTE_NOT_FOUND:
-		return "NOT_FOUND";
+	case ROUTE_CHAT: return "CHAT";
+	case ROUTE_HEALTH: return "HEALTH";
+	case ROUTE_PREFLIGHT: return "PREFLIGHT";
+	case ROUTE_NOT_ALLOWED: return "NOT_ALLOWED";
+	case ROUTE_NOT_FOUND: return "NOT_FOUND";
 	}
 	return "?";
 }

@@ -23,9 +23,18 @@ struct elem {
 	const char *str;
 };
 
-#define INT(n) {REDIS_REPLY_INTEGER, (n), NULL}
-#define STR(s) {REDIS_REPLY_STRING, 0, (s)}
-#define NIL {REDIS_REPLY_NIL, 0, NULL}
+#define INT(n)                                                                 \
+	{                                                                      \
+		REDIS_REPLY_INTEGER, (n), NULL                                 \
+	}
+#define STR(s)                                                                 \
+	{                                                                      \
+		REDIS_REPLY_STRING, 0, (s)                                     \
+	}
+#define NIL                                                                    \
+	{                                                                      \
+		REDIS_REPLY_NIL, 0, NULL                                       \
+	}
 
 #define AT 1795670190744031LL
 
@@ -35,7 +44,7 @@ struct decode_case {
 	size_t nelem;
 	struct elem e[4];
 	int ret;
-	int key;         /* when ret == 0 */
+	int key; /* when ret == 0 */
 	int64_t wait_us;
 	int64_t at_us;
 };
@@ -44,15 +53,27 @@ static const struct decode_case decode_cases[] = {
 	{"good", 2, 3, {INT(1), INT(200000), INT(AT)}, 0, 1, 200000, AT},
 	{"no wait", 1, 3, {INT(0), INT(0), INT(AT)}, 0, 0, 0, AT},
 	{"last key", 256, 3, {INT(255), INT(5), INT(AT)}, 0, 255, 5, AT},
-	{"long wait", 3, 3, {INT(2), INT(3600000000LL), INT(AT)}, 0, 2,
-	 3600000000LL, AT},
+	{"long wait",
+	 3,
+	 3,
+	 {INT(2), INT(3600000000LL), INT(AT)},
+	 0,
+	 2,
+	 3600000000LL,
+	 AT},
 	{"two elements", 2, 2, {INT(1), INT(200000)}, -1, 0, 0, 0},
 	{"four elements", 2, 4, {INT(1), INT(2), INT(3), INT(4)}, -1, 0, 0, 0},
 	{"empty array", 2, 0, {INT(0)}, -1, 0, 0, 0},
 	{"string key", 2, 3, {STR("1"), INT(0), INT(AT)}, -1, 0, 0, 0},
 	{"string wait", 2, 3, {INT(1), STR("0"), INT(AT)}, -1, 0, 0, 0},
-	{"string at", 2, 3, {INT(1), INT(0), STR("1795670190744031")}, -1, 0,
-	 0, 0},
+	{"string at",
+	 2,
+	 3,
+	 {INT(1), INT(0), STR("1795670190744031")},
+	 -1,
+	 0,
+	 0,
+	 0},
 	{"nil element", 2, 3, {INT(1), NIL, INT(AT)}, -1, 0, 0, 0},
 	{"key == nkeys", 2, 3, {INT(2), INT(0), INT(AT)}, -1, 0, 0, 0},
 	{"key > nkeys", 2, 3, {INT(7), INT(0), INT(AT)}, -1, 0, 0, 0},
@@ -134,7 +155,9 @@ static void
 test_sched_decode_not_array(void **state)
 {
 	static const int types[] = {
-		REDIS_REPLY_INTEGER, REDIS_REPLY_NIL, REDIS_REPLY_STATUS,
+		REDIS_REPLY_INTEGER,
+		REDIS_REPLY_NIL,
+		REDIS_REPLY_STATUS,
 		REDIS_REPLY_STRING,
 	};
 	char text[] = "OK";

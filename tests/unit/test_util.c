@@ -26,7 +26,7 @@ struct parse_ll_case {
 	long long min;
 	long long max;
 	int ret;
-	long long out;      /* when ret == 0 */
+	long long out;	    /* when ret == 0 */
 	const char *errstr; /* when ret == -1 */
 };
 
@@ -417,7 +417,7 @@ static void
 test_key_fingerprint(void **state)
 {
 	static const char *const keys[] = {
-		"sk-a", "sk-b", "csk-0123456789abcdef0123456789abcdef",
+		"sk-a",	    "sk-b",	"csk-0123456789abcdef0123456789abcdef",
 		"0badc0de", "ffffffff",
 	};
 	char fa[9];
