@@ -81,10 +81,10 @@ asan:
 	    LDFLAGS="-fsanitize=address,undefined" all $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 
 format:
-	clang-format -i fcgi/*.c shared/*.c shared/*.h tests/unit/*.c
+	clang-format -i fcgi/*.c shared/*.c shared/*.h tests/unit/*.c tests/unit/*.h
 
 check-format:
-	@clang-format --dry-run --Werror fcgi/*.c shared/*.c shared/*.h tests/unit/*.c
+	@clang-format --dry-run --Werror fcgi/*.c shared/*.c shared/*.h tests/unit/*.c tests/unit/*.h
 
 clean:
 	rm -rf build build-asan

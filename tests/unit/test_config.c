@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 /* An environment: name/value rows ended by a {NULL, NULL} row. */
 struct env {
@@ -35,12 +35,6 @@ env_lookup(const char *name, void *ctx)
 		if (strcmp(e->name, name) == 0)
 			return e->value;
 	return NULL;
-}
-
-static const char *
-nz(const char *s)
-{
-	return s ? s : "(null)";
 }
 
 /*

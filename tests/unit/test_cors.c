@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 #define LIST	    "https://a.example, https://b.example"
 #define ALLOW_ANY   "Access-Control-Allow-Origin: *\r\n"
@@ -24,12 +24,6 @@
 #define FALLBACK_HEADERS                                                       \
 	"Access-Control-Allow-Headers: Content-Type, Authorization\r\n"
 #define VARY_REQ_HEADERS "Vary: Access-Control-Request-Headers\r\n"
-
-static const char *
-nz(const char *s)
-{
-	return s ? s : "(null)";
-}
 
 /* cors_headers: the exact bytes appended. */
 

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 /* hdr_forward_response */
 

@@ -13,15 +13,9 @@
 
 #include <string.h>
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 #define CHAT "/v1/chat/completions"
-
-static const char *
-nz(const char *s)
-{
-	return s ? s : "(null)";
-}
 
 /* route_path */
 

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 /* A reply element as the table describes it. */
 struct elem {

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 /* parse_ll */
 
