@@ -221,6 +221,70 @@ test_sched_script(void **state)
 	assert_true(strlen(sched_script) > 0);
 }
 
+/*
+ * clock_sync_local: a sequence of samples {sent, recv, redis_now, at} and
+ * the local deadline expected for each (all microseconds).
+ */
+struct sync_step {
+	int64_t sent;
+	int64_t recv;
+	int64_t redis_now;
+	int64_t at;
+	int64_t want;
+	const char *why;
+};
+
+static const struct sync_step sync_steps[] = {
+	/* Redis = local + 1000000. Bracket [9990, 10010]: midpoint. */
+	{10000, 10020, 1010010, 1210010, 210010, "first sample: midpoint"},
+	/* A late reply (delivered 5 ms after Redis ran) keeps the estimate:
+	 * the slot stays at its absolute time instead of moving 5 ms later. */
+	{20000, 25020, 1020010, 1220010, 220010, "slow reply ignored"},
+	/* A tighter bracket replaces the estimate. */
+	{30000, 30004, 1030003, 1230003, 230002, "tighter sample wins"},
+	/* The clocks moved by +2 ms (wall clock stepped): this wider bracket
+	 * does not win, but no longer holds the estimate, which is clamped
+	 * into it. */
+	{40000, 40020, 1042010, 1242010, 240020, "clamped into bracket"},
+};
+
+static void
+test_clock_sync(void **state)
+{
+	struct clock_sync cs;
+	size_t i;
+	int64_t got;
+
+	(void)state;
+	memset(&cs, 0, sizeof(cs));
+	for (i = 0; i < NELEM(sync_steps); i++) {
+		const struct sync_step *t = &sync_steps[i];
+
+		got = clock_sync_local(&cs, t->sent, t->recv, t->redis_now,
+				       t->at);
+		if (got != t->want)
+			fail_msg("step %zu (%s): got %lld, want %lld", i,
+				 t->why, (long long)got, (long long)t->want);
+	}
+}
+
+/* An old estimate ages: after a long quiet spell a wider sample wins. */
+static void
+test_clock_sync_ages(void **state)
+{
+	struct clock_sync cs;
+
+	(void)state;
+	memset(&cs, 0, sizeof(cs));
+	/* Width 4 us at t=0. */
+	assert_int_equal(clock_sync_local(&cs, 0, 4, 1000002, 1000002), 2);
+	/* 100 s later the old estimate is worth 4 + 100000 us: a 1 ms wide
+	 * bracket whose midpoint says offset 1000300 replaces it. */
+	assert_int_equal(clock_sync_local(&cs, 100000000, 100001000, 101000800,
+					  101000800),
+			 100000500);
+}
+
 int
 main(void)
 {
@@ -229,6 +293,8 @@ main(void)
 		cmocka_unit_test(test_sched_decode_not_array),
 		cmocka_unit_test(test_sched_decode_error_reply),
 		cmocka_unit_test(test_sched_script),
+		cmocka_unit_test(test_clock_sync),
+		cmocka_unit_test(test_clock_sync_ages),
 	};
 
 	return cmocka_run_group_tests_name("test_sched", tests, NULL, NULL);
