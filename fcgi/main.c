@@ -4,10 +4,14 @@
  * in shared/.
  *
  * Ways to run it:
- *   spawned by a FastCGI process manager (spawn-fcgi, mod_fcgid): the
- *     listening socket is fd 0;
+ *   spawned by a FastCGI process manager (spawn-fcgi, mod_fcgid, systemd
+ *     with StandardInput=socket): the listening socket is fd 0;
+ *   systemd socket activation (LISTEN_FDS): the socket is fd 3;
  *   cerebras-proxy --listen unix:/run/cerebras-proxy/fcgi.sock --processes 4
- *     binds the socket itself and keeps a pool of worker processes.
+ *     binds the socket itself and keeps a pool of worker processes
+ *     (--processes also works on an inherited socket);
+ *   as a plain CGI program: one request from the environment and stdin,
+ *     the answer on stdout, then exit.
  */
 #include "config.h"
 #include "log.h"
@@ -160,12 +164,107 @@ fail:
 	return -1;
 }
 
+/* FastCGI: libfcgi's streams. ctx is the FCGX_Request. */
+static const char *
+fcgi_param(void *ctx, const char *name)
+{
+	FCGX_Request *req = ctx;
+
+	return FCGX_GetParam(name, req->envp);
+}
+
+static int
+fcgi_read(void *ctx, char *buf, int len)
+{
+	FCGX_Request *req = ctx;
+	int n = FCGX_GetStr(buf, len, req->in);
+
+	if (n == 0 && FCGX_GetError(req->in) != 0)
+		return -1;
+	return n;
+}
+
+static int
+fcgi_write(void *ctx, const char *buf, int len, int flush)
+{
+	FCGX_Request *req = ctx;
+
+	if (FCGX_PutStr(buf, len, req->out) != len)
+		return -1;
+	/*
+	 * FCGX_FFlush sends one FCGI_STDOUT record now. After a failure the
+	 * stream is marked closed and later flushes "succeed": check the
+	 * stream's error too.
+	 */
+	if (flush &&
+	    (FCGX_FFlush(req->out) != 0 || FCGX_GetError(req->out) != 0))
+		return -1;
+	return 0;
+}
+
+/* Plain CGI: the environment, stdin and stdout (unbuffered). */
+static int
+cgi_read(void *ctx, char *buf, int len)
+{
+	ssize_t n;
+
+	(void)ctx;
+	do
+		n = read(STDIN_FILENO, buf, (size_t)len);
+	while (n < 0 && errno == EINTR);
+	return (int)n;
+}
+
+static int
+cgi_write(void *ctx, const char *buf, int len, int flush)
+{
+	ssize_t n;
+
+	(void)ctx;
+	(void)flush; /* write(2) leaves nothing behind to flush */
+	while (len > 0) {
+		n = write(STDOUT_FILENO, buf, (size_t)len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		len -= (int)n;
+	}
+	return 0;
+}
+
+/*
+ * Serves the one request of a CGI invocation. Each invocation is a new
+ * process: a new TLS connection upstream and a new Redis connection.
+ */
+static int
+cgi_main(const struct config *cfg)
+{
+	struct worker w;
+	struct request_io io;
+
+	if (worker_init(&w, cfg) != CP_OK) {
+		log_warnx("worker setup failed: out of memory");
+		return 1;
+	}
+	memset(&io, 0, sizeof(io));
+	io.io_param = config_cgi_param;
+	io.io_read = cgi_read;
+	io.io_write = cgi_write;
+	io.io_fd = -1;
+	proxy_handle(&w, &io);
+	worker_free(&w);
+	return 0;
+}
+
 /* Serves requests on listen_fd until told to stop. Returns an exit code. */
 static int
 worker_main(const struct config *cfg, int listen_fd)
 {
 	struct worker w;
 	FCGX_Request req;
+	struct request_io io;
 	sigset_t stop_sigs;
 	int rc;
 
@@ -204,7 +303,12 @@ worker_main(const struct config *cfg, int listen_fd)
 				log_warnx("accept failed (%d), exiting", rc);
 			break;
 		}
-		proxy_handle(&w, &req);
+		io.io_param = fcgi_param;
+		io.io_read = fcgi_read;
+		io.io_write = fcgi_write;
+		io.io_ctx = &req;
+		io.io_fd = req.ipcFd;
+		proxy_handle(&w, &io);
 		FCGX_Finish_r(&req);
 	}
 	FCGX_Free(&req, 1);
@@ -348,6 +452,7 @@ main(int argc, char **argv)
 	char err[512];
 	const char *listen_addr = NULL;
 	long long nproc = 1;
+	int nproc_given = 0;
 	const char *why;
 	int check_only = 0;
 	int listen_fd = 0;
@@ -412,16 +517,20 @@ main(int argc, char **argv)
 		close(listen_fd);
 		if (strncmp(listen_addr, "unix:", 5) == 0)
 			(void)unlink(listen_addr + 5);
+	} else if ((listen_fd = config_systemd_fd()) >= 0 || !FCGX_IsCGI()) {
+		if (listen_fd < 0)
+			listen_fd = 0; /* FCGI_LISTENSOCK_FILENO */
+		if (nproc_given)
+			rc = supervise(&cfg, listen_fd, (int)nproc);
+		else
+			rc = worker_main(&cfg, listen_fd);
+	} else if (config_cgi_param(NULL, "REQUEST_METHOD") != NULL) {
+		rc = cgi_main(&cfg);
 	} else {
-		if (FCGX_IsCGI()) {
-			fprintf(stderr,
-				"cerebras-proxy: not started by a FastCGI "
-				"process manager (fd 0 is not a listening "
-				"socket); use --listen\n");
-			config_free(&cfg);
-			return 2;
-		}
-		rc = worker_main(&cfg, 0);
+		fprintf(stderr,
+			"cerebras-proxy: no FastCGI socket on fd 0 and no CGI "
+			"request in the environment; use --listen ADDR\n");
+		rc = 2;
 	}
 	curl_global_cleanup();
 	config_free(&cfg);

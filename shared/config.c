@@ -598,6 +598,29 @@ config_load_env(struct config *c, char *err, size_t errsz)
 	return config_load(c, env_lookup, NULL, err, errsz);
 }
 
+/* In plain CGI mode the request itself arrives in the environment. */
+const char *
+config_cgi_param(void *ctx, const char *name)
+{
+	return env_lookup(name, ctx);
+}
+
+int
+config_systemd_fd(void)
+{
+	const char *pid = getenv("LISTEN_PID");
+	const char *fds = getenv("LISTEN_FDS");
+	const char *why;
+	long long p;
+	long long n;
+
+	if (pid == NULL || fds == NULL ||
+	    parse_ll(pid, 1, 1LL << 31, &p, &why) != 0 ||
+	    parse_ll(fds, 1, 1024, &n, &why) != 0 || p != (long long)getpid())
+		return -1;
+	return 3; /* SD_LISTEN_FDS_START; we use the first socket only */
+}
+
 void
 config_free(struct config *c)
 {

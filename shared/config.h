@@ -63,6 +63,18 @@ int config_load_env(struct config *c, char *err, size_t errsz);
 
 void config_free(struct config *c);
 
+/*
+ * The process environment as a request's CGI variables (plain CGI mode):
+ * a request_io io_param callback; ctx is unused.
+ */
+const char *config_cgi_param(void *ctx, const char *name);
+
+/*
+ * The listening socket systemd passed (LISTEN_FDS/LISTEN_PID, fd 3), or -1
+ * when there is none for this process.
+ */
+int config_systemd_fd(void);
+
 /* Prints the effective configuration, secrets masked (for --check-config). */
 void config_print(const struct config *c, FILE *fp);
 

@@ -53,7 +53,7 @@ worker_free(struct worker *w)
  * e.g. for chunked requests), up to the configured cap.
  */
 static enum cp_err
-read_body(FCGX_Stream *in, struct buf *body)
+read_body(const struct request_io *io, struct buf *body)
 {
 	char chunk[16384];
 	int n;
@@ -61,15 +61,15 @@ read_body(FCGX_Stream *in, struct buf *body)
 
 	buf_reset(body);
 	for (;;) {
-		n = FCGX_GetStr(chunk, (int)sizeof(chunk), in);
-		if (n <= 0)
+		n = io->io_read(io->io_ctx, chunk, (int)sizeof(chunk));
+		if (n < 0)
+			return CP_ERR_IO;
+		if (n == 0)
 			break;
 		err = buf_add(body, chunk, (size_t)n);
 		if (err)
 			return err;
 	}
-	if (FCGX_GetError(in) != 0)
-		return CP_ERR_IO;
 	/* Keep body.b_p valid for an empty body. */
 	return buf_add(body, "", 0);
 }
@@ -128,7 +128,7 @@ wait_for_slot(int64_t deadline_ns, int fd)
 
 /* Collects the allow-listed client headers as "Name: value\n" lines. */
 static enum cp_err
-forward_headers(FCGX_Request *req, struct buf *out)
+forward_headers(const struct request_io *io, struct buf *out)
 {
 	const struct hdr_forward *f;
 	const char *v;
@@ -139,7 +139,7 @@ forward_headers(FCGX_Request *req, struct buf *out)
 	if (err)
 		return err;
 	for (f = hdr_request_allowed; f->hf_cgi != NULL; f++) {
-		v = FCGX_GetParam(f->hf_cgi, req->envp);
+		v = io->io_param(io->io_ctx, f->hf_cgi);
 		if (v == NULL || v[0] == '\0' ||
 		    !hdr_value_ok(v, HDR_VALUE_MAX))
 			continue;
@@ -151,9 +151,9 @@ forward_headers(FCGX_Request *req, struct buf *out)
 }
 
 static void
-log_request(const struct worker *w, FCGX_Request *req, const struct slot *sl,
-	    int status, const struct upstream_res *res, size_t bytes,
-	    int64_t t0, const char *outcome)
+log_request(const struct worker *w, const struct request_io *io,
+	    const struct slot *sl, int status, const struct upstream_res *res,
+	    size_t bytes, int64_t t0, const char *outcome)
 {
 	char fp[9];
 	char rid[80];
@@ -161,7 +161,7 @@ log_request(const struct worker *w, FCGX_Request *req, const struct slot *sl,
 
 	if (!w->w_cfg->log_requests)
 		return;
-	v = FCGX_GetParam("HTTP_X_REQUEST_ID", req->envp);
+	v = io->io_param(io->io_ctx, "HTTP_X_REQUEST_ID");
 	log_escape(v ? v : "-", rid, sizeof(rid));
 	key_fingerprint(w->w_cfg->keys[sl->s_key], fp);
 	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
@@ -175,7 +175,7 @@ log_request(const struct worker *w, FCGX_Request *req, const struct slot *sl,
 }
 
 static void
-handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
+handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 {
 	const struct config *cfg = w->w_cfg;
 	struct slot sl;
@@ -186,7 +186,7 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 	enum cp_err err;
 	int64_t t0 = mono_ns();
 
-	err = read_body(req->in, &w->w_body);
+	err = read_body(io, &w->w_body);
 	if (err == CP_ERR_TOOBIG) {
 		snprintf(errbuf, sizeof(errbuf),
 			 "request body larger than %ld bytes",
@@ -208,14 +208,14 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 			NULL);
 		return;
 	}
-	err = forward_headers(req, &w->w_hdrs);
+	err = forward_headers(io, &w->w_hdrs);
 	if (err) {
 		resp_error(r, 400, "invalid_request_error", "bad_headers",
 			   "request headers too large", NULL);
 		return;
 	}
 	/* A client that already left gets no slot and no upstream request. */
-	if (client_gone(req->ipcFd))
+	if (client_gone(io->io_fd))
 		return;
 	err = sched_reserve(&w->w_sched, &sl, errbuf, sizeof(errbuf));
 	if (err) {
@@ -230,11 +230,11 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 			   "Retry-After: 1\r\n");
 		return;
 	}
-	err = wait_for_slot(sl.s_deadline_ns, req->ipcFd);
+	err = wait_for_slot(sl.s_deadline_ns, io->io_fd);
 	sl.s_late_us = (mono_ns() - sl.s_deadline_ns) / 1000;
 	if (err == CP_ERR_HUP) {
 		memset(&res, 0, sizeof(res));
-		log_request(w, req, &sl, 499, &res, 0, t0,
+		log_request(w, io, &sl, 499, &res, 0, t0,
 			    "client left while queued");
 		return;
 	}
@@ -245,16 +245,16 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 	ur.ur_hdr_lines = w->w_hdrs.b_p;
 	ur.ur_body = w->w_body.b_p;
 	ur.ur_body_len = w->w_body.b_len;
-	ur.ur_client_fd = req->ipcFd;
+	ur.ur_client_fd = io->io_fd;
 	ur.ur_extra = timing;
 	err = upstream_forward(&w->w_up, &ur, r, &res);
 	switch (err) {
 	case CP_OK:
-		log_request(w, req, &sl, r->r_status, &res, r->r_bytes, t0,
+		log_request(w, io, &sl, r->r_status, &res, r->r_bytes, t0,
 			    "ok");
 		return;
 	case CP_ERR_HUP:
-		log_request(w, req, &sl, r->r_started ? r->r_status : 499, &res,
+		log_request(w, io, &sl, r->r_started ? r->r_status : 499, &res,
 			    r->r_bytes, t0, "client left");
 		return;
 	case CP_ERR_UPSTREAM_AUTH:
@@ -262,20 +262,20 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
 			  "check or replace it",
 			  sl.s_key, errbuf, res.us_status);
-		log_request(w, req, &sl, 502, &res, 0, t0, res.us_detail);
+		log_request(w, io, &sl, 502, &res, 0, t0, res.us_detail);
 		resp_error(r, 502, "upstream_error", "upstream_auth_failed",
 			   "the Cerebras API refused the proxy's API key; the "
 			   "proxy's operator has to fix its configuration",
 			   NULL);
 		return;
 	case CP_ERR_UPSTREAM_TIMEOUT:
-		log_request(w, req, &sl, r->r_started ? r->r_status : 504, &res,
+		log_request(w, io, &sl, r->r_started ? r->r_status : 504, &res,
 			    r->r_bytes, t0, res.us_detail);
 		resp_error(r, 504, "upstream_timeout", "upstream_timeout",
 			   "the Cerebras API did not answer in time", NULL);
 		return;
 	default:
-		log_request(w, req, &sl, r->r_started ? r->r_status : 502, &res,
+		log_request(w, io, &sl, r->r_started ? r->r_status : 502, &res,
 			    r->r_bytes, t0, res.us_detail);
 		resp_error(
 			r, 502, "upstream_error", "upstream_unreachable",
@@ -287,15 +287,15 @@ handle_chat(struct worker *w, FCGX_Request *req, struct resp *r)
 }
 
 void
-proxy_handle(struct worker *w, FCGX_Request *req)
+proxy_handle(struct worker *w, const struct request_io *io)
 {
 	const struct config *cfg = w->w_cfg;
 	struct route_vars rv;
 	struct resp r;
 	struct buf extra;
 	char path[PATH_MAX_LEN];
-	const char *method = FCGX_GetParam("REQUEST_METHOD", req->envp);
-	const char *origin = FCGX_GetParam("HTTP_ORIGIN", req->envp);
+	const char *method = io->io_param(io->io_ctx, "REQUEST_METHOD");
+	const char *origin = io->io_param(io->io_ctx, "HTTP_ORIGIN");
 	const char *allow;
 	char msg[160];
 	char esc[64];
@@ -304,20 +304,20 @@ proxy_handle(struct worker *w, FCGX_Request *req)
 		method = "";
 	if (origin != NULL && !hdr_value_ok(origin, 1024))
 		origin = NULL;
-	resp_init(&r, req->out, cfg->cors_origins, origin,
+	resp_init(&r, io, cfg->cors_origins, origin,
 		  strcmp(method, "HEAD") == 0);
 	buf_init(&extra, 8192);
-	rv.rv_script_name = FCGX_GetParam("SCRIPT_NAME", req->envp);
-	rv.rv_path_info = FCGX_GetParam("PATH_INFO", req->envp);
-	rv.rv_document_uri = FCGX_GetParam("DOCUMENT_URI", req->envp);
-	rv.rv_request_uri = FCGX_GetParam("REQUEST_URI", req->envp);
+	rv.rv_script_name = io->io_param(io->io_ctx, "SCRIPT_NAME");
+	rv.rv_path_info = io->io_param(io->io_ctx, "PATH_INFO");
+	rv.rv_document_uri = io->io_param(io->io_ctx, "DOCUMENT_URI");
+	rv.rv_request_uri = io->io_param(io->io_ctx, "REQUEST_URI");
 	if (route_path(&rv, path, sizeof(path)) != 0) {
 		resp_error(&r, 414, "invalid_request_error", "uri_too_long",
 			   "request path too long", NULL);
 		goto done;
 	}
 	switch (route_decide(method, path, &allow)) {
-	case ROUTE_CHAT: handle_chat(w, req, &r); break;
+	case ROUTE_CHAT: handle_chat(w, io, &r); break;
 	case ROUTE_HEALTH:
 		if (resp_begin(&r, 200, "text/plain; charset=utf-8",
 			       "Cache-Control: no-store\r\n") == CP_OK)
@@ -326,8 +326,10 @@ proxy_handle(struct worker *w, FCGX_Request *req)
 	case ROUTE_PREFLIGHT:
 		if (cors_preflight_headers(
 			    &extra,
-			    FCGX_GetParam("HTTP_ACCESS_CONTROL_REQUEST_HEADERS",
-					  req->envp)) != CP_OK)
+			    io->io_param(
+				    io->io_ctx,
+				    "HTTP_ACCESS_CONTROL_REQUEST_HEADERS")) !=
+		    CP_OK)
 			break;
 		(void)resp_begin(&r, 204, NULL, extra.b_p);
 		break;

@@ -9,11 +9,10 @@
 #define CP_PROXY_H
 
 #include "config.h"
+#include "request.h"
 #include "sched.h"
 #include "upstream.h"
 #include "util.h"
-
-#include <fcgiapp.h>
 
 struct worker {
 	const struct config *w_cfg; /* borrowed */
@@ -27,7 +26,7 @@ struct worker {
 enum cp_err worker_init(struct worker *w, const struct config *cfg);
 void worker_free(struct worker *w);
 
-/* Handles one FastCGI request completely (does not call FCGX_Finish_r). */
-void proxy_handle(struct worker *w, FCGX_Request *req);
+/* Handles one request completely. */
+void proxy_handle(struct worker *w, const struct request_io *io);
 
 #endif

@@ -11,11 +11,11 @@
 #define RESP_MAX_HEADERS (64 * 1024)
 
 void
-resp_init(struct resp *r, FCGX_Stream *out, const char *cors,
+resp_init(struct resp *r, const struct request_io *io, const char *cors,
 	  const char *origin, int head_only)
 {
 	memset(r, 0, sizeof(*r));
-	r->r_out = out;
+	r->r_io = io;
 	r->r_cors = cors;
 	r->r_origin = origin;
 	r->r_head_only = head_only;
@@ -56,14 +56,25 @@ http_reason(int status)
 	return "";
 }
 
-/* Flushes to the web server; notes a hang-up. */
+/* Writes to the web server; notes a hang-up. */
 static enum cp_err
-resp_flush(struct resp *r)
+resp_put(struct resp *r, const char *data, size_t len, int flush)
 {
-	if (FCGX_FFlush(r->r_out) != 0 || FCGX_GetError(r->r_out) != 0) {
-		r->r_hup = 1;
+	size_t off = 0;
+	int chunk;
+
+	if (r->r_hup)
 		return CP_ERR_HUP;
-	}
+	do {
+		chunk = len - off > 1 << 30 ? 1 << 30 : (int)(len - off);
+		if (r->r_io->io_write(r->r_io->io_ctx, data + off, chunk,
+				      flush && off + (size_t)chunk == len) !=
+		    0) {
+			r->r_hup = 1;
+			return CP_ERR_HUP;
+		}
+		off += (size_t)chunk;
+	} while (off < len);
 	return CP_OK;
 }
 
@@ -90,35 +101,22 @@ resp_begin(struct resp *r, int status, const char *content_type,
 		return err;
 	r->r_started = 1;
 	r->r_status = status;
-	if (FCGX_PutStr(b->b_p, (int)b->b_len, r->r_out) != (int)b->b_len) {
-		r->r_hup = 1;
-		return CP_ERR_HUP;
-	}
-	return resp_flush(r);
+	return resp_put(r, b->b_p, b->b_len, 0);
 }
 
 enum cp_err
 resp_write(struct resp *r, const char *data, size_t len)
 {
-	size_t off = 0;
-	int n;
-	int chunk;
+	enum cp_err err;
 
 	if (r->r_hup)
 		return CP_ERR_HUP;
 	if (r->r_head_only)
 		return CP_OK;
-	while (off < len) {
-		chunk = len - off > 1 << 30 ? 1 << 30 : (int)(len - off);
-		n = FCGX_PutStr(data + off, chunk, r->r_out);
-		if (n != chunk) {
-			r->r_hup = 1;
-			return CP_ERR_HUP;
-		}
-		off += (size_t)chunk;
-	}
-	r->r_bytes += len;
-	return resp_flush(r);
+	err = resp_put(r, data, len, 1);
+	if (!err)
+		r->r_bytes += len;
+	return err;
 }
 
 enum cp_err

@@ -4,19 +4,20 @@
  * Before the first byte, anything can still become a proper status and
  * OpenAI-style JSON error; after it, a failure can only end the stream.
  * Every response carries the CORS headers. Each resp_write() is flushed
- * to the web server at once (one FastCGI record), never buffered.
+ * to the web server at once (one FastCGI record), never buffered; the
+ * headers go out with the first body chunk, or at the end of the request.
  */
 #ifndef CP_RESPOND_H
 #define CP_RESPOND_H
 
+#include "request.h"
 #include "util.h"
 
-#include <fcgiapp.h>
 #include <stddef.h>
 
 struct resp {
-	FCGX_Stream *r_out;   /* borrowed from the FastCGI request */
-	const char *r_cors;   /* borrowed: CORS_ALLOW_ORIGINS */
+	const struct request_io *r_io; /* borrowed */
+	const char *r_cors;	       /* borrowed: CORS_ALLOW_ORIGINS */
 	const char *r_origin; /* borrowed: request Origin, may be NULL */
 	int r_head_only;      /* HEAD: headers, no body */
 	int r_started;	      /* headers went out */
@@ -26,13 +27,13 @@ struct resp {
 	struct buf r_hdr; /* owned: header block being built */
 };
 
-void resp_init(struct resp *r, FCGX_Stream *out, const char *cors,
+void resp_init(struct resp *r, const struct request_io *io, const char *cors,
 	       const char *origin, int head_only);
 void resp_free(struct resp *r);
 
 /*
  * Sends "Status:", Content-Type, the CORS headers, and extra (zero or more
- * complete "Name: value\r\n" lines, may be NULL), then flushes.
+ * complete "Name: value\r\n" lines, may be NULL).
  */
 enum cp_err resp_begin(struct resp *r, int status, const char *content_type,
 		       const char *extra);
