@@ -90,3 +90,54 @@ clean:
 	rm -rf build build-asan
 
 -include $(SHARED_OBJ:.o=.d) $(FCGI_OBJ:.o=.d) $(UNIT_BIN:=.d)
+
+# -- install / uninstall ------------------------------------------------------
+#   make install [PREFIX=/usr/local] [SYSCONFDIR=/etc] [DESTDIR=staging dir]
+# installs the binary, the systemd units (with @BINDIR@/@SYSCONFDIR@ filled
+# in), the example configurations, and SYSCONFDIR/cerebras-proxy/env (mode
+# 0600, from deploy/cerebras-proxy.env.example) only if it does not exist yet.
+# systemd looks for units in /usr/local/lib/systemd/system and
+# /usr/lib/systemd/system, hence UNITDIR. `make uninstall` removes what
+# install put, except the env file (it holds the API keys).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+DOCDIR     ?= $(PREFIX)/share/doc/cerebras-proxy
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DESTDIR    ?=
+
+UNITS := cerebras-proxy.socket cerebras-proxy.service cerebras-proxy-listen.service
+DOCS  := nginx.conf.example apache.conf.example deploy/cerebras-proxy.env.example
+ENVFILE = $(DESTDIR)$(SYSCONFDIR)/cerebras-proxy/env
+
+.PHONY: install uninstall
+install: $(BIN)
+	install -D -m 0755 $(BIN) "$(DESTDIR)$(BINDIR)/cerebras-proxy"
+	install -d -m 0755 "$(DESTDIR)$(UNITDIR)"
+	@set -e; for u in $(UNITS); do \
+	    dst="$(DESTDIR)$(UNITDIR)/$$u"; \
+	    echo "render deploy/systemd/$$u -> $$dst"; \
+	    sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	        "deploy/systemd/$$u" > "$$dst.tmp"; \
+	    if grep -n '@[A-Za-z_]*@' "$$dst.tmp"; then \
+	        echo "$$u: placeholder left unsubstituted" >&2; rm -f "$$dst.tmp"; exit 1; fi; \
+	    install -m 0644 "$$dst.tmp" "$$dst"; rm -f "$$dst.tmp"; \
+	done
+	install -d -m 0755 "$(DESTDIR)$(DOCDIR)"
+	@set -e; for f in $(DOCS); do \
+	    if [ -f "$$f" ]; then install -m 0644 "$$f" "$(DESTDIR)$(DOCDIR)/"; \
+	        echo "install $$f -> $(DESTDIR)$(DOCDIR)/"; fi; \
+	done
+	@if [ -e "$(ENVFILE)" ]; then \
+	    echo "keeping existing $(ENVFILE)"; \
+	else \
+	    install -D -m 0600 deploy/cerebras-proxy.env.example "$(ENVFILE)" && \
+	    echo "created $(ENVFILE) (mode 0600): put CEREBRAS_API_KEYS in it"; \
+	fi
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/cerebras-proxy"
+	rm -f $(foreach u,$(UNITS),"$(DESTDIR)$(UNITDIR)/$(u)")
+	rm -f $(foreach f,$(notdir $(DOCS)),"$(DESTDIR)$(DOCDIR)/$(f)")
+	rmdir "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
+	@if [ -e "$(ENVFILE)" ]; then echo "kept $(ENVFILE) (remove it yourself: it holds the API keys)"; fi

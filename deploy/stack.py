@@ -36,6 +36,23 @@ def wait_for(cond, timeout, what, interval=0.01):
         time.sleep(interval)
 
 
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the harness dies, so an
+    aborted test run leaves no servers behind (PR_SET_PDEATHSIG)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -90,6 +107,36 @@ def render_nginx_site(sock_path, port, prefix=None, upstream_name=None):
     return text
 
 
+APACHE_EXAMPLE = os.path.join(ROOT, "apache.conf.example")
+APACHE_MODULES = "/usr/lib/apache2/modules"
+
+
+def render_apache_site(binary, env_file, max_procs, prefix=None):
+    """The shipped apache.conf.example with our binary and env file."""
+    with open(APACHE_EXAMPLE) as f:
+        text = f.read()
+
+    def sub(old, new):
+        nonlocal text
+        if old not in text:
+            raise RuntimeError("apache.conf.example no longer contains " + repr(old))
+        text = text.replace(old, new)
+
+    bindir, name = os.path.split(binary)
+    sub("IncludeOptional /etc/apache2/cerebras-proxy-env.conf",
+        "IncludeOptional " + env_file)
+    alias = "ScriptAlias / %s/" % binary
+    if prefix:
+        # mod_alias takes the first match: the prefix goes first.
+        alias = "ScriptAlias %s %s\n%s" % (prefix, binary, alias)
+    sub("ScriptAlias / /usr/local/bin/cerebras-proxy/", alias)
+    sub("<Directory /usr/local/bin>", "<Directory %s>" % bindir)
+    sub('<Files "cerebras-proxy">', '<Files "%s">' % name)
+    sub("FcgidMaxProcessesPerClass 32", "FcgidMaxProcessesPerClass %d" % max_procs)
+    sub("FcgidMinProcessesPerClass 2", "FcgidMinProcessesPerClass %d" % min(2, max_procs))
+    return text
+
+
 class Stack:
     """A private stack in one temporary directory.
 
@@ -98,10 +145,15 @@ class Stack:
     environment while Redis, the mock and nginx keep running.
     """
 
-    def __init__(self, binary, workdir=None, quiet=True):
+    def __init__(self, binary, workdir=None, quiet=True, server="nginx"):
         self.binary = os.path.abspath(binary)
+        self.server = server
         self.own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="cerebras-proxy-")
+        if server == "apache":
+            # mod_fcgid runs the workers as Apache's user: it must reach the
+            # Redis socket and the CA file in here.
+            os.chmod(self.dir, 0o755)
         self.quiet = quiet
         self.procs = {}          # name -> Popen
         self.redis_sock = os.path.join(self.dir, "redis.sock")
@@ -112,6 +164,9 @@ class Stack:
         self.prefix_port = None
         self.worker_env = {}
         self.worker_log = os.path.join(self.dir, "workers.log")
+        if server == "apache":
+            self.worker_log = os.path.join(self.dir, "apache-error.log")
+        self.apache_prefix = None
 
     # -- helpers --------------------------------------------------------
     def _log(self, name):
@@ -124,7 +179,7 @@ class Stack:
             stderr = subprocess.STDOUT
         p = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr,
                              stdin=subprocess.DEVNULL, cwd=self.dir,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=_die_with_parent)
         self.procs[name] = p
         return p
 
@@ -142,14 +197,15 @@ class Stack:
             p.send_signal(sig)
             p.wait(timeout)
         except subprocess.TimeoutExpired:
-            p.kill()
+            # Its whole process group: no orphaned children left running.
+            os.killpg(p.pid, signal.SIGKILL)
             p.wait()
 
     # -- Redis ----------------------------------------------------------
     def start_redis(self):
         self._spawn("redis", [
             "redis-server", "--port", "0", "--unixsocket", self.redis_sock,
-            "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+            "--unixsocketperm", "777" if self.server == "apache" else "700", "--save", "", "--appendonly", "no",
             "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"])
         wait_for(lambda: (self._check_alive("redis"), self.redis_cli("PING") == "PONG")[1],
                  10, "redis-server")
@@ -185,7 +241,16 @@ class Stack:
 
     # -- workers ----------------------------------------------------------
     def start_workers(self, n=4, env=None, stderr=None):
-        """Starts `cerebras-proxy --listen unix:... --processes n`."""
+        """Starts `cerebras-proxy --listen unix:... --processes n`.
+
+        Under Apache, mod_fcgid starts the workers: this (re)starts Apache
+        with their environment and at most n of them.
+        """
+        if self.server == "apache":
+            wenv = dict(self.worker_env)
+            wenv.update(env or {})
+            self._start_apache(n, wenv)
+            return
         full = dict(os.environ)
         full.update(self.worker_env)
         full.update(env or {})
@@ -209,7 +274,7 @@ class Stack:
     _init_seen = 0
 
     def stop_workers(self):
-        self.stop_proc("workers")
+        self.stop_proc("apache" if self.server == "apache" else "workers")
 
     def log_text(self):
         try:
@@ -259,12 +324,73 @@ http {
                           all(can_connect(("127.0.0.1", p)) for p in ports))[1],
                  10, "nginx")
 
+    # -- Apache -----------------------------------------------------------
+    def start_server(self, port=None, prefix=None):
+        if self.server == "apache":
+            self.port = port or free_port()
+            self.prefix_port = self.port
+            self.apache_prefix = prefix
+            self._apache_ready = True
+        else:
+            self.start_nginx(port=port, prefix=prefix)
+
+    def _start_apache(self, n, env):
+        """(Re)starts Apache with mod_fcgid and the shipped example."""
+        import pwd
+        self.stop_proc("apache")
+        env_file = os.path.join(self.dir, "apache-env.conf")
+        with open(env_file, "w") as f:
+            for k, v in sorted(env.items()):
+                f.write('FcgidInitialEnv %s "%s"\n' % (k, v.replace('"', '\\"')))
+        os.chmod(env_file, 0o600)
+        with open(os.path.join(self.dir, "apache-site.conf"), "w") as f:
+            f.write(render_apache_site(self.binary, env_file, n, self.apache_prefix))
+        ipc = os.path.join(self.dir, "fcgid")
+        os.makedirs(ipc, exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "htdocs"), exist_ok=True)
+        user = ""
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("www-data")
+            os.chown(ipc, pw.pw_uid, pw.pw_gid)
+            user = "User www-data\nGroup www-data\n"
+        conf = os.path.join(self.dir, "apache.conf")
+        m = APACHE_MODULES
+        with open(conf, "w") as f:
+            f.write("""# generated by deploy/stack.py
+ServerRoot %(dir)s
+ServerName localhost
+Listen 127.0.0.1:%(port)d
+PidFile %(dir)s/apache.pid
+DefaultRuntimeDir %(dir)s
+ErrorLog %(dir)s/apache-error.log
+LogLevel warn
+LoadModule mpm_event_module %(m)s/mod_mpm_event.so
+LoadModule authz_core_module %(m)s/mod_authz_core.so
+LoadModule alias_module %(m)s/mod_alias.so
+LoadModule env_module %(m)s/mod_env.so
+LoadModule fcgid_module %(m)s/mod_fcgid.so
+%(user)sLogFormat "%%h %%l %%u %%t \\"%%r\\" %%>s %%b" common
+CustomLog %(dir)s/apache-access.log common
+DocumentRoot %(dir)s/htdocs
+FcgidIPCDir %(ipc)s
+FcgidProcessTableFile %(ipc)s/shm
+Include %(dir)s/apache-site.conf
+""" % {"dir": self.dir, "port": self.port, "m": m, "user": user, "ipc": ipc})
+        # The previous instance's last children may still hold the port.
+        wait_for(lambda: port_free(self.port), 15, "port %d to be free" % self.port)
+        self._spawn("apache", ["apache2", "-f", conf, "-DFOREGROUND"])
+        wait_for(lambda: (self._check_alive("apache"),
+                          can_connect(("127.0.0.1", self.port)))[1], 10, "apache")
+
+    def access_log(self):
+        return os.path.join(self.dir, self.server + "-access.log")
+
     def url(self, path="/"):
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
     # -- all --------------------------------------------------------------
     def stop(self):
-        for name in ("nginx", "workers", "mock", "redis"):
+        for name in ("nginx", "apache", "workers", "mock", "redis"):
             self.stop_proc(name)
         for name in list(self.procs):
             self.stop_proc(name)

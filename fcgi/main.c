@@ -48,24 +48,27 @@ on_stop_signal(int sig)
 static void
 usage(FILE *fp)
 {
-	fprintf(fp,
+	static const char text[] =
 		"usage: cerebras-proxy [--listen ADDR] [--processes N] "
 		"[--check-config]\n"
 		"\n"
 		"A FastCGI proxy for the Cerebras chat-completions API.\n"
 		"Configuration comes from the environment (see README.md).\n"
 		"\n"
-		"  --listen ADDR    bind ADDR (unix:/path/to.sock or "
-		"host:port) "
-		"instead of\n"
-		"                   using the socket passed on fd 0 by a "
-		"process "
-		"manager\n"
-		"  --processes N    with --listen: run N worker processes "
-		"(default 1)\n"
-		"  --check-config   print the effective configuration (secrets "
-		"masked), exit\n"
-		"  --help, --version\n");
+		"  --listen ADDR   bind ADDR (unix:/path/to.sock or "
+		"host:port);\n"
+		"                  default: the socket a process manager "
+		"passed\n"
+		"                  on fd 0 (or systemd's LISTEN_FDS), else "
+		"CGI\n"
+		"  --processes N   run N worker processes on that socket and\n"
+		"                  keep them running (1..1024)\n"
+		"  --check-config  print the effective configuration, secrets\n"
+		"                  masked, and exit\n"
+		"  --help          this text\n"
+		"  --version       the version and libcurl's\n";
+
+	fputs(text, fp);
 }
 
 /* Binds ADDR; returns the listening fd or -1 with a message logged. */
@@ -474,6 +477,7 @@ main(int argc, char **argv)
 			listen_addr = argv[++i];
 		} else if (strcmp(argv[i], "--processes") == 0 &&
 			   i + 1 < argc) {
+			nproc_given = 1;
 			if (parse_ll(argv[++i], 1, MAX_PROCESSES, &nproc,
 				     &why) != 0) {
 				fprintf(stderr,

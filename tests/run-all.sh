@@ -1,6 +1,7 @@
 #!/bin/bash
-# The whole suite (`make test`): unit tests, then integration tests against
-# real redis-server and nginx. Ends with one line "Total: N passed, N failed".
+# The whole suite (`make test`): unit tests, then the integration tests
+# behind real nginx, then the proxy's integration tests again behind real
+# Apache with mod_fcgid. Ends with one line "Total: N passed, N failed".
 # Usage: tests/run-all.sh PROXY_BINARY UNIT_TEST_BINARY...
 set -u
 bin=$1
@@ -14,17 +15,21 @@ echo "== unit tests"
 bash "$here/run-unit.sh" "$@" 2>&1 | tee -a "$log"
 unit_rc=${PIPESTATUS[0]}
 
-echo "== integration tests (redis-server, nginx, workers, mock HTTPS upstream)"
-CEREBRAS_PROXY_BIN="$bin" python3 "$here/integration/run.py" 2>&1 | tee -a "$log"
+echo "== integration tests behind nginx (redis-server, workers, mock HTTPS upstream)"
+CEREBRAS_PROXY_BIN="$bin" PROXY_SERVER=nginx python3 "$here/integration/run.py" 2>&1 | tee -a "$log"
 int_rc=${PIPESTATUS[0]}
+
+echo "== integration tests behind Apache + mod_fcgid"
+CEREBRAS_PROXY_BIN="$bin" PROXY_SERVER=apache python3 "$here/integration/run.py" test_proxy 2>&1 | tee -a "$log"
+apache_rc=${PIPESTATUS[0]}
 
 passed=0
 failed=0
 while read -r p f; do
 	passed=$((passed + p))
 	failed=$((failed + f))
-done < <(sed -n 's/^\(unit\|integration\): \([0-9]*\) passed, \([0-9]*\) failed.*/\2 \3/p' "$log")
-if [ "$unit_rc" -ne 0 ] || [ "$int_rc" -ne 0 ]; then
+done < <(sed -n 's/^\(unit\|integration\)[^:]*: \([0-9]*\) passed, \([0-9]*\) failed.*/\2 \3/p' "$log")
+if [ "$unit_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ]; then
 	[ "$failed" -eq 0 ] && failed=1
 fi
 echo "== took $(( $(date +%s) - start )) s"
