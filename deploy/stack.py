@@ -79,7 +79,7 @@ def can_connect(addr):
         return False
 
 
-def render_nginx_site(sock_path, port, prefix=None, upstream_name=None):
+def render_nginx_site(sock_path, port, prefix=None, upstream_name=None, io_timeout=None):
     """The shipped nginx.conf.example with our port and socket path.
 
     Each substitution must match, so a change to the example that the
@@ -100,6 +100,8 @@ def render_nginx_site(sock_path, port, prefix=None, upstream_name=None):
     sub("listen [::1]:8000;", ("listen [::1]:%d;" % port) if ipv6_loopback_ok() else "")
     if upstream_name:
         sub("cerebras_proxy_fcgi", upstream_name)
+    if io_timeout:
+        sub("fastcgi_read_timeout    600s;", "fastcgi_read_timeout    %ds;" % io_timeout)
     if prefix:
         sub("location / {", "location %s/ {" % prefix)
         sub("fastcgi_split_path_info ^()(/.*)$;",
@@ -111,7 +113,7 @@ APACHE_EXAMPLE = os.path.join(ROOT, "apache.conf.example")
 APACHE_MODULES = "/usr/lib/apache2/modules"
 
 
-def render_apache_site(binary, env_file, max_procs, prefix=None):
+def render_apache_site(binary, env_file, max_procs, prefix=None, io_timeout=None):
     """The shipped apache.conf.example with our binary and env file."""
     with open(APACHE_EXAMPLE) as f:
         text = f.read()
@@ -134,6 +136,8 @@ def render_apache_site(binary, env_file, max_procs, prefix=None):
     sub('<Files "cerebras-proxy">', '<Files "%s">' % name)
     sub("FcgidMaxProcessesPerClass 32", "FcgidMaxProcessesPerClass %d" % max_procs)
     sub("FcgidMinProcessesPerClass 2", "FcgidMinProcessesPerClass %d" % min(2, max_procs))
+    if io_timeout:
+        sub("FcgidIOTimeout 600", "FcgidIOTimeout %d" % io_timeout)
     return text
 
 
@@ -167,6 +171,10 @@ class Stack:
         if server == "apache":
             self.worker_log = os.path.join(self.dir, "apache-error.log")
         self.apache_prefix = None
+        self.nginx_prefix = None
+        # Test-only: the web server's I/O timeout shortened to this many
+        # seconds (nginx fastcgi_read_timeout, Apache FcgidIOTimeout).
+        self.io_timeout = None
 
     # -- helpers --------------------------------------------------------
     def _log(self, name):
@@ -287,12 +295,14 @@ class Stack:
     def start_nginx(self, port=None, prefix=None):
         """nginx with the shipped example, plus the same site under a prefix."""
         self.port = port or free_port()
-        sites = [render_nginx_site(self.fcgi_sock, self.port)]
+        self.nginx_prefix = prefix
+        sites = [render_nginx_site(self.fcgi_sock, self.port, io_timeout=self.io_timeout)]
         if prefix:
-            self.prefix_port = free_port()
+            self.prefix_port = self.prefix_port or free_port()
             sites.append(render_nginx_site(self.fcgi_sock, self.prefix_port,
                                            prefix=prefix,
-                                           upstream_name="cerebras_proxy_prefixed"))
+                                           upstream_name="cerebras_proxy_prefixed",
+                                           io_timeout=self.io_timeout))
         tmp = os.path.join(self.dir, "nginx-tmp")
         os.makedirs(tmp, exist_ok=True)
         with open(os.path.join(self.dir, "site.conf"), "w") as f:
@@ -334,6 +344,13 @@ http {
         else:
             self.start_nginx(port=port, prefix=prefix)
 
+    def restart_server(self):
+        """Applies a changed io_timeout (Apache: at the next start_workers)."""
+        if self.server == "nginx":
+            self.stop_proc("nginx")
+            wait_for(lambda: port_free(self.port), 15, "port %d to be free" % self.port)
+            self.start_nginx(port=self.port, prefix=self.nginx_prefix)
+
     def _start_apache(self, n, env):
         """(Re)starts Apache with mod_fcgid and the shipped example."""
         import pwd
@@ -344,10 +361,18 @@ http {
                 f.write('FcgidInitialEnv %s "%s"\n' % (k, v.replace('"', '\\"')))
         os.chmod(env_file, 0o600)
         with open(os.path.join(self.dir, "apache-site.conf"), "w") as f:
-            f.write(render_apache_site(self.binary, env_file, n, self.apache_prefix))
+            f.write(render_apache_site(self.binary, env_file, n, self.apache_prefix,
+                                       self.io_timeout))
         ipc = os.path.join(self.dir, "fcgid")
         os.makedirs(ipc, exist_ok=True)
         os.makedirs(os.path.join(self.dir, "htdocs"), exist_ok=True)
+        # Plain CGI (mod_cgid) at /cgi-bin/: a copy of the binary, whose
+        # environment comes from SetEnv.
+        cgi_dir = os.path.join(self.dir, "cgi-bin")
+        os.makedirs(cgi_dir, exist_ok=True)
+        shutil.copy(self.binary, os.path.join(cgi_dir, "cerebras-proxy.cgi"))
+        cgi_env = "".join('    SetEnv %s "%s"\n' % (k, v.replace('"', '\\"'))
+                          for k, v in sorted(env.items()))
         user = ""
         if os.geteuid() == 0:
             pw = pwd.getpwnam("www-data")
@@ -369,13 +394,23 @@ LoadModule authz_core_module %(m)s/mod_authz_core.so
 LoadModule alias_module %(m)s/mod_alias.so
 LoadModule env_module %(m)s/mod_env.so
 LoadModule fcgid_module %(m)s/mod_fcgid.so
+LoadModule cgid_module %(m)s/mod_cgid.so
+ScriptSock %(dir)s/cgid.sock
 %(user)sLogFormat "%%h %%l %%u %%t \\"%%r\\" %%>s %%b" common
 CustomLog %(dir)s/apache-access.log common
 DocumentRoot %(dir)s/htdocs
 FcgidIPCDir %(ipc)s
 FcgidProcessTableFile %(ipc)s/shm
+ScriptAlias /cgi-bin/ %(cgi)s/
+<Directory %(cgi)s>
+    Options +ExecCGI
+    SetHandler cgi-script
+    Require all granted
+%(cgi_env)s</Directory>
 Include %(dir)s/apache-site.conf
-""" % {"dir": self.dir, "port": self.port, "m": m, "user": user, "ipc": ipc})
+""" % {"dir": self.dir, "port": self.port, "m": m, "user": user, "ipc": ipc,
+       "cgi": cgi_dir, "cgi_env": cgi_env})
+        os.chmod(conf, 0o600)   # SetEnv lines hold the keys
         # The previous instance's last children may still hold the port.
         wait_for(lambda: port_free(self.port), 15, "port %d to be free" % self.port)
         self._spawn("apache", ["apache2", "-f", conf, "-DFOREGROUND"])

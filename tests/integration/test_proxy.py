@@ -286,21 +286,7 @@ class TestStreaming(ProxyTest):
         rec = MOCK.requests()[0]
         sent = rec["event_times"]
         self.assertEqual(len(sent), 10)
-        # When did each event's last byte reach the client?
-        got = []
-        for i in range(10):
-            marker = ('"mock_index": %d,' % i).encode()
-            for t, body in r.arrivals:
-                end = body.find(b"\n\n", body.find(marker)) if marker in body else -1
-                if end >= 0:
-                    got.append(t)
-                    break
-        self.assertEqual(len(got), 10)
-        lags = [(g - s) * 1000 for g, s in zip(got, sent)]
-        for i in range(9):
-            self.assertLess(got[i], sent[i + 1],
-                            "event %d arrived after event %d was sent (lags ms %s)"
-                            % (i, i + 1, [round(x, 2) for x in lags]))
+        lags = stream_arrival_check(self, r, sent, 10)
         print("\n    stream lag ms (mock send -> client recv): max %.2f, mean %.2f"
               % (max(lags), sum(lags) / len(lags)), file=sys.stderr, end=" ")
         events = r.events()
@@ -638,6 +624,109 @@ class TestBrowser(ProxyTest):
         # The browser's own Authorization never went upstream.
         for rec in MOCK.requests():
             self.assertNotIn("browser-token", json.dumps(rec["headers"]))
+
+
+def stream_arrival_check(test, r, sent, n):
+    """Each of the n events reached the client before the next was sent."""
+    got = []
+    for i in range(n):
+        marker = ('"mock_index": %d,' % i).encode()
+        for t, body in r.arrivals:
+            end = body.find(b"\n\n", body.find(marker)) if marker in body else -1
+            if end >= 0:
+                got.append(t)
+                break
+    test.assertEqual(len(got), n)
+    lags = [(g - s) * 1000 for g, s in zip(got, sent)]
+    for i in range(n - 1):
+        test.assertLess(got[i], sent[i + 1],
+                        "event %d arrived after event %d was sent (lags ms %s)"
+                        % (i, i + 1, [round(x, 2) for x in lags]))
+    return lags
+
+
+@unittest.skipUnless(APACHE, "runs behind Apache (mod_cgid)")
+class TestCGI(ProxyTest):
+    """The same binary as a plain CGI program: one request per process."""
+
+    CGI = "/cgi-bin/cerebras-proxy.cgi"
+
+    def test_health_and_errors(self):
+        r = self.req("GET", self.CGI + "/")
+        self.assertEqual((r.status, r.body), (200, b"OK"))
+        self.assertCors(r)
+        self.assertOpenAIError(self.req("GET", self.CGI + "/nope"), 404, "not_found")
+        self.assertOpenAIError(self.req("GET", self.CGI + "/v1/chat/completions"), 405)
+
+    def test_chat_and_stream(self):
+        r = self.chat(path=self.CGI + "/v1/chat/completions")
+        self.assertEqual(r.status, 200, r.text())
+        rec = MOCK.requests()[0]
+        self.assertEqual(r.body, rec["response_body"].encode())
+        self.assertIn(rec["key"], KEYS)
+        MOCK.reset()
+        r = self.chat(chat_body(stream=True, mock={"events": 5, "gap_ms": 150}),
+                      path=self.CGI + "/v1/chat/completions")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("Content-Type"), "text/event-stream")
+        lags = stream_arrival_check(self, r, MOCK.requests()[0]["event_times"], 5)
+        print("\n    CGI stream lag ms: max %.2f" % max(lags), file=sys.stderr, end=" ")
+
+
+class TestServerTimeouts(ProxyTest):
+    """The web server's I/O timeout is between two reads, not per request.
+
+    The server is rendered with that timeout cut to 2 s so that a paced
+    stream longer than it runs in a few seconds; the shipped values are
+    checked to be far larger.
+    """
+    IO_TIMEOUT = 2
+
+    @classmethod
+    def setUpClass(cls):
+        ST.io_timeout = cls.IO_TIMEOUT
+        ST.restart_server()
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        ST.io_timeout = None
+        ST.restart_server()
+        ST.stop_workers()
+        ST.start_workers(cls.workers, cls.env)
+
+    def test_stream_longer_than_the_timeout_is_not_cut(self):
+        t0 = time.monotonic()
+        r = self.chat(chat_body(stream=True, mock={"events": 6, "gap_ms": 1000}))
+        took = time.monotonic() - t0
+        self.assertGreater(took, 2.5 * self.IO_TIMEOUT)
+        self.assertEqual(r.body.count(b"mock_index"), 6)
+        self.assertTrue(r.body.endswith(b"data: [DONE]\n\n"))
+
+    def test_silence_longer_than_the_timeout_is_cut(self):
+        # The control: the shortened timeout is really in force.
+        r = self.chat(chat_body(stream=True, mock={"events": 3, "stall_after_events": 1,
+                                                   "stall_ms": 1000 * (self.IO_TIMEOUT + 2)}))
+        self.assertEqual(r.status, 200)
+        self.assertNotIn(b"[DONE]", r.body)
+        # Let the mock's answer end (in either way) before the next test.
+        def ended():
+            recs = MOCK.requests()
+            return recs and (recs[0]["finished"] or recs[0]["closed_by_client"])
+        stack.wait_for(ended, 15, "the mock's answer to end")
+
+    def test_shipped_timeouts_are_far_longer(self):
+        with open(os.path.join(ROOT, "nginx.conf.example")) as f:
+            nginx = f.read()
+        with open(os.path.join(ROOT, "apache.conf.example")) as f:
+            apache = f.read()
+        idle_default_s = 120   # UPSTREAM_IDLE_TIMEOUT_MS default
+        read = int(re.search(r"^\s*fastcgi_read_timeout\s+(\d+)s;", nginx, re.M).group(1))
+        io = int(re.search(r"^FcgidIOTimeout (\d+)$", apache, re.M).group(1))
+        busy = int(re.search(r"^FcgidBusyTimeout (\d+)$", apache, re.M).group(1))
+        self.assertGreaterEqual(read, 5 * idle_default_s)   # nginx default: 60
+        self.assertGreaterEqual(io, 5 * idle_default_s)     # mod_fcgid default: 40
+        self.assertGreaterEqual(busy, 3600)                 # mod_fcgid default: 300
 
 
 class TestZSecrets(ProxyTest):
