@@ -205,9 +205,15 @@ class Stack:
             p.send_signal(sig)
             p.wait(timeout)
         except subprocess.TimeoutExpired:
-            # Its whole process group: no orphaned children left running.
+            pass
+        # Whatever is left of its process group (each server is started in
+        # a session of its own): e.g. an Apache child that outlived its
+        # parent would keep the port.
+        try:
             os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        except ProcessLookupError:
+            pass
+        p.wait()
 
     # -- Redis ----------------------------------------------------------
     def start_redis(self):
