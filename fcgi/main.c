@@ -268,9 +268,19 @@ worker_main(const struct config *cfg, int listen_fd)
 	struct worker w;
 	FCGX_Request req;
 	struct request_io io;
+	struct sigaction sa;
 	sigset_t stop_sigs;
 	int rc;
 
+	/* Ours, not libfcgi's: FCGX_Init keeps a handler installed before it. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGTERM, &sa, NULL) != 0 ||
+	    sigaction(SIGINT, &sa, NULL) != 0) {
+		log_warn("sigaction");
+		return 1;
+	}
 	if (FCGX_Init() != 0) {
 		log_warnx("FCGX_Init failed");
 		return 1;
@@ -329,18 +339,8 @@ spawn_worker(const struct config *cfg, int listen_fd)
 {
 	pid_t pid = fork();
 
-	if (pid == 0) {
-		struct sigaction sa;
-
-		/* The child drains on SIGTERM: finish the request, then exit. */
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = on_stop_signal;
-		sigemptyset(&sa.sa_mask);
-		if (sigaction(SIGTERM, &sa, NULL) != 0 ||
-		    sigaction(SIGINT, &sa, NULL) != 0)
-			_exit(1);
+	if (pid == 0)
 		_exit(worker_main(cfg, listen_fd));
-	}
 	if (pid < 0)
 		log_warn("fork");
 	return pid;
