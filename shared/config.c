@@ -31,6 +31,16 @@ struct int_setting {
 static const struct int_setting int_settings[] = {
 	{"RATE_LIMIT_INTERVAL_MS", 0, 3600000, 200,
 	 offsetof(struct config, interval_ms)},
+	{"RATE_LIMIT_GLOBAL_INTERVAL_MS", 0, 3600000, 0,
+	 offsetof(struct config, global_interval_ms)},
+	{"QUEUE_MAX_WAIT_MS", 0, 3600000, 30000,
+	 offsetof(struct config, queue_max_wait_ms)},
+	{"UPSTREAM_MAX_ATTEMPTS", 1, 10, 3,
+	 offsetof(struct config, max_attempts)},
+	{"KEY_COOLDOWN_MS", 1, 86400000, 60000,
+	 offsetof(struct config, key_cooldown_ms)},
+	{"KEY_DISABLE_MS", 1, 604800000, 3600000,
+	 offsetof(struct config, key_disable_ms)},
 	{"REDIS_TIMEOUT_MS", 1, 60000, 1000,
 	 offsetof(struct config, redis_timeout_ms)},
 	{"UPSTREAM_CONNECT_TIMEOUT_MS", 1, 600000, 10000,
@@ -567,6 +577,17 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 		*(long *)((char *)c + s->offset) = (long)n;
 	}
 
+	v = lookup("RATE_LIMIT_SCOPE", ctx);
+	if (v == NULL || strcmp(v, "global") == 0) {
+		c->scope_per_key = 0;
+	} else if (strcmp(v, "key") == 0) {
+		c->scope_per_key = 1;
+	} else {
+		seterr(err, errsz,
+		       "RATE_LIMIT_SCOPE: expected \"global\" or \"key\"");
+		goto fail;
+	}
+
 	v = lookup("CORS_ALLOW_ORIGINS", ctx);
 	if (parse_origins(c, v ? v : "*", err, errsz) != 0)
 		goto fail;
@@ -676,6 +697,8 @@ config_print(const struct config *c, FILE *fp)
 		fprintf(fp, "%s=%ld\n", int_settings[j].name,
 			*(const long *)((const char *)c +
 					int_settings[j].offset));
+	fprintf(fp, "RATE_LIMIT_SCOPE=%s\n",
+		c->scope_per_key ? "key" : "global");
 	fprintf(fp, "CORS_ALLOW_ORIGINS=%s\n", c->cors_origins);
 	fprintf(fp, "LOG_REQUESTS=%d\n", c->log_requests);
 }

@@ -39,6 +39,12 @@ struct config {
 	struct redis_addr redis;
 	char *redis_prefix; /* owned, holds a {hash tag} */
 	long interval_ms;   /* slot spacing, 0 = none */
+	int scope_per_key;  /* RATE_LIMIT_SCOPE=key: one timeline per key */
+	long global_interval_ms; /* key scope: a floor across all keys */
+	long queue_max_wait_ms;	 /* longer waits are refused with 429 */
+	long max_attempts;	 /* upstream tries per request, >= 1 */
+	long key_cooldown_ms;	 /* after a 429 that names no reset time */
+	long key_disable_ms;	 /* after a 401/403 */
 	long redis_timeout_ms;
 	long connect_timeout_ms;
 	long idle_timeout_ms; /* max upstream silence, before and between chunks */

@@ -5,6 +5,8 @@
 
 #include "util.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Response headers never passed to the client (lower case). */
@@ -109,4 +111,85 @@ hdr_value_ok(const char *v, size_t max)
 			return 0;
 	}
 	return 1;
+}
+
+/* Seconds (possibly fractional, never negative) -> ms; -1 if not a number. */
+static long
+seconds_to_ms(const char *v, size_t n)
+{
+	char tmp[32];
+	char *end;
+	double d;
+
+	while (n > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	if (n == 0 || n >= sizeof(tmp) || !(*v >= '0' && *v <= '9'))
+		return -1;
+	memcpy(tmp, v, n);
+	tmp[n] = '\0';
+	d = strtod(tmp, &end);
+	if (*end != '\0' || d < 0 || d > 30 * 86400.0)
+		return -1;
+	return (long)(d * 1000.0 + 0.999);
+}
+
+/* Finds header name (case-insensitive) in block; sets *v, *n. */
+static int
+block_get(const char *block, const char *name, const char **v, size_t *n)
+{
+	size_t nl = strlen(name);
+	const char *line = block;
+	const char *eol;
+
+	while (*line != '\0') {
+		eol = strchr(line, '\n');
+		if (eol == NULL)
+			eol = line + strlen(line);
+		if ((size_t)(eol - line) > nl && line[nl] == ':' &&
+		    has_prefix_ci(line, nl, name)) {
+			*v = line + nl + 1;
+			*n = hdr_trim_eol(*v, (size_t)(eol - *v));
+			return 1;
+		}
+		line = *eol ? eol + 1 : eol;
+	}
+	return 0;
+}
+
+long
+hdr_cooldown_ms(const char *block)
+{
+	static const char *const limits[] = {
+		"requests-minute", "tokens-minute", "requests-hour",
+		"tokens-hour",	   "requests-day",  "tokens-day",
+	};
+	char name[64];
+	const char *v;
+	size_t n;
+	size_t i;
+	long ms;
+	long best = -1;
+
+	if (block_get(block, "retry-after", &v, &n)) {
+		ms = seconds_to_ms(v, n);
+		if (ms >= 0)
+			return ms;
+	}
+	for (i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+		snprintf(name, sizeof(name), "x-ratelimit-remaining-%s",
+			 limits[i]);
+		if (!block_get(block, name, &v, &n) || seconds_to_ms(v, n) != 0)
+			continue; /* not this limit that ran out */
+		snprintf(name, sizeof(name), "x-ratelimit-reset-%s", limits[i]);
+		if (block_get(block, name, &v, &n)) {
+			ms = seconds_to_ms(v, n);
+			if (ms > best)
+				best = ms;
+		}
+	}
+	return best;
 }

@@ -25,6 +25,15 @@ int hdr_forward_response(const char *line, size_t len);
 size_t hdr_trim_eol(const char *line, size_t len);
 
 /*
+ * How long a key should rest after a 429, from the response's header block
+ * ("Name: value\r\n" lines): Retry-After (seconds), else the largest
+ * x-ratelimit-reset-<what> (seconds, fractional) among the limits whose
+ * x-ratelimit-remaining-<what> is 0. Milliseconds, or -1 if the headers
+ * say nothing usable.
+ */
+long hdr_cooldown_ms(const char *block);
+
+/*
  * A client header value that may be copied into an upstream request:
  * no control characters, at most max bytes.
  */

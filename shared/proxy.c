@@ -16,7 +16,16 @@
 #include <string.h>
 #include <time.h>
 
-#define PATH_MAX_LEN  2048
+#define PATH_MAX_LEN 2048
+
+/*
+ * Sent when a stream breaks after it started: an SSE "error" event in the
+ * OpenAI error shape, and no "data: [DONE]", so the client can tell.
+ */
+#define STREAM_ERROR_EVENT                                                     \
+	"\n\nevent: error\ndata: {\"error\":{\"message\":\"the upstream "      \
+	"stream broke off\",\"type\":\"upstream_error\",\"param\":null,"       \
+	"\"code\":\"stream_interrupted\"}}\n\n"
 #define HDR_VALUE_MAX 4096
 
 enum cp_err
@@ -174,6 +183,122 @@ log_request(const struct worker *w, const struct request_io *io,
 		 res->us_connects, outcome);
 }
 
+/* 429 when no slot could be had: all keys resting, or the queue is full. */
+static void
+refuse_busy(struct resp *r, const struct slot *sl)
+{
+	char extra[64];
+	long secs = (long)((sl->s_wait_us + 999999) / 1000000);
+
+	if (secs < 1)
+		secs = 1;
+	snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", secs);
+	if (sl->s_key == SLOT_ALL_COOLING)
+		resp_error(r, 429, "rate_limit_exceeded",
+			   "all_keys_cooling_down",
+			   "every API key of the proxy is resting after a rate "
+			   "limit; retry after the time in Retry-After",
+			   extra);
+	else
+		resp_error(
+			r, 429, "rate_limit_exceeded", "proxy_saturated",
+			"the proxy is saturated: the next free slot is "
+			"further away than its queue allows; retry after the "
+			"time in Retry-After",
+			extra);
+}
+
+/*
+ * What an answer taught about the key, shared with every worker through
+ * Redis: a 429 rests it (as long as the upstream said, else
+ * KEY_COOLDOWN_MS), a 401/403 disables it for KEY_DISABLE_MS.
+ */
+static void
+learn_key_health(struct worker *w, const struct slot *sl,
+		 const struct upstream_res *res, enum cp_err err)
+{
+	const struct config *cfg = w->w_cfg;
+	char fp[9];
+	char errbuf[128];
+	long ms;
+
+	if (err == CP_ERR_UPSTREAM_AUTH)
+		ms = cfg->key_disable_ms;
+	else if (res->us_status == 429)
+		ms = res->us_cooldown_ms > 0 ? res->us_cooldown_ms
+					     : cfg->key_cooldown_ms;
+	else
+		return;
+	key_fingerprint(cfg->keys[sl->s_key], fp);
+	if (err == CP_ERR_UPSTREAM_AUTH)
+		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
+			  "disabled for %ld s; check or replace it",
+			  sl->s_key, fp, res->us_status, ms / 1000);
+	else
+		log_info("API key #%d (%s) rate limited (429): resting %ld ms",
+			 sl->s_key, fp, ms);
+	if (sched_cooldown(&w->w_sched, sl->s_key, ms, errbuf,
+			   sizeof(errbuf)) != CP_OK)
+		log_warnx("could not record the key's cooldown in Redis: %s",
+			  errbuf);
+}
+
+/*
+ * Finishes the request after one upstream attempt, or returns 0 when
+ * another attempt should be made (nothing went to the client yet).
+ */
+static int
+forward_done(struct worker *w, const struct request_io *io, struct resp *r,
+	     const struct slot *sl, const struct upstream_res *res,
+	     enum cp_err err, int64_t t0, int retry_ok)
+{
+	switch (err) {
+	case CP_OK:
+		log_request(w, io, sl, r->r_status, res, r->r_bytes, t0, "ok");
+		return 1;
+	case CP_ERR_HUP:
+		log_request(w, io, sl, r->r_started ? r->r_status : 499, res,
+			    r->r_bytes, t0, "client left");
+		return 1;
+	case CP_ERR_UPSTREAM_RETRY:
+		log_request(w, io, sl, (int)res->us_status, res, 0, t0,
+			    "retrying on another key");
+		return 0;
+	case CP_ERR_UPSTREAM_AUTH:
+		log_request(w, io, sl, 502, res, 0, t0, res->us_detail);
+		if (retry_ok)
+			return 0;
+		resp_error(r, 502, "upstream_error", "upstream_auth_failed",
+			   "the Cerebras API refused the proxy's API key; the "
+			   "proxy's operator has to fix its configuration",
+			   NULL);
+		return 1;
+	default: break;
+	}
+	/* Transport failure or timeout. */
+	log_request(w, io, sl, r->r_started ? r->r_status : 502, res,
+		    r->r_bytes, t0, res->us_detail);
+	if (!r->r_started && retry_ok)
+		return 0;
+	if (r->r_started) {
+		/* Too late for a status: tell a stream's reader it broke. */
+		if (res->us_sse)
+			(void)resp_write(r, STREAM_ERROR_EVENT,
+					 sizeof(STREAM_ERROR_EVENT) - 1);
+		return 1;
+	}
+	if (err == CP_ERR_UPSTREAM_TIMEOUT)
+		resp_error(r, 504, "upstream_timeout", "upstream_timeout",
+			   "the Cerebras API did not answer in time", NULL);
+	else
+		resp_error(
+			r, 502, "upstream_error", "upstream_unreachable",
+			"the proxy could not get an answer from the Cerebras "
+			"API",
+			NULL);
+	return 1;
+}
+
 static void
 handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 {
@@ -185,6 +310,8 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 	char timing[64];
 	enum cp_err err;
 	int64_t t0 = mono_ns();
+	int attempt;
+	int attempts;
 
 	err = read_body(io, &w->w_body);
 	if (err == CP_ERR_TOOBIG) {
@@ -217,71 +344,50 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 	/* A client that already left gets no slot and no upstream request. */
 	if (client_gone(io->io_fd))
 		return;
-	err = sched_reserve(&w->w_sched, &sl, errbuf, sizeof(errbuf));
-	if (err) {
-		log_warnx("redis %s unavailable: %s",
-			  cfg->redis.ra_kind == REDIS_UNIX ? cfg->redis.ra_path
-							   : cfg->redis.ra_host,
-			  errbuf);
-		resp_error(r, 503, "service_unavailable",
-			   "scheduler_unavailable",
-			   "the proxy cannot reach its scheduler (Redis); try "
-			   "again shortly",
-			   "Retry-After: 1\r\n");
-		return;
-	}
-	err = wait_for_slot(sl.s_deadline_ns, io->io_fd);
-	sl.s_late_us = (mono_ns() - sl.s_deadline_ns) / 1000;
-	if (err == CP_ERR_HUP) {
-		memset(&res, 0, sizeof(res));
-		log_request(w, io, &sl, 499, &res, 0, t0,
-			    "client left while queued");
-		return;
-	}
-	snprintf(timing, sizeof(timing), "Server-Timing: queue;dur=%.1f\r\n",
-		 (double)sl.s_wait_us / 1000.0);
-	memset(&ur, 0, sizeof(ur));
-	ur.ur_key = cfg->keys[sl.s_key];
-	ur.ur_hdr_lines = w->w_hdrs.b_p;
-	ur.ur_body = w->w_body.b_p;
-	ur.ur_body_len = w->w_body.b_len;
-	ur.ur_client_fd = io->io_fd;
-	ur.ur_extra = timing;
-	err = upstream_forward(&w->w_up, &ur, r, &res);
-	switch (err) {
-	case CP_OK:
-		log_request(w, io, &sl, r->r_status, &res, r->r_bytes, t0,
-			    "ok");
-		return;
-	case CP_ERR_HUP:
-		log_request(w, io, &sl, r->r_started ? r->r_status : 499, &res,
-			    r->r_bytes, t0, "client left");
-		return;
-	case CP_ERR_UPSTREAM_AUTH:
-		key_fingerprint(cfg->keys[sl.s_key], errbuf);
-		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
-			  "check or replace it",
-			  sl.s_key, errbuf, res.us_status);
-		log_request(w, io, &sl, 502, &res, 0, t0, res.us_detail);
-		resp_error(r, 502, "upstream_error", "upstream_auth_failed",
-			   "the Cerebras API refused the proxy's API key; the "
-			   "proxy's operator has to fix its configuration",
-			   NULL);
-		return;
-	case CP_ERR_UPSTREAM_TIMEOUT:
-		log_request(w, io, &sl, r->r_started ? r->r_status : 504, &res,
-			    r->r_bytes, t0, res.us_detail);
-		resp_error(r, 504, "upstream_timeout", "upstream_timeout",
-			   "the Cerebras API did not answer in time", NULL);
-		return;
-	default:
-		log_request(w, io, &sl, r->r_started ? r->r_status : 502, &res,
-			    r->r_bytes, t0, res.us_detail);
-		resp_error(
-			r, 502, "upstream_error", "upstream_unreachable",
-			"the proxy could not get an answer from the Cerebras "
-			"API",
-			NULL);
+	attempts = cfg->max_attempts < cfg->nkeys ? (int)cfg->max_attempts
+						  : cfg->nkeys;
+	for (attempt = 1;; attempt++) {
+		err = sched_reserve(&w->w_sched, &sl, errbuf, sizeof(errbuf));
+		if (err) {
+			log_warnx("redis %s unavailable: %s",
+				  cfg->redis.ra_kind == REDIS_UNIX
+					  ? cfg->redis.ra_path
+					  : cfg->redis.ra_host,
+				  errbuf);
+			resp_error(r, 503, "service_unavailable",
+				   "scheduler_unavailable",
+				   "the proxy cannot reach its scheduler "
+				   "(Redis); try again shortly",
+				   "Retry-After: 1\r\n");
+			return;
+		}
+		if (sl.s_key < 0) {
+			refuse_busy(r, &sl);
+			return;
+		}
+		err = wait_for_slot(sl.s_deadline_ns, io->io_fd);
+		sl.s_late_us = (mono_ns() - sl.s_deadline_ns) / 1000;
+		if (err == CP_ERR_HUP) {
+			memset(&res, 0, sizeof(res));
+			log_request(w, io, &sl, 499, &res, 0, t0,
+				    "client left while queued");
+			return;
+		}
+		snprintf(timing, sizeof(timing),
+			 "Server-Timing: queue;dur=%.1f\r\n",
+			 (double)(mono_ns() - t0) / 1e6);
+		memset(&ur, 0, sizeof(ur));
+		ur.ur_key = cfg->keys[sl.s_key];
+		ur.ur_hdr_lines = w->w_hdrs.b_p;
+		ur.ur_body = w->w_body.b_p;
+		ur.ur_body_len = w->w_body.b_len;
+		ur.ur_client_fd = io->io_fd;
+		ur.ur_extra = timing;
+		ur.ur_retry_ok = attempt < attempts;
+		err = upstream_forward(&w->w_up, &ur, r, &res);
+		learn_key_health(w, &sl, &res, err);
+		if (!forward_done(w, io, r, &sl, &res, err, t0, ur.ur_retry_ok))
+			continue;
 		return;
 	}
 }

@@ -10,30 +10,87 @@
 #include <sys/time.h>
 
 /*
- * KEYS[1] round-robin counter, KEYS[2] next free slot (us, Redis time).
- * ARGV[1] number of keys, ARGV[2] interval in microseconds (0 = none).
- * Returns {key index, wait us, slot us}. Times in integer microseconds
- * (~1.8e15) are exact in Lua's doubles (< 2^53).
+ * The reservation: one atomic step on Redis' clock.
+ * KEYS[1] round-robin position, KEYS[2] next free slot of the global
+ * timeline, KEYS[3] hash of per-key state: c<i> = key i cools down until,
+ * s<i> = key i's next free slot (key scope). Times: integer microseconds
+ * of Redis time (~1.8e15, exact in Lua's doubles).
+ * ARGV: number of keys, interval us, "1" for key scope, global floor us
+ * (key scope), longest acceptable wait us.
+ * Walks the keys from the round-robin position, skipping those cooling
+ * down; global scope takes the first usable key, key scope the one whose
+ * next slot is earliest (ties: round-robin order). Returns
+ *   {key, wait, slot}   reserved (and the position moves past key);
+ *   {-1, wait, until}   every key cools down; the first frees at until;
+ *   {-2, wait, slot}    the slot is further away than allowed: nothing
+ *                       reserved.
  * TIME before writes is fine on Redis >= 5 (effects replication).
  */
 const char sched_script[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
 	"local n = tonumber(ARGV[1])\n"
-	"local interval = tonumber(ARGV[2])\n"
-	"local idx = (redis.call('INCR', KEYS[1]) - 1) % n\n"
-	"local at = now\n"
-	"if interval > 0 then\n"
-	"  local v = redis.call('GET', KEYS[2])\n"
-	"  if v then\n"
-	"    local nxt = tonumber(v)\n"
-	"    if nxt and nxt > at then at = nxt end\n"
+	"local iv = tonumber(ARGV[2])\n"
+	"local perkey = ARGV[3] == '1'\n"
+	"local gap = iv\n"
+	"if perkey then gap = tonumber(ARGV[4]) end\n"
+	"local maxw = tonumber(ARGV[5])\n"
+	"local rr = tonumber(redis.call('GET', KEYS[1]) or '0') % n\n"
+	"local f = {}\n"
+	"for i = 0, n - 1 do f[#f + 1] = 'c' .. i; f[#f + 1] = 's' .. i end\n"
+	"local v = redis.call('HMGET', KEYS[3], unpack(f))\n"
+	"local g = 0\n"
+	"if gap > 0 then g = tonumber(redis.call('GET', KEYS[2]) or '0') end\n"
+	"local best, bat, free = -1, 0, -1\n"
+	"for j = 0, n - 1 do\n"
+	"  local i = (rr + j) % n\n"
+	"  local c = tonumber(v[2 * i + 1] or '0')\n"
+	"  if c > now then\n"
+	"    if free < 0 or c < free then free = c end\n"
+	"  else\n"
+	"    local at = now\n"
+	"    if g > at then at = g end\n"
+	"    if perkey then\n"
+	"      local ks = tonumber(v[2 * i + 2] or '0')\n"
+	"      if ks > at then at = ks end\n"
+	"    end\n"
+	"    if best < 0 or at < bat then best, bat = i, at end\n"
+	"    if not perkey then break end\n"
 	"  end\n"
-	"  local ttl = math.floor((at + interval - now) / 1000) + 1000\n"
-	"  redis.call('SET', KEYS[2], string.format('%d', at + interval),"
-	" 'PX', ttl)\n"
 	"end\n"
-	"return {idx, at - now, at}\n";
+	"if best < 0 then return {-1, free - now, free} end\n"
+	"if bat - now > maxw then return {-2, bat - now, bat} end\n"
+	"redis.call('SET', KEYS[1], best + 1)\n"
+	"if gap > 0 then\n"
+	"  redis.call('SET', KEYS[2], string.format('%d', bat + gap), 'PX',\n"
+	"             math.floor((bat + gap - now) / 1000) + 1000)\n"
+	"end\n"
+	"if perkey and iv > 0 then\n"
+	"  redis.call('HSET', KEYS[3], 's' .. best, string.format('%d', bat + "
+	"iv))\n"
+	"  if redis.call('PTTL', KEYS[3]) < 0 then\n"
+	"    redis.call('PEXPIRE', KEYS[3], 86400000)\n"
+	"  end\n"
+	"end\n"
+	"return {best, bat - now, bat}\n";
+
+/*
+ * Puts a key in cooldown: KEYS[1] the per-key hash, ARGV key index and
+ * duration us. Only ever lengthens a cooldown. Returns the end, Redis time.
+ */
+const char sched_cool_script[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+	"local f = 'c' .. ARGV[1]\n"
+	"local till = now + tonumber(ARGV[2])\n"
+	"local cur = tonumber(redis.call('HGET', KEYS[1], f) or '0')\n"
+	"if cur > till then till = cur end\n"
+	"redis.call('HSET', KEYS[1], f, string.format('%d', till))\n"
+	"local keep = math.floor((till - now) / 1000) + 86400000\n"
+	"if redis.call('PTTL', KEYS[1]) < keep then\n"
+	"  redis.call('PEXPIRE', KEYS[1], keep)\n"
+	"end\n"
+	"return till\n";
 
 static char *
 join_key(const char *prefix, const char *name)
@@ -51,15 +108,23 @@ sched_init(struct sched *s, const struct config *cfg)
 {
 	memset(s, 0, sizeof(*s));
 	s->sc_cfg = cfg;
+	s->sc_reserve.ss_text = sched_script;
+	s->sc_cool.ss_text = sched_cool_script;
 	s->sc_key_rr = join_key(cfg->redis_prefix, "rr");
 	s->sc_key_slot = join_key(cfg->redis_prefix, "slot");
-	if (s->sc_key_rr == NULL || s->sc_key_slot == NULL) {
+	s->sc_key_state = join_key(cfg->redis_prefix, "keys");
+	if (s->sc_key_rr == NULL || s->sc_key_slot == NULL ||
+	    s->sc_key_state == NULL) {
 		sched_free(s);
 		return CP_ERR_NOMEM;
 	}
 	snprintf(s->sc_interval_us, sizeof(s->sc_interval_us), "%lld",
 		 (long long)cfg->interval_ms * 1000);
 	snprintf(s->sc_nkeys, sizeof(s->sc_nkeys), "%d", cfg->nkeys);
+	snprintf(s->sc_floor_us, sizeof(s->sc_floor_us), "%lld",
+		 (long long)cfg->global_interval_ms * 1000);
+	snprintf(s->sc_max_wait_us, sizeof(s->sc_max_wait_us), "%lld",
+		 (long long)cfg->queue_max_wait_ms * 1000);
 	return CP_OK;
 }
 
@@ -77,8 +142,10 @@ sched_free(struct sched *s)
 	sched_disconnect(s);
 	free(s->sc_key_rr);
 	free(s->sc_key_slot);
+	free(s->sc_key_state);
 	s->sc_key_rr = NULL;
 	s->sc_key_slot = NULL;
+	s->sc_key_state = NULL;
 }
 
 /* Monotonic clocks of two hosts drift apart by far less than this. */
@@ -211,8 +278,8 @@ sched_decode(const redisReply *r, int nkeys, struct slot *out, char *errbuf,
 		snprintf(errbuf, errsz, "script: unexpected reply shape");
 		return -1;
 	}
-	if (r->element[0]->integer < 0 || r->element[0]->integer >= nkeys ||
-	    r->element[1]->integer < 0) {
+	if (r->element[0]->integer < SLOT_TOO_FAR ||
+	    r->element[0]->integer >= nkeys || r->element[1]->integer < 0) {
 		snprintf(errbuf, errsz, "script: reply out of range");
 		return -1;
 	}
@@ -222,10 +289,51 @@ sched_decode(const redisReply *r, int nkeys, struct slot *out, char *errbuf,
 	return 0;
 }
 
+/*
+ * EVALSHA of a script, EVAL when Redis does not know it (after a restart
+ * or SCRIPT FLUSH), learning its SHA1 from SCRIPT LOAD the first time.
+ * Returns the reply (NULL, errbuf set, on a connection failure).
+ */
+static redisReply *
+sched_eval(struct sched *s, struct sched_script_ref *sc, int argc,
+	   const char **argv, char *errbuf, size_t errsz)
+{
+	redisReply *r = NULL;
+
+	if (sc->ss_sha[0] != '\0') {
+		argv[0] = "EVALSHA";
+		argv[1] = sc->ss_sha;
+		r = sched_cmd(s, argc, argv, errbuf, errsz);
+		if (r == NULL)
+			return NULL;
+		if (r->type != REDIS_REPLY_ERROR ||
+		    strncmp(r->str, "NOSCRIPT", 8) != 0)
+			return r;
+		freeReplyObject(r);
+	}
+	argv[0] = "EVAL";
+	argv[1] = sc->ss_text;
+	r = sched_cmd(s, argc, argv, errbuf, errsz);
+	if (r == NULL || r->type == REDIS_REPLY_ERROR || sc->ss_sha[0] != '\0')
+		return r;
+	/* EVAL cached it; learn its name for next time. */
+	{
+		const char *load[3] = {"SCRIPT", "LOAD", sc->ss_text};
+		redisReply *sha = sched_cmd(s, 3, load, errbuf, errsz);
+
+		if (sha != NULL && sha->type == REDIS_REPLY_STRING &&
+		    sha->len == 40)
+			memcpy(sc->ss_sha, sha->str, 41);
+		if (sha != NULL)
+			freeReplyObject(sha);
+	}
+	return r;
+}
+
 enum cp_err
 sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 {
-	const char *argv[7];
+	const char *argv[11];
 	redisReply *r;
 	enum cp_err err;
 	int rc;
@@ -237,48 +345,19 @@ sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 		if (err)
 			return err;
 	}
-	argv[1] = s->sc_sha;
-	argv[2] = "2";
+	argv[2] = "3";
 	argv[3] = s->sc_key_rr;
 	argv[4] = s->sc_key_slot;
-	argv[5] = s->sc_nkeys;
-	argv[6] = s->sc_interval_us;
-	r = NULL;
+	argv[5] = s->sc_key_state;
+	argv[6] = s->sc_nkeys;
+	argv[7] = s->sc_interval_us;
+	argv[8] = s->sc_cfg->scope_per_key ? "1" : "0";
+	argv[9] = s->sc_floor_us;
+	argv[10] = s->sc_max_wait_us;
 	sent_us = mono_ns() / 1000;
-	if (s->sc_sha[0] != '\0') {
-		argv[0] = "EVALSHA";
-		r = sched_cmd(s, 7, argv, errbuf, errsz);
-		if (r == NULL)
-			return CP_ERR_REDIS;
-		if (r->type == REDIS_REPLY_ERROR &&
-		    strncmp(r->str, "NOSCRIPT", 8) == 0) {
-			/* Redis restarted or SCRIPT FLUSH: send the text. */
-			freeReplyObject(r);
-			r = NULL;
-		}
-	}
-	if (r == NULL) {
-		argv[0] = "EVAL";
-		argv[1] = sched_script;
-		r = sched_cmd(s, 7, argv, errbuf, errsz);
-		if (r == NULL)
-			return CP_ERR_REDIS;
-		if (s->sc_sha[0] == '\0' && r->type != REDIS_REPLY_ERROR) {
-			/* EVAL cached it; learn its name for next time. */
-			const char *load[3] = {"SCRIPT", "LOAD", sched_script};
-			redisReply *sha = sched_cmd(s, 3, load, errbuf, errsz);
-
-			if (sha != NULL && sha->type == REDIS_REPLY_STRING &&
-			    sha->len == 40)
-				memcpy(s->sc_sha, sha->str, 41);
-			if (sha != NULL)
-				freeReplyObject(sha);
-			if (s->sc_ctx == NULL) {
-				freeReplyObject(r);
-				return CP_ERR_REDIS;
-			}
-		}
-	}
+	r = sched_eval(s, &s->sc_reserve, 11, argv, errbuf, errsz);
+	if (r == NULL)
+		return CP_ERR_REDIS;
 	recv_us = mono_ns() / 1000;
 	rc = sched_decode(r, s->sc_cfg->nkeys, out, errbuf, errsz);
 	freeReplyObject(r);
@@ -289,4 +368,34 @@ sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 				 out->s_at_us - out->s_wait_us, out->s_at_us) *
 		1000;
 	return CP_OK;
+}
+
+enum cp_err
+sched_cooldown(struct sched *s, int key, long ms, char *errbuf, size_t errsz)
+{
+	const char *argv[6];
+	char idx[16];
+	char us[32];
+	redisReply *r;
+	enum cp_err err;
+
+	if (s->sc_ctx == NULL) {
+		err = sched_connect(s, errbuf, errsz);
+		if (err)
+			return err;
+	}
+	snprintf(idx, sizeof(idx), "%d", key);
+	snprintf(us, sizeof(us), "%lld", (long long)ms * 1000);
+	argv[2] = "1";
+	argv[3] = s->sc_key_state;
+	argv[4] = idx;
+	argv[5] = us;
+	r = sched_eval(s, &s->sc_cool, 6, argv, errbuf, errsz);
+	if (r == NULL)
+		return CP_ERR_REDIS;
+	err = r->type == REDIS_REPLY_INTEGER ? CP_OK : CP_ERR_REDIS;
+	if (err)
+		snprintf(errbuf, errsz, "cooldown script: unexpected reply");
+	freeReplyObject(r);
+	return err;
 }

@@ -23,6 +23,7 @@ struct xfer {
 	long x_status;
 	int x_sse;	   /* Content-Type is text/event-stream */
 	int x_key_refused; /* 401/403: the body is about our key; drop it */
+	int x_retry;	   /* 429/5xx with another attempt to come: drop it */
 	int x_hup;	   /* client went away */
 	int x_timeout;	   /* idle timeout fired */
 	int64_t x_last_ns; /* last sign of life from upstream */
@@ -154,6 +155,8 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 				      &x->x_status) != CURLE_OK)
 			x->x_status = 0;
 		x->x_key_refused = x->x_status == 401 || x->x_status == 403;
+		x->x_retry = x->x_req->ur_retry_ok &&
+			     (x->x_status == 429 || x->x_status >= 500);
 		return len;
 	}
 	if (!hdr_forward_response(data, n))
@@ -182,7 +185,7 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	 * A refusal of our key is no business of the client's, and upstream
 	 * error bodies have been known to echo parts of the key.
 	 */
-	if (x->x_key_refused)
+	if (x->x_key_refused || x->x_retry)
 		return len;
 	err = xfer_start_response(x);
 	if (!err)
@@ -324,6 +327,11 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 	curl_slist_free_all(hdrs);
 
 	res->us_status = x.x_status;
+	res->us_sse = x.x_sse;
+	res->us_cooldown_ms =
+		x.x_status == 429
+			? hdr_cooldown_ms(u->up_hdrs.b_p ? u->up_hdrs.b_p : "")
+			: -1;
 	if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &res->us_connects) !=
 	    CURLE_OK)
 		res->us_connects = -1;
@@ -359,6 +367,11 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 		snprintf(res->us_detail, sizeof(res->us_detail),
 			 "upstream answered %ld to the API key", x.x_status);
 		return CP_ERR_UPSTREAM_AUTH;
+	}
+	if (x.x_retry) {
+		snprintf(res->us_detail, sizeof(res->us_detail),
+			 "upstream answered %ld", x.x_status);
+		return CP_ERR_UPSTREAM_RETRY;
 	}
 	/* An answer with no body (e.g. 204) still has to reach the client. */
 	return xfer_start_response(&x);

@@ -30,12 +30,15 @@ struct upstream_req {
 	size_t ur_body_len;
 	int ur_client_fd; /* FastCGI connection, polled for hang-up; -1 none */
 	const char *ur_extra; /* extra response header lines, may be NULL */
+	int ur_retry_ok; /* another attempt may follow: keep 429/5xx back */
 };
 
 struct upstream_res {
-	long us_status;	   /* upstream HTTP status, 0 if none */
-	long us_connects;  /* new connections this transfer (0 = reused) */
-	double us_ttfb_ms; /* until the first response byte */
+	long us_status;	     /* upstream HTTP status, 0 if none */
+	long us_connects;    /* new connections this transfer (0 = reused) */
+	double us_ttfb_ms;   /* until the first response byte */
+	int us_sse;	     /* the answer is text/event-stream */
+	long us_cooldown_ms; /* a 429's Retry-After or reset time; -1 none */
 	char us_detail[CURL_ERROR_SIZE]; /* human-readable reason on failure */
 };
 
@@ -48,7 +51,8 @@ void upstream_free(struct upstream *u);
  * status; CP_ERR_UPSTREAM / CP_ERR_UPSTREAM_TIMEOUT if the upstream failed
  * (resp may have started: then the stream is cut short); CP_ERR_HUP if
  * the client went away; CP_ERR_UPSTREAM_AUTH if the upstream answered 401
- * or 403 (nothing of that answer is relayed).
+ * or 403 (nothing of that answer is relayed); CP_ERR_UPSTREAM_RETRY if it
+ * answered 429 or 5xx and req->ur_retry_ok (nothing relayed either).
  */
 enum cp_err upstream_forward(struct upstream *u, const struct upstream_req *req,
 			     struct resp *resp, struct upstream_res *res);

@@ -96,6 +96,8 @@ class ProxyTest(unittest.TestCase):
 
     def setUp(self):
         MOCK.reset()
+        # Each test starts with every key healthy and an empty timeline.
+        ST.redis_cli("DEL", "{cerebras-proxy}:keys", "{cerebras-proxy}:slot")
 
     def req(self, method="GET", path="/", body=None, headers=None, port=None, **kw):
         r = request(port or ST.port, method, path, body, headers, **kw)

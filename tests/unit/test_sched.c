@@ -78,7 +78,24 @@ static const struct decode_case decode_cases[] = {
 	{"key == nkeys", 2, 3, {INT(2), INT(0), INT(AT)}, -1, 0, 0, 0},
 	{"key > nkeys", 2, 3, {INT(7), INT(0), INT(AT)}, -1, 0, 0, 0},
 	{"huge key", 2, 3, {INT(4294967297LL), INT(0), INT(AT)}, -1, 0, 0, 0},
-	{"negative key", 2, 3, {INT(-1), INT(0), INT(AT)}, -1, 0, 0, 0},
+	/* -1: every key cools down; -2: the queue bound; -3 is nothing */
+	{"all cooling",
+	 2,
+	 3,
+	 {INT(-1), INT(5000000), INT(AT)},
+	 0,
+	 -1,
+	 5000000,
+	 AT},
+	{"too far",
+	 2,
+	 3,
+	 {INT(-2), INT(40000000), INT(AT)},
+	 0,
+	 -2,
+	 40000000,
+	 AT},
+	{"negative key", 2, 3, {INT(-3), INT(0), INT(AT)}, -1, 0, 0, 0},
 	{"negative wait", 2, 3, {INT(0), INT(-1), INT(AT)}, -1, 0, 0, 0},
 	{"no keys", 0, 3, {INT(0), INT(0), INT(AT)}, -1, 0, 0, 0},
 };
@@ -216,9 +233,10 @@ test_sched_script(void **state)
 	assert_non_null(strstr(sched_script, "redis.call('TIME')"));
 	assert_non_null(strstr(sched_script, "KEYS[1]"));
 	assert_non_null(strstr(sched_script, "KEYS[2]"));
-	assert_null(strstr(sched_script, "KEYS[3]"));
-	assert_null(strstr(sched_script, "ARGV[3]"));
-	assert_true(strlen(sched_script) > 0);
+	assert_non_null(strstr(sched_script, "KEYS[3]"));
+	assert_null(strstr(sched_script, "KEYS[4]"));
+	assert_non_null(strstr(sched_cool_script, "redis.call('TIME')"));
+	assert_null(strstr(sched_cool_script, "KEYS[2]"));
 }
 
 /*
