@@ -97,7 +97,9 @@ class ProxyTest(unittest.TestCase):
     def setUp(self):
         MOCK.reset()
         # Each test starts with every key healthy and an empty timeline.
-        ST.redis_cli("DEL", "{cerebras-proxy}:keys", "{cerebras-proxy}:slot")
+        # Rotation starts at key #0.
+        ST.redis_cli("DEL", "{cerebras-proxy}:keys", "{cerebras-proxy}:slot",
+                     "{cerebras-proxy}:rr")
 
     def req(self, method="GET", path="/", body=None, headers=None, port=None, **kw):
         r = request(port or ST.port, method, path, body, headers, **kw)
@@ -729,6 +731,169 @@ class TestServerTimeouts(ProxyTest):
         self.assertGreaterEqual(read, 5 * idle_default_s)   # nginx default: 60
         self.assertGreaterEqual(io, 5 * idle_default_s)     # mod_fcgid default: 40
         self.assertGreaterEqual(busy, 3600)                 # mod_fcgid default: 300
+
+
+class TestKeyHealth(ProxyTest):
+    """429s rest a key, 401/403 disable it, 5xx and stalls fail over: all
+    before the first byte reaches the client, shared through Redis."""
+    env = {"RATE_LIMIT_INTERVAL_MS": "0", "UPSTREAM_IDLE_TIMEOUT_MS": "600"}
+
+    def tearDown(self):
+        MOCK.config({})
+
+    def keys_seen(self):
+        return [x["key"] for x in MOCK.requests()]
+
+    def test_429_key_rests_for_retry_after_then_serves_again(self):
+        MOCK.config({KEYS[1]: {"status": 429, "headers": {"Retry-After": "2"}}})
+        t429 = time.monotonic()
+        for _ in range(9):
+            self.assertEqual(self.chat().status, 200)
+        seen = self.keys_seen()
+        self.assertEqual(seen.count(KEYS[1]), 1, seen)       # tried once, then skipped
+        self.assertEqual(len(seen), 10)                      # 9 answers + 1 retry
+        self.assertRegex(ST.log_text(), r"API key #1 \([0-9a-f]{8}\) rate limited \(429\): resting 2000 ms")
+        MOCK.config({})
+        MOCK.reset()
+
+        def used_again():
+            self.assertEqual(self.chat().status, 200)
+            return KEYS[1] in self.keys_seen()
+        stack.wait_for(used_again, 10, "key #1 to be used again", interval=0.1)
+        self.assertGreater(time.monotonic() - t429, 1.9)
+
+    def test_401_key_is_disabled_for_everyone(self):
+        MOCK.config({KEYS[0]: {"status": 401}})
+        rs = [self.chat() for _ in range(6)]
+        self.assertEqual([r.status for r in rs], [200] * 6)
+        self.assertEqual(self.keys_seen().count(KEYS[0]), 1)
+        self.assertRegex(ST.log_text(), r"API key #0 \([0-9a-f]{8}\) was refused by the upstream \(401\): disabled for 3600 s")
+        till = int(ST.redis_cli("HGET", "{cerebras-proxy}:keys", "c0"))
+        now_s, now_us = ST.redis_cli("TIME").split()
+        rest = till - (int(now_s) * 1000000 + int(now_us))
+        self.assertGreater(rest, 3500 * 1000000)
+
+    def test_all_keys_429_gives_429_with_retry_after(self):
+        MOCK.config({k: {"status": 429, "headers": {"Retry-After": "5"}} for k in KEYS})
+        r = self.chat()
+        # Three attempts, the last answer relayed as Cerebras sent it.
+        self.assertEqual(r.status, 429)
+        self.assertEqual(r.header("Retry-After"), "5")
+        self.assertEqual(sorted(self.keys_seen()), sorted(KEYS))
+        MOCK.reset()
+        r = self.chat()
+        err = self.assertOpenAIError(r, 429, "all_keys_cooling_down")
+        self.assertIn(int(r.header("Retry-After")), (4, 5))
+        self.assertEqual(MOCK.requests(), [])
+
+    def test_500_fails_over_and_does_not_rest_the_key(self):
+        MOCK.config({KEYS[0]: {"status": 500}})
+        self.assertEqual(self.chat().status, 200)
+        self.assertEqual(self.keys_seen(), [KEYS[0], KEYS[1]])
+        MOCK.config({})
+        MOCK.reset()
+        for _ in range(3):
+            self.assertEqual(self.chat().status, 200)
+        self.assertIn(KEYS[0], self.keys_seen())
+
+    def test_stall_before_headers_fails_over(self):
+        MOCK.config({KEYS[0]: {"delay_ms": 5000}})
+        t0 = time.monotonic()
+        r = self.chat()
+        self.assertEqual(r.status, 200)
+        self.assertLess(time.monotonic() - t0, 4)
+        self.assertEqual(self.keys_seen()[:2], [KEYS[0], KEYS[1]])
+
+    def test_every_attempt_failing_ends_in_one_clean_error(self):
+        MOCK.config({k: {"status": 503} for k in KEYS})
+        r = self.chat()
+        self.assertEqual(r.status, 503)      # the last answer, relayed
+        self.assertCors(r)
+        self.assertEqual(len(MOCK.requests()), 3)
+
+    def test_client_errors_are_not_retried(self):
+        MOCK.config({KEYS[0]: {"status": 400}})
+        self.assertEqual(self.chat().status, 400)
+        self.assertEqual(self.keys_seen(), [KEYS[0]])
+
+    def test_stream_broken_mid_way_ends_with_an_error_event(self):
+        for mock in ({"events": 5, "close_after_events": 2},
+                     {"events": 5, "stall_after_events": 2, "stall_ms": 3000}):
+            MOCK.reset()
+            r = self.chat(chat_body(stream=True, mock=mock))
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body.count(b"mock_index"), 2, mock)
+            self.assertNotIn(b"[DONE]", r.body)
+            last = r.events()[-1]
+            self.assertTrue(last.startswith("event: error\ndata: "), last)
+            err = json.loads(last.split("data: ", 1)[1])["error"]
+            self.assertEqual(err["code"], "stream_interrupted")
+            self.assertEqual(len(MOCK.requests()), 1)   # never retried once started
+
+
+class TestPerKeyScope(ProxyTest):
+    """RATE_LIMIT_SCOPE=key: each key its own 200 ms timeline."""
+    workers = 16
+    keys4 = KEYS + ["sk-test-DELTA-0004"]
+    env = {"RATE_LIMIT_INTERVAL_MS": "200", "RATE_LIMIT_SCOPE": "key",
+           "CEREBRAS_API_KEYS": ",".join(KEYS + ["sk-test-DELTA-0004"])}
+
+    def test_four_keys_give_four_times_the_rate(self):
+        n = 60
+        # Warm-up (processes, connections), then a sustained burst.
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as ex:
+            list(ex.map(lambda _: self.chat(chat_body(mock={"delay_ms": 3000})),
+                        range(self.workers)))
+        MOCK.reset()
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            rs = list(ex.map(lambda _: self.chat(), range(n)))
+        self.assertEqual([r.status for r in rs], [200] * n)
+        recs = sorted(self.wait_records(n), key=lambda x: x["t"])
+        # n requests over the span plus one interval (the keys run side by
+        # side: 15 slots each, 14 intervals apart).
+        rate = n / (recs[-1]["t"] - recs[0]["t"] + 0.2)
+        print("\n    per-key scope, 4 keys x 200 ms: %.1f req/s" % rate, file=sys.stderr, end=" ")
+        self.assertGreater(rate, 17)          # 4 x 5 = 20 in theory
+        self.assertLess(rate, 20.5)
+        for k in self.keys4:
+            ts = [x["t"] for x in recs if x["key"] == k]
+            gaps = [(b - a) * 1000 for a, b in zip(ts, ts[1:])]
+            self.assertGreaterEqual(min(gaps), 200 - ARRIVAL_JITTER_MS, (k, gaps))
+
+
+@unittest.skipIf(APACHE, "mod_fcgid hands a burst to lazily spawned processes over seconds, so "
+                 "no burst forms; the bound is the workers' own and is tested behind nginx")
+class TestQueueBound(ProxyTest):
+    """QUEUE_MAX_WAIT_MS: a slot too far away is refused at once."""
+    workers = 20
+    env = {"RATE_LIMIT_INTERVAL_MS": "200", "QUEUE_MAX_WAIT_MS": "1000"}
+
+    def test_burst_beyond_the_bound_gets_immediate_429s(self):
+        n = 15
+
+        def one(i):
+            t = time.monotonic()
+            r = self.chat(headers={"X-Request-Id": "burst-%d" % i})
+            return r, time.monotonic() - t
+
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            out = list(ex.map(one, range(n)))
+        ok = [r for r, _ in out if r.status == 200]
+        refused = [(r, dt) for r, dt in out if r.status == 429]
+        self.assertEqual(len(ok) + len(refused), n)
+        self.assertGreaterEqual(len(ok), 5)
+        self.assertGreaterEqual(len(refused), 5)
+        for r, dt in refused:
+            self.assertOpenAIError(r, 429, "proxy_saturated")
+            self.assertGreaterEqual(int(r.header("Retry-After")), 1)
+            self.assertLess(dt, 0.5, "a refused request waited")
+        recs = sorted(self.wait_records(len(ok)), key=lambda x: x["t"])
+        self.assertEqual(len(recs), len(ok))
+        # Refused requests reserved nothing: the timeline ends right after
+        # the last request served.
+        slots = slots_from_log("burst-")
+        served = [slots[x["headers"]["x-request-id"]] for x in recs]
+        self.assertEqual(int(ST.redis_cli("GET", "{cerebras-proxy}:slot")), max(served) + 200000)
 
 
 class TestZSecrets(ProxyTest):
