@@ -141,6 +141,19 @@ def render_apache_site(binary, env_file, max_procs, prefix=None, io_timeout=None
     return text
 
 
+def fnv1a32(data):
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return "%08x" % h
+
+
+def host_state_names(prefix, redis_url):
+    """The workers' per-host shared memory objects (shared/local.c)."""
+    fp = fnv1a32(("%s\n%s" % (prefix, redis_url or "none")).encode())
+    return ["/dev/shm/cerebras-proxy-%s-%d" % (fp, uid) for uid in (os.geteuid(), 33)]
+
+
 class Stack:
     """A private stack in one temporary directory.
 
@@ -260,9 +273,14 @@ class Stack:
         Under Apache, mod_fcgid starts the workers: this (re)starts Apache
         with their environment and at most n of them.
         """
+        wenv = dict(self.worker_env)
+        wenv.update(env or {})
+        # A fresh per-host scheduler state for each start (test isolation).
+        for name in host_state_names(wenv.get("REDIS_PREFIX", "{cerebras-proxy}"),
+                                     wenv.get("REDIS_URL", "redis://127.0.0.1:6379/0")):
+            if os.path.exists(name):
+                os.unlink(name)
         if self.server == "apache":
-            wenv = dict(self.worker_env)
-            wenv.update(env or {})
             self._start_apache(n, wenv)
             return
         full = dict(os.environ)

@@ -553,6 +553,9 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 	v = lookup("REDIS_URL", ctx);
 	if (v == NULL || *v == '\0')
 		v = DEFAULT_REDIS_URL;
+	c->redis_enabled = strcmp(v, "none") != 0;
+	if (!c->redis_enabled)
+		v = DEFAULT_REDIS_URL; /* parsed, never used */
 	if (config_parse_redis_url(v, &c->redis, err, errsz) != 0)
 		goto fail;
 	c->redis_url = xstrndup(v, strlen(v));
@@ -575,6 +578,17 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 			goto fail;
 		}
 		*(long *)((char *)c + s->offset) = (long)n;
+	}
+
+	v = lookup("REDIS_FALLBACK", ctx);
+	if (v == NULL || strcmp(v, "local") == 0) {
+		c->redis_fallback = 1;
+	} else if (strcmp(v, "refuse") == 0) {
+		c->redis_fallback = 0;
+	} else {
+		seterr(err, errsz,
+		       "REDIS_FALLBACK: expected \"local\" or \"refuse\"");
+		goto fail;
 	}
 
 	v = lookup("RATE_LIMIT_SCOPE", ctx);
@@ -681,7 +695,9 @@ config_print(const struct config *c, FILE *fp)
 	fprintf(fp, "CEREBRAS_API_BASE=%s\n", c->api_base);
 	fprintf(fp, "CEREBRAS_CA_FILE=%s\n",
 		c->ca_file ? c->ca_file : "(libcurl default store)");
-	if (c->redis.ra_kind == REDIS_UNIX)
+	if (!c->redis_enabled)
+		fprintf(fp, "REDIS_URL=none (per-host scheduling only)\n");
+	else if (c->redis.ra_kind == REDIS_UNIX)
 		fprintf(fp, "REDIS_URL=unix://%s?db=%d%s\n", c->redis.ra_path,
 			c->redis.ra_db,
 			c->redis.ra_password ? " (password set)" : "");

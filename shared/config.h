@@ -37,6 +37,8 @@ struct config {
 	char *ca_file;	 /* owned, NULL = libcurl's default store */
 	char *redis_url; /* owned, as given (secret: may hold a password) */
 	struct redis_addr redis;
+	int redis_enabled;  /* 0: REDIS_URL=none, per-host scheduling only */
+	int redis_fallback; /* REDIS_FALLBACK=local: per-host when it is down */
 	char *redis_prefix; /* owned, holds a {hash tag} */
 	long interval_ms;   /* slot spacing, 0 = none */
 	int scope_per_key;  /* RATE_LIMIT_SCOPE=key: one timeline per key */

@@ -32,14 +32,26 @@ enum cp_err
 worker_init(struct worker *w, const struct config *cfg)
 {
 	enum cp_err err;
+	char errbuf[160];
 
 	memset(w, 0, sizeof(*w));
 	w->w_cfg = cfg;
 	buf_init(&w->w_body, (size_t)cfg->max_body_bytes);
 	buf_init(&w->w_hdrs, 16 * 1024);
+
 	err = sched_init(&w->w_sched, cfg);
 	if (err)
 		return err;
+	if (local_open(&w->w_local, cfg, errbuf, sizeof(errbuf)) != CP_OK) {
+		if (!cfg->redis_enabled) {
+			log_warnx("per-host scheduler unavailable: %s", errbuf);
+			sched_free(&w->w_sched);
+			return CP_ERR_IO;
+		}
+		log_warnx("per-host fallback scheduler unavailable (%s): "
+			  "requests get 503 while Redis is down",
+			  errbuf);
+	}
 	err = upstream_init(&w->w_up, cfg);
 	if (err) {
 		sched_free(&w->w_sched);
@@ -52,6 +64,7 @@ void
 worker_free(struct worker *w)
 {
 	sched_free(&w->w_sched);
+	local_close(&w->w_local);
 	upstream_free(&w->w_up);
 	buf_free(&w->w_body);
 	buf_free(&w->w_hdrs);
@@ -183,6 +196,63 @@ log_request(const struct worker *w, const struct request_io *io,
 		 res->us_connects, outcome);
 }
 
+#define REDIS_BACKOFF_MIN_NS (100 * 1000000LL)
+#define REDIS_BACKOFF_MAX_NS (5000 * 1000000LL)
+#define REDIS_LOG_EVERY_NS   (10000 * 1000000LL)
+
+/*
+ * A slot from Redis, or, when Redis is out of reach and REDIS_FALLBACK=local
+ * (or REDIS_URL=none), from the host's shared scheduler. After a failure,
+ * Redis is tried again only after a backoff (100 ms doubling to 5 s), so a
+ * Redis that hangs does not cost every request REDIS_TIMEOUT_MS.
+ */
+static enum cp_err
+reserve(struct worker *w, struct slot *sl)
+{
+	const struct config *cfg = w->w_cfg;
+	char errbuf[256];
+	int64_t now = mono_ns();
+	enum cp_err err;
+
+	if (cfg->redis_enabled && now >= w->w_redis_retry_ns) {
+		err = sched_reserve(&w->w_sched, sl, errbuf, sizeof(errbuf));
+		if (!err) {
+			if (w->w_redis_backoff_ns != 0)
+				log_info("Redis is back: scheduling across "
+					 "hosts again");
+			w->w_redis_backoff_ns = 0;
+			return CP_OK;
+		}
+		w->w_redis_backoff_ns =
+			w->w_redis_backoff_ns == 0 ? REDIS_BACKOFF_MIN_NS
+			: w->w_redis_backoff_ns * 2 > REDIS_BACKOFF_MAX_NS
+				? REDIS_BACKOFF_MAX_NS
+				: w->w_redis_backoff_ns * 2;
+		w->w_redis_retry_ns = now + w->w_redis_backoff_ns;
+		if (now - w->w_redis_logged_ns >= REDIS_LOG_EVERY_NS ||
+		    w->w_redis_logged_ns == 0) {
+			w->w_redis_logged_ns = now;
+			log_warnx("Redis %s unavailable (%s): %s",
+				  cfg->redis.ra_kind == REDIS_UNIX
+					  ? cfg->redis.ra_path
+					  : cfg->redis.ra_host,
+				  errbuf,
+				  cfg->redis_fallback &&
+						  w->w_local.ls_state != NULL
+					  ? "scheduling per host until it is "
+					    "back"
+					  : "refusing chat requests until it "
+					    "is back");
+		}
+	}
+	if ((!cfg->redis_enabled || cfg->redis_fallback) &&
+	    w->w_local.ls_state != NULL) {
+		local_reserve(&w->w_local, sl);
+		return CP_OK;
+	}
+	return CP_ERR_REDIS;
+}
+
 /* 429 when no slot could be had: all keys resting, or the queue is full. */
 static void
 refuse_busy(struct resp *r, const struct slot *sl)
@@ -229,6 +299,7 @@ learn_key_health(struct worker *w, const struct slot *sl,
 					     : cfg->key_cooldown_ms;
 	else
 		return;
+	local_cooldown(&w->w_local, sl->s_key, ms);
 	key_fingerprint(cfg->keys[sl->s_key], fp);
 	if (err == CP_ERR_UPSTREAM_AUTH)
 		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
@@ -237,7 +308,8 @@ learn_key_health(struct worker *w, const struct slot *sl,
 	else
 		log_info("API key #%d (%s) rate limited (429): resting %ld ms",
 			 sl->s_key, fp, ms);
-	if (sched_cooldown(&w->w_sched, sl->s_key, ms, errbuf,
+	if (cfg->redis_enabled && w->w_redis_backoff_ns == 0 &&
+	    sched_cooldown(&w->w_sched, sl->s_key, ms, errbuf,
 			   sizeof(errbuf)) != CP_OK)
 		log_warnx("could not record the key's cooldown in Redis: %s",
 			  errbuf);
@@ -347,13 +419,8 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 	attempts = cfg->max_attempts < cfg->nkeys ? (int)cfg->max_attempts
 						  : cfg->nkeys;
 	for (attempt = 1;; attempt++) {
-		err = sched_reserve(&w->w_sched, &sl, errbuf, sizeof(errbuf));
+		err = reserve(w, &sl);
 		if (err) {
-			log_warnx("redis %s unavailable: %s",
-				  cfg->redis.ra_kind == REDIS_UNIX
-					  ? cfg->redis.ra_path
-					  : cfg->redis.ra_host,
-				  errbuf);
 			resp_error(r, 503, "service_unavailable",
 				   "scheduler_unavailable",
 				   "the proxy cannot reach its scheduler "

@@ -9,6 +9,7 @@
 #define CP_PROXY_H
 
 #include "config.h"
+#include "local.h"
 #include "request.h"
 #include "sched.h"
 #include "upstream.h"
@@ -17,6 +18,10 @@
 struct worker {
 	const struct config *w_cfg; /* borrowed */
 	struct sched w_sched;
+	struct local_sched w_local; /* per-host fallback */
+	int64_t w_redis_retry_ns;   /* no Redis attempt before this */
+	int64_t w_redis_backoff_ns; /* 0 while Redis answers */
+	int64_t w_redis_logged_ns;  /* last "Redis unavailable" line */
 	struct upstream w_up;
 	struct buf w_body; /* request body, reused */
 	struct buf w_hdrs; /* forwarded request headers, reused */

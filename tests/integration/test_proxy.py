@@ -414,8 +414,8 @@ class TestFailures(ProxyTest):
         self.assertOpenAIError(self.chat(), 502, "upstream_unreachable")
         self.assertOpenAIError(self.chat(chat_body(stream=True)), 502)
 
-    def test_redis_down_is_503(self):
-        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0",
+    def test_redis_down_is_503_when_told_to_refuse(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0", "REDIS_FALLBACK": "refuse",
                               "REDIS_URL": "unix://" + os.path.join(ST.dir, "no-such.sock")})
         r = self.chat()
         self.assertOpenAIError(r, 503, "scheduler_unavailable")
@@ -423,6 +423,50 @@ class TestFailures(ProxyTest):
         self.assertEqual(MOCK.requests(), [])
         # The other routes do not need Redis.
         self.assertEqual(self.req("GET", "/").status, 200)
+        self.assertIn("refusing chat requests until it is back", ST.log_text())
+
+    def test_unreachable_redis_falls_back_to_per_host_spacing(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "200",
+                              "REDIS_URL": "unix://" + os.path.join(ST.dir, "no-such.sock")})
+        self.assert_spaced_burst(8)
+        self.assertIn("scheduling per host until it is back", ST.log_text())
+
+    def test_no_redis_configured_still_spaces_requests(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "200", "REDIS_URL": "none"})
+        self.assert_spaced_burst(8)
+        self.assertNotIn("unavailable", ST.log_text().split("Initialized")[-1])
+
+    def assert_spaced_burst(self, n):
+        """n concurrent requests all succeed, reaching the mock >= 200 ms apart."""
+        # Warm-up: every worker opens its upstream connection first (a TLS
+        # handshake after the slot would delay that one request).
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as ex:
+            list(ex.map(lambda _: self.chat(), range(self.workers)))
+        MOCK.reset()
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(lambda _: self.chat(), range(n)))
+        self.assertEqual([r.status for r in rs], [200] * n)
+        recs = sorted(self.wait_records(n), key=lambda x: x["t"])
+        gaps = [(b["t"] - a["t"]) * 1000 for a, b in zip(recs, recs[1:])]
+        self.assertGreaterEqual(min(gaps), 200 - ARRIVAL_JITTER_MS, gaps)
+        return recs
+
+    def test_redis_killed_and_restarted_loses_no_request(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "200"})
+        self.assertEqual(self.chat().status, 200)
+        ST.stop_proc("redis")
+        MOCK.reset()
+        self.assert_spaced_burst(6)            # Redis down: per host, spaced
+        ST.start_redis()
+        MOCK.reset()
+        ST.redis_cli("DEL", "{cerebras-proxy}:slot")
+
+        def coordinated_again():
+            self.assertEqual(self.chat().status, 200)
+            return ST.redis_cli("EXISTS", "{cerebras-proxy}:slot") == "1"
+        # Workers retry Redis after a backoff of at most 5 s.
+        stack.wait_for(coordinated_again, 15, "workers to use Redis again", interval=0.2)
+        self.assertIn("Redis is back", ST.log_text())
 
     def test_upstream_timeout_is_504(self):
         self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0", "UPSTREAM_IDLE_TIMEOUT_MS": "300"})
@@ -468,14 +512,6 @@ class TestFailures(ProxyTest):
         self.assertEqual(self.chat().status, 200)
         self.assertEqual(ST.redis_cli("SCRIPT", "FLUSH"), "OK")
         self.assertEqual(self.chat().status, 200)
-        self.assertEqual(self.chat().status, 200)
-
-    def test_redis_restart_is_survived(self):
-        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0"}, n=1)
-        self.assertEqual(self.chat().status, 200)
-        ST.stop_proc("redis")
-        self.assertOpenAIError(self.chat(), 503)
-        ST.start_redis()
         self.assertEqual(self.chat().status, 200)
 
 
@@ -622,7 +658,11 @@ class TestBrowser(ProxyTest):
             firsts.setdefault(count, t)
         self.assertTrue(all(c in firsts for c in range(1, 6)), st["reads"])
         gaps = [firsts[c + 1] - firsts[c] for c in range(1, 5)]
-        self.assertGreater(min(gaps), 100, gaps)
+        # Buffered, they would come in one read; paced 150 ms apart, they
+        # come in separate reads over ~600 ms (browser timers and a loaded
+        # machine blur single gaps).
+        self.assertGreater(min(gaps), 20, gaps)
+        self.assertGreater(firsts[5] - firsts[1], 450, gaps)
         self.assertEqual(report["notfound"]["status"], 404)
         self.assertEqual(report["notfound"]["body"]["error"]["code"], "not_found")
         # The browser's own Authorization never went upstream.
