@@ -89,6 +89,22 @@ field(const struct config *c, const char *name, char *out, size_t outsz)
 		snprintf(out, outsz, "%s", nz(c->cors_origins));
 	else if (strcmp(name, "log_requests") == 0)
 		snprintf(out, outsz, "%d", c->log_requests);
+	else if (strcmp(name, "scope_per_key") == 0)
+		snprintf(out, outsz, "%d", c->scope_per_key);
+	else if (strcmp(name, "redis_enabled") == 0)
+		snprintf(out, outsz, "%d", c->redis_enabled);
+	else if (strcmp(name, "redis_fallback") == 0)
+		snprintf(out, outsz, "%d", c->redis_fallback);
+	else if (strcmp(name, "queue_max_wait_ms") == 0)
+		snprintf(out, outsz, "%ld", c->queue_max_wait_ms);
+	else if (strcmp(name, "max_attempts") == 0)
+		snprintf(out, outsz, "%ld", c->max_attempts);
+	else if (strcmp(name, "key_cooldown_ms") == 0)
+		snprintf(out, outsz, "%ld", c->key_cooldown_ms);
+	else if (strcmp(name, "key_disable_ms") == 0)
+		snprintf(out, outsz, "%ld", c->key_disable_ms);
+	else if (strcmp(name, "global_interval_ms") == 0)
+		snprintf(out, outsz, "%ld", c->global_interval_ms);
 	else
 		fail_msg("test bug: unknown field %s", name);
 	return out;
@@ -134,6 +150,30 @@ struct good_case {
 	}
 
 static const struct good_case good_cases[] = {
+	/* issue 5 settings: defaults, then each set */
+	{"failover defaults",
+	 {KEY},
+	 {{"scope_per_key", "0"},
+	  {"redis_enabled", "1"},
+	  {"redis_fallback", "1"},
+	  {"queue_max_wait_ms", "30000"},
+	  {"max_attempts", "3"},
+	  {"key_cooldown_ms", "60000"},
+	  {"key_disable_ms", "3600000"},
+	  {"global_interval_ms", "0"}}},
+	{"per-key scope",
+	 {KEY,
+	  {"RATE_LIMIT_SCOPE", "key"},
+	  {"RATE_LIMIT_GLOBAL_INTERVAL_MS", "50"},
+	  {"QUEUE_MAX_WAIT_MS", "0"},
+	  {"UPSTREAM_MAX_ATTEMPTS", "1"}},
+	 {{"scope_per_key", "1"},
+	  {"global_interval_ms", "50"},
+	  {"queue_max_wait_ms", "0"},
+	  {"max_attempts", "1"}}},
+	{"no redis",
+	 {KEY, {"REDIS_URL", "none"}, {"REDIS_FALLBACK", "refuse"}},
+	 {{"redis_enabled", "0"}, {"redis_fallback", "0"}}},
 	{"defaults",
 	 {KEY},
 	 {{"keys", "sk-test"},
@@ -291,6 +331,13 @@ struct bad_case {
 	}
 
 static const struct bad_case bad_cases[] = {
+	BAD("RATE_LIMIT_SCOPE", "per-key", "global"),
+	BAD("RATE_LIMIT_SCOPE", "", "key"),
+	BAD("REDIS_FALLBACK", "open", "refuse"),
+	BAD("UPSTREAM_MAX_ATTEMPTS", "0", "too small"),
+	BAD("UPSTREAM_MAX_ATTEMPTS", "11", "too large"),
+	BAD("QUEUE_MAX_WAIT_MS", "-1", "too small"),
+	BAD("KEY_COOLDOWN_MS", "0", "too small"),
 	{"CEREBRAS_API_KEYS", {{NULL, NULL}}, "not set"},
 	BAD_KEYS("", "no key given"),
 	BAD_KEYS(" , , ", "no key given"),

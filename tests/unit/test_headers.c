@@ -275,6 +275,59 @@ test_hdr_request_allowed(void **state)
 	assert_true(n > 0);
 }
 
+/* hdr_cooldown_ms: how long a key rests after a 429. */
+struct cooldown_case {
+	const char *block;
+	long want;
+};
+
+static const struct cooldown_case cooldown_cases[] = {
+	{"", -1},
+	{"Retry-After: 3\r\n", 3000},
+	{"retry-after:  7 \r\n", 7000},
+	{"Retry-After: 0.5\r\n", 500},
+	{"Retry-After: Wed, 21 Oct 2026 07:28:00 GMT\r\n", -1},
+	{"Retry-After: -4\r\n", -1},
+	/* Retry-After wins over the reset headers */
+	{"x-ratelimit-remaining-tokens-minute: 0\r\n"
+	 "x-ratelimit-reset-tokens-minute: 11.38\r\n"
+	 "Retry-After: 2\r\n",
+	 2000},
+	/* the reset of the limit that ran out */
+	{"x-ratelimit-remaining-requests-day: 14399\r\n"
+	 "x-ratelimit-reset-requests-day: 33011.38\r\n"
+	 "x-ratelimit-remaining-tokens-minute: 0\r\n"
+	 "x-ratelimit-reset-tokens-minute: 11.38\r\n",
+	 11380},
+	/* two ran out: the longer rest */
+	{"x-ratelimit-remaining-requests-day: 0\r\n"
+	 "x-ratelimit-reset-requests-day: 33011.382\r\n"
+	 "x-ratelimit-remaining-tokens-minute: 0\r\n"
+	 "x-ratelimit-reset-tokens-minute: 11.38\r\n",
+	 33011382},
+	/* a reset with no exhausted limit says nothing */
+	{"x-ratelimit-remaining-tokens-minute: 5\r\n"
+	 "x-ratelimit-reset-tokens-minute: 11.38\r\n",
+	 -1},
+	/* a name that merely starts like one */
+	{"Retry-After-Ish: 9\r\n", -1},
+};
+
+static void
+test_hdr_cooldown_ms(void **state)
+{
+	size_t i;
+	long got;
+
+	(void)state;
+	for (i = 0; i < NELEM(cooldown_cases); i++) {
+		got = hdr_cooldown_ms(cooldown_cases[i].block);
+		if (got != cooldown_cases[i].want)
+			fail_msg("row %zu: got %ld, want %ld", i, got,
+				 cooldown_cases[i].want);
+	}
+}
+
 int
 main(void)
 {
@@ -284,6 +337,7 @@ main(void)
 		cmocka_unit_test(test_hdr_trim_eol),
 		cmocka_unit_test(test_hdr_value_ok),
 		cmocka_unit_test(test_hdr_request_allowed),
+		cmocka_unit_test(test_hdr_cooldown_ms),
 	};
 
 	return cmocka_run_group_tests_name("test_headers", tests, NULL, NULL);
