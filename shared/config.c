@@ -47,6 +47,8 @@ static const struct int_setting int_settings[] = {
 	 offsetof(struct config, connect_timeout_ms)},
 	{"UPSTREAM_IDLE_TIMEOUT_MS", 1, 86400000, 120000,
 	 offsetof(struct config, idle_timeout_ms)},
+	{"UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 1, 86400000, 120000,
+	 offsetof(struct config, first_byte_timeout_ms)},
 	{"MAX_BODY_BYTES", 1024, 1073741824, 16777216,
 	 offsetof(struct config, max_body_bytes)},
 };

@@ -49,7 +49,8 @@ struct config {
 	long key_disable_ms;	 /* after a 401/403 */
 	long redis_timeout_ms;
 	long connect_timeout_ms;
-	long idle_timeout_ms; /* max upstream silence, before and between chunks */
+	long idle_timeout_ms; /* max upstream silence between two chunks */
+	long first_byte_timeout_ms; /* max wait for the answer's first byte */
 	long max_body_bytes;
 	char *cors_origins; /* owned: "*" or a comma-separated list */
 	int log_requests;

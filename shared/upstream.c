@@ -205,13 +205,16 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 {
 	struct xfer *x = arg;
 	int64_t now = mono_ns();
+	long limit;
 
 	(void)dltotal;
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
-	if (now - x->x_last_ns >
-	    (int64_t)x->x_up->up_cfg->idle_timeout_ms * 1000000) {
+	/* Before the first byte the model may be queued or thinking. */
+	limit = x->x_first_ns == 0 ? x->x_up->up_cfg->first_byte_timeout_ms
+				   : x->x_up->up_cfg->idle_timeout_ms;
+	if (now - x->x_last_ns > (int64_t)limit * 1000000) {
 		x->x_timeout = 1;
 		return 1;
 	}
@@ -348,8 +351,9 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 	if (x.x_timeout || is_timeout(rc)) {
 		snprintf(res->us_detail, sizeof(res->us_detail),
 			 "no data from upstream for %ld ms",
-			 x.x_timeout ? u->up_cfg->idle_timeout_ms
-				     : u->up_cfg->connect_timeout_ms);
+			 !x.x_timeout	     ? u->up_cfg->connect_timeout_ms
+			 : x.x_first_ns == 0 ? u->up_cfg->first_byte_timeout_ms
+					     : u->up_cfg->idle_timeout_ms);
 		return CP_ERR_UPSTREAM_TIMEOUT;
 	}
 	if (rc != CURLE_OK) {

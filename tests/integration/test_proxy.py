@@ -469,7 +469,8 @@ class TestFailures(ProxyTest):
         self.assertIn("Redis is back", ST.log_text())
 
     def test_upstream_timeout_is_504(self):
-        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0", "UPSTREAM_IDLE_TIMEOUT_MS": "300"})
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0",
+                              "UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "300"})
         self.assertOpenAIError(self.chat(chat_body(mock={"delay_ms": 2000})), 504, "upstream_timeout")
 
     @unittest.skipIf(APACHE, "mod_fcgid does not tell a silent worker that the client left "
@@ -764,19 +765,22 @@ class TestServerTimeouts(ProxyTest):
             nginx = f.read()
         with open(os.path.join(ROOT, "apache.conf.example")) as f:
             apache = f.read()
-        idle_default_s = 120   # UPSTREAM_IDLE_TIMEOUT_MS default
+        # The longest silence the workers allow by default: the queue bound
+        # plus the first-byte timeout (30 + 120 s); the idle timeout is 120 s.
+        idle_default_s = 150
         read = int(re.search(r"^\s*fastcgi_read_timeout\s+(\d+)s;", nginx, re.M).group(1))
         io = int(re.search(r"^FcgidIOTimeout (\d+)$", apache, re.M).group(1))
         busy = int(re.search(r"^FcgidBusyTimeout (\d+)$", apache, re.M).group(1))
-        self.assertGreaterEqual(read, 5 * idle_default_s)   # nginx default: 60
-        self.assertGreaterEqual(io, 5 * idle_default_s)     # mod_fcgid default: 40
+        self.assertGreaterEqual(read, 4 * idle_default_s)   # nginx default: 60
+        self.assertGreaterEqual(io, 4 * idle_default_s)     # mod_fcgid default: 40
         self.assertGreaterEqual(busy, 3600)                 # mod_fcgid default: 300
 
 
 class TestKeyHealth(ProxyTest):
     """429s rest a key, 401/403 disable it, 5xx and stalls fail over: all
     before the first byte reaches the client, shared through Redis."""
-    env = {"RATE_LIMIT_INTERVAL_MS": "0", "UPSTREAM_IDLE_TIMEOUT_MS": "600"}
+    env = {"RATE_LIMIT_INTERVAL_MS": "0", "UPSTREAM_IDLE_TIMEOUT_MS": "600",
+           "UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "600"}
 
     def tearDown(self):
         MOCK.config({})
