@@ -185,3 +185,29 @@ local_cooldown(struct local_sched *l, int key, long ms)
 	while (cur < till && !atomic_compare_exchange_weak(cool, &cur, till))
 		;
 }
+
+void
+local_release(struct local_sched *l, const struct slot *sl)
+{
+	const struct config *c = l->ls_cfg;
+	int64_t at = sl->s_deadline_ns;
+	int64_t iv = (int64_t)c->interval_ms * 1000000;
+	int64_t gap = (int64_t)(c->scope_per_key ? c->global_interval_ms
+						 : c->interval_ms) *
+		      1000000;
+	int64_t want;
+
+	if (l->ls_state == NULL || sl->s_key < 0)
+		return;
+	/* Only the last slot handed out goes back, as in Redis. */
+	if (c->scope_per_key && iv > 0) {
+		want = at + iv;
+		(void)atomic_compare_exchange_strong(
+			&l->ls_state->key_next_ns[sl->s_key], &want, at);
+	}
+	if (gap > 0) {
+		want = at + gap;
+		(void)atomic_compare_exchange_strong(&l->ls_state->next_ns,
+						     &want, at);
+	}
+}

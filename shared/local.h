@@ -36,6 +36,9 @@ void local_close(struct local_sched *l);
  */
 void local_reserve(struct local_sched *l, struct slot *out);
 
+/* Gives back an unused slot, like sched_release. */
+void local_release(struct local_sched *l, const struct slot *sl);
+
 /* Rests key for ms on this host (never shortens a rest). */
 void local_cooldown(struct local_sched *l, int key, long ms);
 

@@ -214,6 +214,7 @@ reserve(struct worker *w, struct slot *sl)
 	int64_t now = mono_ns();
 	enum cp_err err;
 
+	w->w_slot_local = 0;
 	if (cfg->redis_enabled && now >= w->w_redis_retry_ns) {
 		err = sched_reserve(&w->w_sched, sl, errbuf, sizeof(errbuf));
 		if (!err) {
@@ -248,6 +249,7 @@ reserve(struct worker *w, struct slot *sl)
 	if ((!cfg->redis_enabled || cfg->redis_fallback) &&
 	    w->w_local.ls_state != NULL) {
 		local_reserve(&w->w_local, sl);
+		w->w_slot_local = 1;
 		return CP_OK;
 	}
 	return CP_ERR_REDIS;
@@ -435,6 +437,13 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 		err = wait_for_slot(sl.s_deadline_ns, io->io_fd);
 		sl.s_late_us = (mono_ns() - sl.s_deadline_ns) / 1000;
 		if (err == CP_ERR_HUP) {
+			/* Its slot can go to the next request, if still last. */
+			if (w->w_slot_local)
+				local_release(&w->w_local, &sl);
+			else if (sched_release(&w->w_sched, &sl, errbuf,
+					       sizeof(errbuf)) != CP_OK)
+				log_warnx("could not give back a slot: %s",
+					  errbuf);
 			memset(&res, 0, sizeof(res));
 			log_request(w, io, &sl, 499, &res, 0, t0,
 				    "client left while queued");

@@ -22,6 +22,7 @@ struct worker {
 	int64_t w_redis_retry_ns;   /* no Redis attempt before this */
 	int64_t w_redis_backoff_ns; /* 0 while Redis answers */
 	int64_t w_redis_logged_ns;  /* last "Redis unavailable" line */
+	int w_slot_local;	    /* the current slot came from w_local */
 	struct upstream w_up;
 	struct buf w_body; /* request body, reused */
 	struct buf w_hdrs; /* forwarded request headers, reused */

@@ -92,6 +92,33 @@ const char sched_cool_script[] =
 	"end\n"
 	"return till\n";
 
+/*
+ * Gives back a slot nobody will use (its client left while queued), when
+ * that is still possible: only if it is the last one handed out on its
+ * timeline, so no later reservation moves. KEYS as the reservation's;
+ * ARGV key index, slot us, interval us, "1" for key scope, gap us of the
+ * global timeline. Returns 1 if released, 0 otherwise.
+ */
+const char sched_release_script[] =
+	"local at = tonumber(ARGV[2])\n"
+	"local iv = tonumber(ARGV[3])\n"
+	"local gap = tonumber(ARGV[5])\n"
+	"local done = 0\n"
+	"if ARGV[4] == '1' and iv > 0 then\n"
+	"  local f = 's' .. ARGV[1]\n"
+	"  if tonumber(redis.call('HGET', KEYS[3], f) or '0') == at + iv then\n"
+	"    redis.call('HSET', KEYS[3], f, string.format('%d', at))\n"
+	"    done = 1\n"
+	"  end\n"
+	"end\n"
+	"if gap > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') == at + "
+	"gap "
+	"then\n"
+	"  redis.call('SET', KEYS[2], string.format('%d', at), 'KEEPTTL')\n"
+	"  done = 1\n"
+	"end\n"
+	"return done\n";
+
 static char *
 join_key(const char *prefix, const char *name)
 {
@@ -110,6 +137,7 @@ sched_init(struct sched *s, const struct config *cfg)
 	s->sc_cfg = cfg;
 	s->sc_reserve.ss_text = sched_script;
 	s->sc_cool.ss_text = sched_cool_script;
+	s->sc_release.ss_text = sched_release_script;
 	s->sc_key_rr = join_key(cfg->redis_prefix, "rr");
 	s->sc_key_slot = join_key(cfg->redis_prefix, "slot");
 	s->sc_key_state = join_key(cfg->redis_prefix, "keys");
@@ -396,6 +424,48 @@ sched_cooldown(struct sched *s, int key, long ms, char *errbuf, size_t errsz)
 	err = r->type == REDIS_REPLY_INTEGER ? CP_OK : CP_ERR_REDIS;
 	if (err)
 		snprintf(errbuf, errsz, "cooldown script: unexpected reply");
+	freeReplyObject(r);
+	return err;
+}
+
+enum cp_err
+sched_release(struct sched *s, const struct slot *sl, char *errbuf,
+	      size_t errsz)
+{
+	const struct config *c = s->sc_cfg;
+	const char *argv[11];
+	char idx[16];
+	char at[32];
+	char gap[32];
+	redisReply *r;
+	enum cp_err err;
+
+	if (s->sc_ctx == NULL) {
+		err = sched_connect(s, errbuf, errsz);
+		if (err)
+			return err;
+	}
+	snprintf(idx, sizeof(idx), "%d", sl->s_key);
+	snprintf(at, sizeof(at), "%lld", (long long)sl->s_at_us);
+	snprintf(gap, sizeof(gap), "%lld",
+		 (long long)(c->scope_per_key ? c->global_interval_ms
+					      : c->interval_ms) *
+			 1000);
+	argv[2] = "3";
+	argv[3] = s->sc_key_rr;
+	argv[4] = s->sc_key_slot;
+	argv[5] = s->sc_key_state;
+	argv[6] = idx;
+	argv[7] = at;
+	argv[8] = s->sc_interval_us;
+	argv[9] = c->scope_per_key ? "1" : "0";
+	argv[10] = gap;
+	r = sched_eval(s, &s->sc_release, 11, argv, errbuf, errsz);
+	if (r == NULL)
+		return CP_ERR_REDIS;
+	err = r->type == REDIS_REPLY_INTEGER ? CP_OK : CP_ERR_REDIS;
+	if (err)
+		snprintf(errbuf, errsz, "release script: unexpected reply");
 	freeReplyObject(r);
 	return err;
 }

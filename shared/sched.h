@@ -72,11 +72,20 @@ struct sched {
 	char sc_nkeys[16];
 	struct sched_script_ref sc_reserve;
 	struct sched_script_ref sc_cool;
+	struct sched_script_ref sc_release;
 	struct clock_sync sc_clock;
 };
 
 extern const char sched_script[];
 extern const char sched_cool_script[];
+extern const char sched_release_script[];
+
+/*
+ * Gives back a reserved slot whose request will not be sent (its client
+ * left), if no later reservation was made on its timeline since.
+ */
+enum cp_err sched_release(struct sched *s, const struct slot *sl, char *errbuf,
+			  size_t errsz);
 
 enum cp_err sched_init(struct sched *s, const struct config *cfg);
 void sched_free(struct sched *s);

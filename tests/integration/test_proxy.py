@@ -33,11 +33,15 @@ KEYS = ["sk-test-ALPHA-0001", "sk-test-BRAVO-0002", "sk-test-CHARLIE-0003"]
 CLIENT_SECRET = "client-own-token-XYZZY"
 PREFIX = "/cerebras"
 # Slot spacing tolerances. The slots are exact in Redis time (asserted to
-# the microsecond); a worker sends within SEND_JITTER_MS of its slot (from
-# its own log); the mock stamps each arrival in a Python thread after TLS
-# and parsing, which on a loaded 2-core machine adds up to several ms.
-SEND_JITTER_MS = 2.0
-ARRIVAL_JITTER_MS = 10.0
+# the microsecond). A worker wakes for its slot typically 0.1-0.3 ms late,
+# but on this 2-core machine, shared by the client threads, nginx or Apache,
+# the workers, Redis and the mock, a wake-up is sometimes a few ms late,
+# which shortens the next gap by as much (SEND_JITTER_MS, from the workers'
+# own log). The mock stamps each arrival in a Python thread after TLS and
+# parsing, which adds up to ~10 ms more (ARRIVAL_JITTER_MS). Precise
+# figures are the benchmark's business, not the tests'.
+SEND_JITTER_MS = 5.0
+ARRIVAL_JITTER_MS = 15.0
 
 ST = None
 MOCK = None
@@ -310,8 +314,13 @@ class TestStreaming(ProxyTest):
         rec = stack.wait_for(lambda: (lambda x: x[0] if x and x[0]["closed_by_client"] else None)(
             MOCK.requests()), 5, "the mock to see the upstream connection closed")
         self.assertLess(len(rec["event_times"]), 20)
+        closed_after = rec["t_done"] - t_left
         print("\n    upstream closed %.0f ms after the client left"
-              % ((rec["t_done"] - t_left) * 1000), file=sys.stderr, end=" ")
+              % (closed_after * 1000), file=sys.stderr, end=" ")
+        # The worker notices at its next write, one event (200 ms) later,
+        # and the mock at its own next write. mod_fcgid passes the hang-up
+        # on one write later still.
+        self.assertLess(closed_after, 2.0 if APACHE else 1.0)
         for _ in range(4):
             self.assertEqual(self.chat().status, 200)
         self.assertNotIn("killed by signal", ST.log_text())
@@ -484,10 +493,13 @@ class TestFailures(ProxyTest):
         stack.wait_for(lambda: "id=q-gone" in ST.log_text() and "left while queued" in ST.log_text(),
                        2.5, "the worker to notice the client left")
         self.assertLess(time.monotonic() - t0, 2.9, "noticed only when the slot came")
-        # The next request waits for the slot after the abandoned one, then goes.
+        # The abandoned slot was given back: the next request takes it.
         self.assertEqual(self.chat(headers={"X-Request-Id": "q-third"}).status, 200)
         ids = [x["headers"].get("x-request-id") for x in MOCK.requests()]
         self.assertEqual(ids, ["q-first", "q-third"])
+        slots = slots_from_log("q-")
+        self.assertEqual(slots["q-third"], slots["q-gone"])
+        self.assertEqual(slots["q-gone"] - slots["q-first"], 3000000)
 
     @unittest.skipIf(APACHE, "under Apache, mod_fcgid owns the worker processes")
     def test_sigterm_lets_a_running_stream_finish(self):
