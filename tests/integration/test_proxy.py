@@ -916,6 +916,25 @@ class TestPerKeyScope(ProxyTest):
             gaps = [(b - a) * 1000 for a, b in zip(ts, ts[1:])]
             self.assertGreaterEqual(min(gaps), 200 - ARRIVAL_JITTER_MS, (k, gaps))
 
+    def test_global_floor_spaces_all_keys(self):
+        # 4 keys x 200 ms would allow 20/s; a 100 ms floor caps it at 10/s.
+        self.restart_workers(dict(self.env, RATE_LIMIT_GLOBAL_INTERVAL_MS="100"))
+        n = 30
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as ex:
+            list(ex.map(lambda _: self.chat(chat_body(mock={"delay_ms": 3000})),
+                        range(self.workers)))
+        MOCK.reset()
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            rs = list(ex.map(lambda _: self.chat(), range(n)))
+        self.assertEqual([r.status for r in rs], [200] * n)
+        recs = sorted(self.wait_records(n), key=lambda x: x["t"])
+        gaps = [(b["t"] - a["t"]) * 1000 for a, b in zip(recs, recs[1:])]
+        self.assertGreaterEqual(min(gaps), 100 - ARRIVAL_JITTER_MS, gaps)
+        rate = n / (recs[-1]["t"] - recs[0]["t"] + 0.1)
+        print("\n    key scope with a 100 ms floor: %.1f req/s" % rate, file=sys.stderr, end=" ")
+        self.assertLess(rate, 10.5)
+        self.assertEqual(len({x["key"] for x in recs}), 4)
+
 
 @unittest.skipIf(APACHE, "mod_fcgid hands a burst to lazily spawned processes over seconds, so "
                  "no burst forms; the bound is the workers' own and is tested behind nginx")
@@ -945,10 +964,13 @@ class TestQueueBound(ProxyTest):
             self.assertLess(dt, 0.5, "a refused request waited")
         recs = sorted(self.wait_records(len(ok)), key=lambda x: x["t"])
         self.assertEqual(len(recs), len(ok))
-        # Refused requests reserved nothing: the timeline ends right after
-        # the last request served.
+        # The rest were served in the order of their slots, spaced.
         slots = slots_from_log("burst-")
         served = [slots[x["headers"]["x-request-id"]] for x in recs]
+        self.assertEqual(served, sorted(served))
+        self.assertEqual({b - a for a, b in zip(served, served[1:])}, {200000})
+        # Refused requests reserved nothing: the timeline ends right after
+        # the last request served.
         self.assertEqual(int(ST.redis_cli("GET", "{cerebras-proxy}:slot")), max(served) + 200000)
 
 
