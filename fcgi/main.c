@@ -167,6 +167,26 @@ fail:
 	return -1;
 }
 
+/*
+ * SIGTERM/SIGINT set stop_requested, without SA_RESTART so that a blocked
+ * accept() returns. Installed before FCGX_Init, which then keeps it.
+ */
+static int
+install_stop_handler(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGTERM, &sa, NULL) != 0 ||
+	    sigaction(SIGINT, &sa, NULL) != 0) {
+		log_warn("sigaction");
+		return -1;
+	}
+	return 0;
+}
+
 /* FastCGI: libfcgi's streams. ctx is the FCGX_Request. */
 static const char *
 fcgi_param(void *ctx, const char *name)
@@ -268,19 +288,11 @@ worker_main(const struct config *cfg, int listen_fd)
 	struct worker w;
 	FCGX_Request req;
 	struct request_io io;
-	struct sigaction sa;
 	sigset_t stop_sigs;
 	int rc;
 
-	/* Ours, not libfcgi's: FCGX_Init keeps a handler installed before it. */
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop_signal;
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGTERM, &sa, NULL) != 0 ||
-	    sigaction(SIGINT, &sa, NULL) != 0) {
-		log_warn("sigaction");
+	if (install_stop_handler() != 0)
 		return 1;
-	}
 	if (FCGX_Init() != 0) {
 		log_warnx("FCGX_Init failed");
 		return 1;
@@ -354,7 +366,6 @@ static int
 supervise(const struct config *cfg, int listen_fd, int n)
 {
 	struct pool pool;
-	struct sigaction sa;
 	pid_t pid;
 	int status;
 	int i;
@@ -368,12 +379,7 @@ supervise(const struct config *cfg, int listen_fd, int n)
 		log_warnx("out of memory");
 		return 1;
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop_signal;
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGTERM, &sa, NULL) != 0 ||
-	    sigaction(SIGINT, &sa, NULL) != 0) {
-		log_warn("sigaction");
+	if (install_stop_handler() != 0) {
 		free(pool.p_pids);
 		return 1;
 	}

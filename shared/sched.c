@@ -320,7 +320,8 @@ sched_decode(const redisReply *r, int nkeys, struct slot *out, char *errbuf,
 /*
  * EVALSHA of a script, EVAL when Redis does not know it (after a restart
  * or SCRIPT FLUSH), learning its SHA1 from SCRIPT LOAD the first time.
- * Returns the reply (NULL, errbuf set, on a connection failure).
+ * Connects first if needed. Returns the reply (NULL, errbuf set, on a
+ * connection failure).
  */
 static redisReply *
 sched_eval(struct sched *s, struct sched_script_ref *sc, int argc,
@@ -328,6 +329,8 @@ sched_eval(struct sched *s, struct sched_script_ref *sc, int argc,
 {
 	redisReply *r = NULL;
 
+	if (s->sc_ctx == NULL && sched_connect(s, errbuf, errsz) != CP_OK)
+		return NULL;
 	if (sc->ss_sha[0] != '\0') {
 		argv[0] = "EVALSHA";
 		argv[1] = sc->ss_sha;
@@ -363,16 +366,10 @@ sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 {
 	const char *argv[11];
 	redisReply *r;
-	enum cp_err err;
 	int rc;
 	int64_t sent_us;
 	int64_t recv_us;
 
-	if (s->sc_ctx == NULL) {
-		err = sched_connect(s, errbuf, errsz);
-		if (err)
-			return err;
-	}
 	argv[2] = "3";
 	argv[3] = s->sc_key_rr;
 	argv[4] = s->sc_key_slot;
@@ -398,34 +395,39 @@ sched_reserve(struct sched *s, struct slot *out, char *errbuf, size_t errsz)
 	return CP_OK;
 }
 
+/* sched_eval for scripts that answer an integer. */
+static enum cp_err
+sched_eval_int(struct sched *s, struct sched_script_ref *sc, int argc,
+	       const char **argv, char *errbuf, size_t errsz)
+{
+	redisReply *r = sched_eval(s, sc, argc, argv, errbuf, errsz);
+	enum cp_err err;
+
+	if (r == NULL)
+		return CP_ERR_REDIS;
+	err = r->type == REDIS_REPLY_INTEGER ? CP_OK : CP_ERR_REDIS;
+	if (err)
+		snprintf(errbuf, errsz, "script: %.200s",
+			 r->type == REDIS_REPLY_ERROR ? r->str
+						      : "unexpected reply");
+	freeReplyObject(r);
+	return err;
+}
+
 enum cp_err
 sched_cooldown(struct sched *s, int key, long ms, char *errbuf, size_t errsz)
 {
 	const char *argv[6];
 	char idx[16];
 	char us[32];
-	redisReply *r;
-	enum cp_err err;
 
-	if (s->sc_ctx == NULL) {
-		err = sched_connect(s, errbuf, errsz);
-		if (err)
-			return err;
-	}
 	snprintf(idx, sizeof(idx), "%d", key);
 	snprintf(us, sizeof(us), "%lld", (long long)ms * 1000);
 	argv[2] = "1";
 	argv[3] = s->sc_key_state;
 	argv[4] = idx;
 	argv[5] = us;
-	r = sched_eval(s, &s->sc_cool, 6, argv, errbuf, errsz);
-	if (r == NULL)
-		return CP_ERR_REDIS;
-	err = r->type == REDIS_REPLY_INTEGER ? CP_OK : CP_ERR_REDIS;
-	if (err)
-		snprintf(errbuf, errsz, "cooldown script: unexpected reply");
-	freeReplyObject(r);
-	return err;
+	return sched_eval_int(s, &s->sc_cool, 6, argv, errbuf, errsz);
 }
 
 enum cp_err
@@ -437,14 +439,7 @@ sched_release(struct sched *s, const struct slot *sl, char *errbuf,
 	char idx[16];
 	char at[32];
 	char gap[32];
-	redisReply *r;
-	enum cp_err err;
 
-	if (s->sc_ctx == NULL) {
-		err = sched_connect(s, errbuf, errsz);
-		if (err)
-			return err;
-	}
 	snprintf(idx, sizeof(idx), "%d", sl->s_key);
 	snprintf(at, sizeof(at), "%lld", (long long)sl->s_at_us);
 	snprintf(gap, sizeof(gap), "%lld",
@@ -460,12 +455,5 @@ sched_release(struct sched *s, const struct slot *sl, char *errbuf,
 	argv[8] = s->sc_interval_us;
 	argv[9] = c->scope_per_key ? "1" : "0";
 	argv[10] = gap;
-	r = sched_eval(s, &s->sc_release, 11, argv, errbuf, errsz);
-	if (r == NULL)
-		return CP_ERR_REDIS;
-	err = r->type == REDIS_REPLY_INTEGER ? CP_OK : CP_ERR_REDIS;
-	if (err)
-		snprintf(errbuf, errsz, "release script: unexpected reply");
-	freeReplyObject(r);
-	return err;
+	return sched_eval_int(s, &s->sc_release, 11, argv, errbuf, errsz);
 }
