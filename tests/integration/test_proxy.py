@@ -902,9 +902,14 @@ class TestPerKeyScope(ProxyTest):
                         range(self.workers)))
         MOCK.reset()
         with concurrent.futures.ThreadPoolExecutor(16) as ex:
-            rs = list(ex.map(lambda _: self.chat(), range(n)))
+            rs = list(ex.map(lambda i: self.chat(headers={"X-Request-Id": "pk-%d" % i}),
+                             range(n)))
         self.assertEqual([r.status for r in rs], [200] * n)
         recs = sorted(self.wait_records(n), key=lambda x: x["t"])
+        # Requests that had to open their upstream connection (a process
+        # mod_fcgid spawned during the burst) arrive late by the handshake,
+        # which shortens the gap after them: known, see the README.
+        new_conn = set(re.findall(r"chat id=(pk-\d+) .* new_conns=1 ", ST.log_text()))
         # n requests over the span plus one interval (the keys run side by
         # side: 15 slots each, 14 intervals apart).
         rate = n / (recs[-1]["t"] - recs[0]["t"] + 0.2)
@@ -912,8 +917,9 @@ class TestPerKeyScope(ProxyTest):
         self.assertGreater(rate, 17)          # 4 x 5 = 20 in theory
         self.assertLess(rate, 20.5)
         for k in self.keys4:
-            ts = [x["t"] for x in recs if x["key"] == k]
-            gaps = [(b - a) * 1000 for a, b in zip(ts, ts[1:])]
+            mine = [x for x in recs if x["key"] == k]
+            gaps = [(b["t"] - a["t"]) * 1000 for a, b in zip(mine, mine[1:])
+                    if a["headers"]["x-request-id"] not in new_conn]
             self.assertGreaterEqual(min(gaps), 200 - ARRIVAL_JITTER_MS, (k, gaps))
 
     def test_global_floor_spaces_all_keys(self):
