@@ -33,14 +33,15 @@ KEYS = ["sk-test-ALPHA-0001", "sk-test-BRAVO-0002", "sk-test-CHARLIE-0003"]
 CLIENT_SECRET = "client-own-token-XYZZY"
 PREFIX = "/cerebras"
 # Slot spacing tolerances. The slots are exact in Redis time (asserted to
-# the microsecond). A worker wakes for its slot typically 0.1-0.3 ms late,
-# but on this 2-core machine, shared by the client threads, nginx or Apache,
-# the workers, Redis and the mock, a wake-up is sometimes a few ms late,
+# the microsecond). A worker wakes for its slot typically 0.1-0.3 ms late
+# (the median send gap is asserted within 1 ms of the interval), but on this
+# 2-core machine, shared by the client threads, nginx or Apache, the
+# workers, Redis and the mock, a wake-up is now and then up to ~10 ms late,
 # which shortens the next gap by as much (SEND_JITTER_MS, from the workers'
 # own log). The mock stamps each arrival in a Python thread after TLS and
 # parsing, which adds up to ~10 ms more (ARRIVAL_JITTER_MS). Precise
 # figures are the benchmark's business, not the tests'.
-SEND_JITTER_MS = 5.0
+SEND_JITTER_MS = 15.0
 ARRIVAL_JITTER_MS = 15.0
 
 ST = None
@@ -384,6 +385,7 @@ class TestSpacing(ProxyTest):
         send_gaps = [(b - a) * 1000 for a, b in zip(times, times[1:])]
         print("send gaps ms at the workers: min %.2f" % min(send_gaps), file=sys.stderr, end=" ")
         self.assertGreaterEqual(min(send_gaps), 200 - SEND_JITTER_MS, send_gaps)
+        self.assertAlmostEqual(sorted(send_gaps)[len(send_gaps) // 2], 200, delta=1.0)
 
 
 class TestNoSpacing(ProxyTest):
