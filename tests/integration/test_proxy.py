@@ -908,21 +908,27 @@ class TestPerKeyScope(ProxyTest):
                              range(n)))
         self.assertEqual([r.status for r in rs], [200] * n)
         recs = sorted(self.wait_records(n), key=lambda x: x["t"])
-        # Requests that had to open their upstream connection (a process
-        # mod_fcgid spawned during the burst) arrive late by the handshake,
-        # which shortens the gap after them: known, see the README.
-        new_conn = set(re.findall(r"chat id=(pk-\d+) .* new_conns=1 ", ST.log_text()))
         # n requests over the span plus one interval (the keys run side by
         # side: 15 slots each, 14 intervals apart).
         rate = n / (recs[-1]["t"] - recs[0]["t"] + 0.2)
         print("\n    per-key scope, 4 keys x 200 ms: %.1f req/s" % rate, file=sys.stderr, end=" ")
         self.assertGreater(rate, 17)          # 4 x 5 = 20 in theory
         self.assertLess(rate, 20.5)
-        for k in self.keys4:
-            mine = [x for x in recs if x["key"] == k]
-            gaps = [(b["t"] - a["t"]) * 1000 for a, b in zip(mine, mine[1:])
-                    if a["headers"]["x-request-id"] not in new_conn]
-            self.assertGreaterEqual(min(gaps), 200 - ARRIVAL_JITTER_MS, (k, gaps))
+        self.assertEqual({x["key"] for x in recs}, set(self.keys4))
+        # Per key, when the workers sent (their log: key index, CLOCK_MONOTONIC).
+        # The mock's own stamps are too noisy with 16 busy processes on 2
+        # cores to judge single gaps; it judged the rate above.
+        sent = {}
+        for line in ST.log_text().splitlines():
+            m = re.search(r"chat id=pk-\d+ key=#(\d+)\(.* sent_mono=([\d.]+)", line)
+            if m:
+                sent.setdefault(int(m.group(1)), []).append(float(m.group(2)))
+        self.assertEqual(sorted(sent), [0, 1, 2, 3])
+        for k, ts in sent.items():
+            ts.sort()
+            gaps = [(b - a) * 1000 for a, b in zip(ts, ts[1:])]
+            self.assertGreaterEqual(min(gaps), 200 - SEND_JITTER_MS, (k, gaps))
+            self.assertAlmostEqual(sorted(gaps)[len(gaps) // 2], 200, delta=1.0)
 
     def test_global_floor_spaces_all_keys(self):
         # 4 keys x 200 ms would allow 20/s; a 100 ms floor caps it at 10/s.
@@ -933,11 +939,16 @@ class TestPerKeyScope(ProxyTest):
                         range(self.workers)))
         MOCK.reset()
         with concurrent.futures.ThreadPoolExecutor(16) as ex:
-            rs = list(ex.map(lambda _: self.chat(), range(n)))
+            rs = list(ex.map(lambda i: self.chat(headers={"X-Request-Id": "fl-%d" % i}),
+                             range(n)))
         self.assertEqual([r.status for r in rs], [200] * n)
         recs = sorted(self.wait_records(n), key=lambda x: x["t"])
-        gaps = [(b["t"] - a["t"]) * 1000 for a, b in zip(recs, recs[1:])]
-        self.assertGreaterEqual(min(gaps), 100 - ARRIVAL_JITTER_MS, gaps)
+        sent = sorted(float(t) for t in re.findall(r"chat id=fl-\d+ .* sent_mono=([\d.]+)",
+                                                   ST.log_text()))
+        self.assertEqual(len(sent), n)
+        gaps = [(b - a) * 1000 for a, b in zip(sent, sent[1:])]
+        self.assertGreaterEqual(min(gaps), 100 - SEND_JITTER_MS, gaps)
+        self.assertAlmostEqual(sorted(gaps)[len(gaps) // 2], 100, delta=1.0)
         rate = n / (recs[-1]["t"] - recs[0]["t"] + 0.1)
         print("\n    key scope with a 100 ms floor: %.1f req/s" % rate, file=sys.stderr, end=" ")
         self.assertLess(rate, 10.5)
