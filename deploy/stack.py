@@ -79,21 +79,26 @@ def can_connect(addr):
         return False
 
 
+class Template:
+    """A shipped example file, edited by exact substitutions. Each must
+    match, so a change to the example that the harness no longer
+    understands fails loudly instead of testing something else."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path) as f:
+            self.text = f.read()
+
+    def sub(self, old, new):
+        if old not in self.text:
+            raise RuntimeError("%s no longer contains %r" % (os.path.basename(self.path), old))
+        self.text = self.text.replace(old, new)
+
+
 def render_nginx_site(sock_path, port, prefix=None, upstream_name=None, io_timeout=None):
-    """The shipped nginx.conf.example with our port and socket path.
-
-    Each substitution must match, so a change to the example that the
-    harness no longer understands fails loudly instead of testing something
-    else.
-    """
-    with open(NGINX_EXAMPLE) as f:
-        text = f.read()
-
-    def sub(old, new):
-        nonlocal text
-        if old not in text:
-            raise RuntimeError("nginx.conf.example no longer contains " + repr(old))
-        text = text.replace(old, new)
+    """The shipped nginx.conf.example with our port and socket path."""
+    t = Template(NGINX_EXAMPLE)
+    sub = t.sub
 
     sub("server unix:/run/cerebras-proxy/fcgi.sock;", "server unix:%s;" % sock_path)
     sub("listen 127.0.0.1:8000;", "listen 127.0.0.1:%d;" % port)
@@ -106,7 +111,7 @@ def render_nginx_site(sock_path, port, prefix=None, upstream_name=None, io_timeo
         sub("location / {", "location %s/ {" % prefix)
         sub("fastcgi_split_path_info ^()(/.*)$;",
             "fastcgi_split_path_info ^(%s)(/.*)$;" % prefix)
-    return text
+    return t.text
 
 
 APACHE_EXAMPLE = os.path.join(ROOT, "apache.conf.example")
@@ -115,14 +120,8 @@ APACHE_MODULES = "/usr/lib/apache2/modules"
 
 def render_apache_site(binary, env_file, max_procs, prefix=None, io_timeout=None):
     """The shipped apache.conf.example with our binary and env file."""
-    with open(APACHE_EXAMPLE) as f:
-        text = f.read()
-
-    def sub(old, new):
-        nonlocal text
-        if old not in text:
-            raise RuntimeError("apache.conf.example no longer contains " + repr(old))
-        text = text.replace(old, new)
+    t = Template(APACHE_EXAMPLE)
+    sub = t.sub
 
     bindir, name = os.path.split(binary)
     sub("IncludeOptional /etc/apache2/cerebras-proxy-env.conf",
@@ -138,7 +137,7 @@ def render_apache_site(binary, env_file, max_procs, prefix=None, io_timeout=None
     sub("FcgidMinProcessesPerClass 2", "FcgidMinProcessesPerClass %d" % min(2, max_procs))
     if io_timeout:
         sub("FcgidIOTimeout 600", "FcgidIOTimeout %d" % io_timeout)
-    return text
+    return t.text
 
 
 def fnv1a32(data):

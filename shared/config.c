@@ -493,6 +493,23 @@ parse_origins(struct config *c, const char *v, char *err, size_t errsz)
 	return 0;
 }
 
+/* A two-word setting: v0 gives 0, v1 gives 1, unset gives def. */
+static int
+parse_choice(const char *name, const char *v, const char *v0, const char *v1,
+	     int def, int *out, char *err, size_t errsz)
+{
+	if (v == NULL) {
+		*out = def;
+		return 0;
+	}
+	if (strcmp(v, v0) == 0 || strcmp(v, v1) == 0) {
+		*out = strcmp(v, v1) == 0;
+		return 0;
+	}
+	seterr(err, errsz, "%s: expected \"%s\" or \"%s\"", name, v0, v1);
+	return -1;
+}
+
 static int
 parse_bool(const char *name, const char *v, int *out, char *err, size_t errsz)
 {
@@ -582,27 +599,13 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 		*(long *)((char *)c + s->offset) = (long)n;
 	}
 
-	v = lookup("REDIS_FALLBACK", ctx);
-	if (v == NULL || strcmp(v, "local") == 0) {
-		c->redis_fallback = 1;
-	} else if (strcmp(v, "refuse") == 0) {
-		c->redis_fallback = 0;
-	} else {
-		seterr(err, errsz,
-		       "REDIS_FALLBACK: expected \"local\" or \"refuse\"");
+	if (parse_choice("REDIS_FALLBACK", lookup("REDIS_FALLBACK", ctx),
+			 "refuse", "local", 1, &c->redis_fallback, err,
+			 errsz) != 0 ||
+	    parse_choice("RATE_LIMIT_SCOPE", lookup("RATE_LIMIT_SCOPE", ctx),
+			 "global", "key", 0, &c->scope_per_key, err,
+			 errsz) != 0)
 		goto fail;
-	}
-
-	v = lookup("RATE_LIMIT_SCOPE", ctx);
-	if (v == NULL || strcmp(v, "global") == 0) {
-		c->scope_per_key = 0;
-	} else if (strcmp(v, "key") == 0) {
-		c->scope_per_key = 1;
-	} else {
-		seterr(err, errsz,
-		       "RATE_LIMIT_SCOPE: expected \"global\" or \"key\"");
-		goto fail;
-	}
 
 	v = lookup("CORS_ALLOW_ORIGINS", ctx);
 	if (parse_origins(c, v ? v : "*", err, errsz) != 0)

@@ -896,18 +896,22 @@ class TestPerKeyScope(ProxyTest):
     env = {"RATE_LIMIT_INTERVAL_MS": "200", "RATE_LIMIT_SCOPE": "key",
            "CEREBRAS_API_KEYS": ",".join(KEYS + ["sk-test-DELTA-0004"])}
 
-    def test_four_keys_give_four_times_the_rate(self):
-        n = 60
-        # Warm-up (processes, connections), then a sustained burst.
+    def burst(self, n, id_prefix):
+        """Warm-up (every process spawned and connected), then n requests
+        from 16 clients; returns the mock's records in arrival order."""
         with concurrent.futures.ThreadPoolExecutor(self.workers) as ex:
             list(ex.map(lambda _: self.chat(chat_body(mock={"delay_ms": 3000})),
                         range(self.workers)))
         MOCK.reset()
         with concurrent.futures.ThreadPoolExecutor(16) as ex:
-            rs = list(ex.map(lambda i: self.chat(headers={"X-Request-Id": "pk-%d" % i}),
+            rs = list(ex.map(lambda i: self.chat(headers={"X-Request-Id": "%s%d" % (id_prefix, i)}),
                              range(n)))
         self.assertEqual([r.status for r in rs], [200] * n)
-        recs = sorted(self.wait_records(n), key=lambda x: x["t"])
+        return sorted(self.wait_records(n), key=lambda x: x["t"])
+
+    def test_four_keys_give_four_times_the_rate(self):
+        n = 60
+        recs = self.burst(n, "pk-")
         # n requests over the span plus one interval (the keys run side by
         # side: 15 slots each, 14 intervals apart).
         rate = n / (recs[-1]["t"] - recs[0]["t"] + 0.2)
@@ -934,15 +938,7 @@ class TestPerKeyScope(ProxyTest):
         # 4 keys x 200 ms would allow 20/s; a 100 ms floor caps it at 10/s.
         self.restart_workers(dict(self.env, RATE_LIMIT_GLOBAL_INTERVAL_MS="100"))
         n = 30
-        with concurrent.futures.ThreadPoolExecutor(self.workers) as ex:
-            list(ex.map(lambda _: self.chat(chat_body(mock={"delay_ms": 3000})),
-                        range(self.workers)))
-        MOCK.reset()
-        with concurrent.futures.ThreadPoolExecutor(16) as ex:
-            rs = list(ex.map(lambda i: self.chat(headers={"X-Request-Id": "fl-%d" % i}),
-                             range(n)))
-        self.assertEqual([r.status for r in rs], [200] * n)
-        recs = sorted(self.wait_records(n), key=lambda x: x["t"])
+        recs = self.burst(n, "fl-")
         sent = sorted(float(t) for t in re.findall(r"chat id=fl-\d+ .* sent_mono=([\d.]+)",
                                                    ST.log_text()))
         self.assertEqual(len(sent), n)
