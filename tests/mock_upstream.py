@@ -44,6 +44,10 @@ Endpoints
 ``GET .../models``
     Recorded; a one-model list.
 
+``HEAD`` any path
+    The proxy's connection warm-up: 200, no body, not recorded; counted
+    (``GET /__mock/warmups`` returns {"warmups": n}).
+
 ``GET /__mock/requests``   all records (JSON array, arrival order).
 ``POST /__mock/reset``     clear records and key rules, seq back to 0.
 ``POST /__mock/config``    ``{"keys": {"<bearer key>": {mock fields}}}``
@@ -136,6 +140,7 @@ class MockState:
         self.records: list[dict[str, Any]] = []
         self.rules: dict[str, dict[str, Any]] = {}
         self.seq = 0
+        self.warmups = 0
         # Line-buffered append; opened up front so a bad path fails at start.
         self.log = open(log_path, "a", buffering=1, encoding="utf-8") if log_path else None
 
@@ -168,6 +173,7 @@ class MockState:
             self.records.clear()
             self.rules.clear()
             self.seq = 0
+            self.warmups = 0
 
     def dump_records(self) -> bytes:
         # Serialise under the lock: handler threads mutate records in place.
@@ -422,7 +428,19 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
 
         path = urlsplit(self.path).path
         method = self.command
-        if path == "/__mock/requests" and method == "GET":
+        if method == "HEAD":
+            with self.state.lock:
+                self.state.warmups += 1
+            try:
+                self._start_response(200, self._base_headers(None) +
+                                     [("Content-Length", "0")])
+            except ClientGone:
+                pass
+        elif path == "/__mock/warmups" and method == "GET":
+            with self.state.lock:
+                n = self.state.warmups
+            self._send_control(200, {"warmups": n})
+        elif path == "/__mock/requests" and method == "GET":
             try:
                 self._send_body(200, self.state.dump_records())
             except ClientGone:
@@ -440,7 +458,7 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             self._send_control(404, _error_obj(f"no mock route for {method} {path}",
                                                "not_found_error", "mock_404"))
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _dispatch
 
     def _handle_config(self, body: bytes) -> None:
         try:
