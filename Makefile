@@ -4,6 +4,8 @@
 #   make run        build, start Redis + nginx + workers on http://localhost:8000/
 #   make test       unit tests, then integration tests against real Redis and nginx
 #   make asan       the same build under AddressSanitizer/UBSan (build-asan/)
+#   make test-multihost  three hosts in network namespaces sharing one Redis (root)
+#   make bench      benchmarks against direct HTTPS and nginx proxy_pass (build/bench/)
 #   make clean
 #
 # Project flags are added to the user's CFLAGS, never replace them.
@@ -39,7 +41,8 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BIN := $(BUILD)/cerebras-proxy
 
-.PHONY: all run test unit asan deps test-deps clean format check-format
+.PHONY: all run test unit asan deps test-deps clean format check-format \
+        test-multihost bench
 all: $(BIN)
 
 $(BIN): $(FCGI_OBJ) $(SHARED_OBJ)
@@ -74,6 +77,14 @@ test: test-deps
 	@if command -v clang-format >/dev/null; then $(MAKE) --no-print-directory check-format; \
 	 else echo "clang-format is not installed: code style not checked"; fi
 	@bash tests/run-all.sh $(BIN) $(UNIT_BIN)
+
+test-multihost: test-deps
+	@$(MAKE) --no-print-directory all
+	@python3 tests/multihost/run.py $(BIN)
+
+bench: test-deps
+	@$(MAKE) --no-print-directory all
+	@python3 deploy/bench.py $(BIN) $(BUILD)/bench
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan \
