@@ -28,9 +28,9 @@ pc_cflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
 pc_libs   = $(or $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null),$(2))
 
 DEP_CFLAGS := $(call pc_cflags,libcurl) $(call pc_cflags,hiredis)
-DEP_LIBS   := $(call pc_libs,libcurl,-lcurl) $(call pc_libs,hiredis,-lhiredis) -lfcgi
+DEP_LIBS   := $(call pc_libs,libcurl,-lcurl) $(call pc_libs,hiredis,-lhiredis) -lfcgi -pthread
 
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -Ishared $(DEP_CFLAGS) $(CFLAGS)
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -iquote shared $(DEP_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(LDFLAGS)
 
 SHARED_SRC := $(wildcard shared/*.c)

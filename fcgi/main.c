@@ -21,7 +21,9 @@
 #include <errno.h>
 #include <fcgiapp.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +36,20 @@
 
 #define CP_VERSION     "0.1.0"
 #define MAX_PROCESSES  1024
+#define MAX_THREADS    1024 /* as WORKER_THREADS */
 #define LISTEN_BACKLOG 1024
+#define WAKE_SIGNAL    SIGUSR2
+/* Thread stacks: only touched pages cost memory; OpenSSL needs some. */
+#define THREAD_STACK (512 * 1024)
 
-static volatile sig_atomic_t stop_requested;
+/* Set by SIGTERM/SIGINT; a lock-free atomic is safe in a handler. */
+static atomic_int stop_requested;
 
 static void
 on_stop_signal(int sig)
 {
 	(void)sig;
-	stop_requested = 1;
+	atomic_store(&stop_requested, 1);
 }
 
 static void
@@ -50,7 +57,8 @@ usage(FILE *fp)
 {
 	static const char text[] =
 		"usage: cerebras-proxy [--listen ADDR] [--processes N] "
-		"[--check-config]\n"
+		"[--threads N]\n"
+		"                      [--check-config]\n"
 		"\n"
 		"A FastCGI proxy for the Cerebras chat-completions API.\n"
 		"Configuration comes from the environment (see README.md).\n"
@@ -63,6 +71,8 @@ usage(FILE *fp)
 		"CGI\n"
 		"  --processes N   run N worker processes on that socket and\n"
 		"                  keep them running (1..1024)\n"
+		"  --threads N     serve N requests at once in each process\n"
+		"                  (1..1024; default WORKER_THREADS, 1)\n"
 		"  --check-config  print the effective configuration, secrets\n"
 		"                  masked, and exit\n"
 		"  --help          this text\n"
@@ -281,51 +291,66 @@ cgi_main(const struct config *cfg)
 	return 0;
 }
 
-/* Serves requests on listen_fd until told to stop. Returns an exit code. */
-static int
-worker_main(const struct config *cfg, int listen_fd)
+/*
+ * One accepting thread: its own worker (Redis connection, libcurl handle)
+ * and its own FCGX_Request; FCGX_Accept_r is thread-safe on Linux, so the
+ * threads accept on the shared socket without a lock (see NOTES on libfcgi).
+ */
+struct acceptor {
+	pthread_t a_tid;
+	const struct config *a_cfg;
+	int a_listen_fd;
+	int a_running; /* created and not yet joined */
+};
+
+static void
+on_wake_signal(int sig)
 {
+	(void)sig; /* only there to interrupt accept() */
+}
+
+static void *
+acceptor_main(void *arg)
+{
+	struct acceptor *a = arg;
 	struct worker w;
 	FCGX_Request req;
 	struct request_io io;
-	sigset_t stop_sigs;
+	sigset_t wake;
 	int rc;
 
-	if (install_stop_handler() != 0)
-		return 1;
-	if (FCGX_Init() != 0) {
-		log_warnx("FCGX_Init failed");
-		return 1;
-	}
-	if (worker_init(&w, cfg) != CP_OK) {
+	if (worker_init(&w, a->a_cfg) != CP_OK) {
 		log_warnx("worker setup failed: out of memory");
-		return 1;
+		return NULL;
 	}
-	if (FCGX_InitRequest(&req, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
+	if (FCGX_InitRequest(&req, a->a_listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) !=
+	    0) {
 		log_warnx("FCGX_InitRequest failed");
 		worker_free(&w);
-		return 1;
+		return NULL;
 	}
-	log_info("Initialized with %d API keys.", cfg->nkeys);
+	upstream_warm(&w.w_up);
 	/*
-	 * SIGTERM/SIGINT are let in only while waiting for a connection: there
-	 * they interrupt accept() and the worker exits; during a request they
-	 * stay pending, so a stream in progress is finished first.
+	 * The wake signal is let in only while waiting for a connection:
+	 * there it interrupts accept() once a stop is requested; during a
+	 * request it stays pending, so a stream in progress is finished.
 	 */
-	sigemptyset(&stop_sigs);
-	sigaddset(&stop_sigs, SIGTERM);
-	sigaddset(&stop_sigs, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &stop_sigs, NULL) != 0)
-		log_warn("sigprocmask");
-	while (!stop_requested) {
-		(void)sigprocmask(SIG_UNBLOCK, &stop_sigs, NULL);
-		if (stop_requested)
-			break; /* it was pending during the last request */
+	sigemptyset(&wake);
+	sigaddset(&wake, WAKE_SIGNAL);
+	while (!atomic_load(&stop_requested)) {
+		(void)pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
+		if (atomic_load(&stop_requested)) {
+			(void)pthread_sigmask(SIG_BLOCK, &wake, NULL);
+			break;
+		}
 		rc = FCGX_Accept_r(&req);
-		(void)sigprocmask(SIG_BLOCK, &stop_sigs, NULL);
+		(void)pthread_sigmask(SIG_BLOCK, &wake, NULL);
+		if (rc == -EINTR)
+			continue;
 		if (rc < 0) {
-			if (!stop_requested && rc != -EINTR)
-				log_warnx("accept failed (%d), exiting", rc);
+			if (!atomic_load(&stop_requested))
+				log_warnx("accept failed (%d), thread exits",
+					  rc);
 			break;
 		}
 		io.io_param = fcgi_param;
@@ -338,6 +363,140 @@ worker_main(const struct config *cfg, int listen_fd)
 	}
 	FCGX_Free(&req, 1);
 	worker_free(&w);
+	return NULL;
+}
+
+/* realtime "now + ms", for pthread_timedjoin_np */
+static struct timespec
+abs_after_ms(long ms)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
+/* Joins every acceptor that has ended within ms; returns how many run. */
+static int
+join_ended(struct acceptor *as, int n, long ms)
+{
+	struct timespec until = abs_after_ms(ms);
+	int running = 0;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (!as[i].a_running)
+			continue;
+		if (pthread_timedjoin_np(as[i].a_tid, NULL, &until) == 0)
+			as[i].a_running = 0;
+		else
+			running++;
+	}
+	return running;
+}
+
+/*
+ * Serves requests on listen_fd with cfg->threads accepting threads until
+ * told to stop (SIGTERM/SIGINT, handled here in the main thread with
+ * sigtimedwait). Then no thread accepts any more, and running requests get
+ * up to DRAIN_TIMEOUT_MS to finish before the process exits anyway.
+ * Returns an exit code.
+ */
+static int
+worker_main(const struct config *cfg, int listen_fd)
+{
+	struct acceptor *as;
+	pthread_attr_t attr;
+	struct sigaction sa;
+	sigset_t sigs;
+	siginfo_t si;
+	struct timespec tick = {1, 0};
+	int64_t deadline;
+	int n = (int)cfg->threads;
+	int running = 0;
+	int i;
+
+	/*
+	 * Every thread inherits this mask: SIGTERM/SIGINT reach only the
+	 * main thread's sigtimedwait, the wake signal only a thread that
+	 * unblocks it around accept().
+	 */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, WAKE_SIGNAL);
+	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0) {
+		log_warnx("pthread_sigmask failed");
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_wake_signal;
+	sigemptyset(&sa.sa_mask);
+	/* Our own SIGTERM disposition first, so FCGX_Init keeps it. */
+	if (sigaction(WAKE_SIGNAL, &sa, NULL) != 0 ||
+	    install_stop_handler() != 0) {
+		log_warn("sigaction");
+		return 1;
+	}
+	if (FCGX_Init() != 0) {
+		log_warnx("FCGX_Init failed");
+		return 1;
+	}
+	as = calloc((size_t)n, sizeof(*as));
+	if (as == NULL || pthread_attr_init(&attr) != 0) {
+		log_warnx("out of memory");
+		free(as);
+		return 1;
+	}
+	if (pthread_attr_setstacksize(&attr, THREAD_STACK) != 0)
+		log_warnx("pthread_attr_setstacksize failed; default stacks");
+	for (i = 0; i < n; i++) {
+		as[i].a_cfg = cfg;
+		as[i].a_listen_fd = listen_fd;
+		if (pthread_create(&as[i].a_tid, &attr, acceptor_main,
+				   &as[i]) != 0) {
+			log_warnx("could not start thread %d of %d", i + 1,
+				  n);
+			break;
+		}
+		as[i].a_running = 1;
+		running++;
+	}
+	(void)pthread_attr_destroy(&attr);
+	if (running > 0 && n > 1)
+		log_info("Initialized with %d API keys. %d threads.",
+			 cfg->nkeys, running);
+	else if (running > 0)
+		log_info("Initialized with %d API keys.", cfg->nkeys);
+	sigdelset(&sigs, WAKE_SIGNAL);
+	while (running > 0) {
+		if (sigtimedwait(&sigs, &si, &tick) >= 0)
+			break;
+		/* Threads end early only if accept() fails: exit then. */
+		running = join_ended(as, n, 0);
+	}
+	atomic_store(&stop_requested, 1);
+	deadline = mono_ns() + cfg->drain_timeout_ms * 1000000LL;
+	while (running > 0) {
+		for (i = 0; i < n; i++)
+			if (as[i].a_running)
+				(void)pthread_kill(as[i].a_tid, WAKE_SIGNAL);
+		running = join_ended(as, n, 50);
+		if (running > 0 && mono_ns() >= deadline) {
+			log_warnx("%d request(s) still running after "
+				  "DRAIN_TIMEOUT_MS=%ld; exiting anyway",
+				  running, cfg->drain_timeout_ms);
+			free(as);
+			return 0; /* the caller _exits: the threads die with it */
+		}
+	}
+	free(as);
 	return 0;
 }
 
@@ -360,7 +519,8 @@ spawn_worker(const struct config *cfg, int listen_fd)
 
 /*
  * Keeps n workers running on listen_fd; replaces any that die. On
- * SIGTERM/SIGINT stops them (SIGTERM, then SIGKILL after 10 s) and returns.
+ * SIGTERM/SIGINT stops them (SIGTERM, then SIGKILL once DRAIN_TIMEOUT_MS
+ * and a second more have passed) and returns.
  */
 static int
 supervise(const struct config *cfg, int listen_fd, int n)
@@ -372,6 +532,7 @@ supervise(const struct config *cfg, int listen_fd, int n)
 	int alive;
 	time_t last_spawn_fail = 0;
 	struct timespec ts;
+	int64_t deadline;
 
 	pool.p_n = n;
 	pool.p_pids = calloc((size_t)n, sizeof(pid_t));
@@ -385,7 +546,7 @@ supervise(const struct config *cfg, int listen_fd, int n)
 	}
 	for (i = 0; i < n; i++)
 		pool.p_pids[i] = spawn_worker(cfg, listen_fd);
-	while (!stop_requested) {
+	while (!atomic_load(&stop_requested)) {
 		pid = waitpid(-1, &status, 0);
 		if (pid < 0) {
 			if (errno == EINTR)
@@ -397,7 +558,7 @@ supervise(const struct config *cfg, int listen_fd, int n)
 				nanosleep(&ts, NULL);
 			}
 		}
-		for (i = 0; i < n && !stop_requested; i++) {
+		for (i = 0; i < n && !atomic_load(&stop_requested); i++) {
 			if (pool.p_pids[i] > 0 && pool.p_pids[i] != pid)
 				continue;
 			if (pool.p_pids[i] == pid && pid > 0) {
@@ -425,8 +586,9 @@ supervise(const struct config *cfg, int listen_fd, int n)
 	for (i = 0; i < n; i++)
 		if (pool.p_pids[i] > 0 && kill(pool.p_pids[i], SIGTERM) != 0)
 			log_warn("kill %ld", (long)pool.p_pids[i]);
-	/* Wait up to 10 s for in-flight requests, then force. */
-	for (alive = n, i = 0; alive > 0 && i < 1000; i++) {
+	/* The workers drain for DRAIN_TIMEOUT_MS; then force. */
+	deadline = mono_ns() + (cfg->drain_timeout_ms + 1000) * 1000000LL;
+	for (alive = n; alive > 0 && mono_ns() < deadline;) {
 		alive = 0;
 		for (int j = 0; j < n; j++) {
 			if (pool.p_pids[j] <= 0)
@@ -461,6 +623,7 @@ main(int argc, char **argv)
 	char err[512];
 	const char *listen_addr = NULL;
 	long long nproc = 1;
+	long long nthreads = 0;
 	int nproc_given = 0;
 	const char *why;
 	int check_only = 0;
@@ -492,6 +655,16 @@ main(int argc, char **argv)
 					why, MAX_PROCESSES);
 				return 2;
 			}
+		} else if (strcmp(argv[i], "--threads") == 0 &&
+			   i + 1 < argc) {
+			if (parse_ll(argv[++i], 1, MAX_THREADS, &nthreads,
+				     &why) != 0) {
+				fprintf(stderr,
+					"cerebras-proxy: --threads: %s "
+					"(expected 1..%d)\n",
+					why, MAX_THREADS);
+				return 2;
+			}
 		} else {
 			usage(stderr);
 			return 2;
@@ -501,6 +674,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "cerebras-proxy: %s\n", err);
 		return 1;
 	}
+	if (nthreads > 0)
+		cfg.threads = (long)nthreads; /* the option wins */
 	if (check_only) {
 		config_print(&cfg, stdout);
 		config_free(&cfg);

@@ -51,6 +51,9 @@ static const struct int_setting int_settings[] = {
 	 offsetof(struct config, first_byte_timeout_ms)},
 	{"MAX_BODY_BYTES", 1024, 1073741824, 16777216,
 	 offsetof(struct config, max_body_bytes)},
+	{"WORKER_THREADS", 1, 1024, 1, offsetof(struct config, threads)},
+	{"DRAIN_TIMEOUT_MS", 0, 86400000, 10000,
+	 offsetof(struct config, drain_timeout_ms)},
 };
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)

@@ -114,6 +114,59 @@ upstream_free(struct upstream *u)
 	buf_free(&u->up_hdrs);
 }
 
+static size_t
+discard(char *ptr, size_t size, size_t nmemb, void *ctx)
+{
+	(void)ptr;
+	(void)ctx;
+	return size * nmemb;
+}
+
+#define UP_WARM_MAX_MS 3000L
+
+void
+upstream_warm(struct upstream *u)
+{
+	CURL *c = u->up_curl;
+	CURLcode rc = CURLE_OK;
+	CURLcode prc = CURLE_OK;
+	long timeout = u->up_cfg->connect_timeout_ms;
+
+	if (timeout > UP_WARM_MAX_MS)
+		timeout = UP_WARM_MAX_MS;
+	u->up_errbuf[0] = '\0';
+	/* A HEAD without credentials: no key leaves, no slot is spent. */
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 1L);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, discard);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	if (!rc) {
+		prc = curl_easy_perform(c);
+		if (prc != CURLE_OK)
+			log_warnx("upstream warm-up: %s (the first request "
+				  "will connect)",
+				  u->up_errbuf[0] ? u->up_errbuf
+						  : curl_easy_strerror(prc));
+	}
+	/* Back to what every forwarded request expects. */
+	rc = curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_POST, 1L);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 0L);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	if (rc)
+		log_warnx("libcurl reset after warm-up failed: %s",
+			  curl_easy_strerror(rc));
+}
+
 /* Sends the status line and headers, once, before the first body byte. */
 static enum cp_err
 xfer_start_response(struct xfer *x)

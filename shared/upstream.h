@@ -46,6 +46,13 @@ enum cp_err upstream_init(struct upstream *u, const struct config *cfg);
 void upstream_free(struct upstream *u);
 
 /*
+ * Opens the TCP and TLS connection before the first request (a HEAD to the
+ * chat URL, without credentials, answer discarded), so that request does
+ * not pay the handshake after its slot. A failure is logged, not fatal.
+ */
+void upstream_warm(struct upstream *u);
+
+/*
  * Sends req and streams the answer into resp (status, filtered headers,
  * body). Returns CP_OK once the upstream answer was relayed, whatever its
  * status; CP_ERR_UPSTREAM / CP_ERR_UPSTREAM_TIMEOUT if the upstream failed

@@ -277,12 +277,13 @@ class TestForwarding(ProxyTest):
         self.assertEqual(rec["body_sha256"], hashlib.sha256(body).hexdigest())
 
     def test_upstream_connection_is_reused(self):
-        # Four workers: after each has made its first connection, no more.
-        for _ in range(12):
-            self.assertEqual(self.chat().status, 200)
-        lines = [l for l in ST.log_text().splitlines() if " chat " in l and "status=200" in l]
-        conns = [int(re.search(r"new_conns=(-?\d+)", l).group(1)) for l in lines[-8:]]
-        self.assertEqual(conns, [0] * 8, lines[-8:])
+        # Each worker opened its upstream connection when it started (a
+        # HEAD warm-up): no request, not even a worker's first, opens one.
+        for i in range(12):
+            self.assertEqual(self.chat(headers={"X-Request-Id": "reuse-%d" % i}).status, 200)
+        lines = [l for l in ST.log_text().splitlines() if " chat id=reuse-" in l]
+        conns = [int(re.search(r"new_conns=(-?\d+)", l).group(1)) for l in lines]
+        self.assertEqual(conns, [0] * 12, lines)
 
 
 class TestStreaming(ProxyTest):
@@ -325,6 +326,90 @@ class TestStreaming(ProxyTest):
         for _ in range(4):
             self.assertEqual(self.chat().status, 200)
         self.assertNotIn("killed by signal", ST.log_text())
+
+
+@unittest.skipIf(APACHE, "mod_fcgid sends one request at a time to a process: WORKER_THREADS stays 1")
+class TestThreads(ProxyTest):
+    """--threads: one process serves several requests at once."""
+    workers = 2
+    env = {"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "4"}
+
+    def test_eight_streams_at_once_on_two_processes(self):
+        self.restart_workers(self.env)
+        n = 8
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(lambda i: self.chat(
+                chat_body(stream=True, mock={"events": 6, "gap_ms": 150}),
+                headers={"X-Request-Id": "thr-%d" % i}), range(n)))
+        for r in rs:
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body.count(b"mock_index"), 6)
+            self.assertTrue(r.body.endswith(b"data: [DONE]\n\n"))
+        recs = self.wait_records(n)
+        # All eight were streaming at the same time ...
+        self.assertLess(max(x["t"] for x in recs), min(x["t_done"] for x in recs))
+        # ... served by two processes, four each.
+        pids = re.findall(r"cerebras-proxy\[(\d+)\]: chat id=thr-", ST.log_text())
+        self.assertEqual(sorted(pids.count(p) for p in set(pids)), [4, 4])
+
+    def test_spacing_holds_between_threads(self):
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "100", "WORKER_THREADS": "6"}, n=2)
+        n = 12
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(lambda i: self.chat(headers={"X-Request-Id": "thsp-%d" % i}),
+                             range(n)))
+        self.assertEqual([r.status for r in rs], [200] * n)
+        sent = sorted(float(m) for m in re.findall(r"chat id=thsp-\d+ .* sent_mono=([\d.]+)",
+                                                   ST.log_text()))
+        gaps = [(b - a) * 1000 for a, b in zip(sent, sent[1:])]
+        self.assertEqual(len(gaps), n - 1)
+        self.assertGreaterEqual(min(gaps), 100 - SEND_JITTER_MS, gaps)
+        self.assertAlmostEqual(sorted(gaps)[len(gaps) // 2], 100, delta=1.0)
+
+    def test_sigterm_drains_running_streams_then_exits(self):
+        self.restart_workers(self.env, n=1)
+        p = ST.procs["workers"]
+        started = []
+
+        def on_data(resp):
+            if not started and b"mock_index" in resp.body:
+                started.append(time.monotonic())
+                p.terminate()      # SIGTERM to the supervisor, mid-stream
+            return False
+
+        with concurrent.futures.ThreadPoolExecutor(3) as ex:
+            first = ex.submit(self.chat, chat_body(stream=True, mock={"events": 8, "gap_ms": 100}),
+                              on_data=on_data)
+            others = [ex.submit(self.chat, chat_body(stream=True, mock={"events": 8, "gap_ms": 100}))
+                      for _ in range(2)]
+            rs = [first.result()] + [f.result() for f in others]
+        self.assertTrue(started)
+        for r in rs:   # every stream already running was finished
+            self.assertEqual(r.status, 200)
+            self.assertTrue(r.body.endswith(b"data: [DONE]\n\n"), r.body[-200:])
+        self.assertEqual(p.wait(10), 0)
+        self.assertEqual(self.req("GET", "/health").status, 502)   # nobody accepts now
+
+    def test_drain_deadline_cuts_what_is_left(self):
+        self.restart_workers(dict(self.env, DRAIN_TIMEOUT_MS="300"), n=1)
+        p = ST.procs["workers"]
+        marks = []
+
+        def on_data(resp):
+            if not marks and b"mock_index" in resp.body:
+                marks.append(time.monotonic())
+                p.terminate()
+            return False
+
+        r = self.chat(chat_body(stream=True, mock={"events": 20, "gap_ms": 200}), on_data=on_data)
+        self.assertEqual(p.wait(10), 0)
+        took = time.monotonic() - marks[0]
+        self.assertEqual(r.status, 200)
+        self.assertFalse(r.body.endswith(b"data: [DONE]\n\n"))
+        self.assertLess(r.body.count(b"mock_index"), 20)
+        # 300 ms of grace, not the 4 s the stream still had to go.
+        self.assertLess(took, 2.0)
+        self.assertIn("still running after DRAIN_TIMEOUT_MS=300", ST.log_text())
 
 
 class TestRotation(ProxyTest):
