@@ -461,8 +461,7 @@ worker_main(const struct config *cfg, int listen_fd)
 		as[i].a_listen_fd = listen_fd;
 		if (pthread_create(&as[i].a_tid, &attr, acceptor_main,
 				   &as[i]) != 0) {
-			log_warnx("could not start thread %d of %d", i + 1,
-				  n);
+			log_warnx("could not start thread %d of %d", i + 1, n);
 			break;
 		}
 		as[i].a_running = 1;
@@ -655,8 +654,7 @@ main(int argc, char **argv)
 					why, MAX_PROCESSES);
 				return 2;
 			}
-		} else if (strcmp(argv[i], "--threads") == 0 &&
-			   i + 1 < argc) {
+		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
 			if (parse_ll(argv[++i], 1, MAX_THREADS, &nthreads,
 				     &why) != 0) {
 				fprintf(stderr,

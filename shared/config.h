@@ -52,9 +52,9 @@ struct config {
 	long idle_timeout_ms; /* max upstream silence between two chunks */
 	long first_byte_timeout_ms; /* max wait for the answer's first byte */
 	long max_body_bytes;
-	long threads;		  /* WORKER_THREADS: requests one process serves at once */
-	long drain_timeout_ms;	  /* SIGTERM: how long running requests may finish */
-	char *cors_origins; /* owned: "*" or a comma-separated list */
+	long threads; /* WORKER_THREADS: requests one process serves at once */
+	long drain_timeout_ms; /* SIGTERM: how long running requests may finish */
+	char *cors_origins;    /* owned: "*" or a comma-separated list */
 	int log_requests;
 };
 
