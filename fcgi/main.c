@@ -468,10 +468,14 @@ worker_main(const struct config *cfg, int listen_fd)
 		running++;
 	}
 	(void)pthread_attr_destroy(&attr);
-	if (running > 0 && n > 1)
+	if (running == 0) {
+		free(as);
+		return 1;
+	}
+	if (n > 1)
 		log_info("Initialized with %d API keys. %d threads.",
 			 cfg->nkeys, running);
-	else if (running > 0)
+	else
 		log_info("Initialized with %d API keys.", cfg->nkeys);
 	sigdelset(&sigs, WAKE_SIGNAL);
 	while (running > 0) {
@@ -479,6 +483,10 @@ worker_main(const struct config *cfg, int listen_fd)
 			break;
 		/* Threads end early only if accept() fails: exit then. */
 		running = join_ended(as, n, 0);
+	}
+	if (running == 0) {
+		free(as);
+		return 1;
 	}
 	atomic_store(&stop_requested, 1);
 	deadline = mono_ns() + cfg->drain_timeout_ms * 1000000LL;
@@ -491,8 +499,8 @@ worker_main(const struct config *cfg, int listen_fd)
 			log_warnx("%d request(s) still running after "
 				  "DRAIN_TIMEOUT_MS=%ld; exiting anyway",
 				  running, cfg->drain_timeout_ms);
-			free(as);
-			return 0; /* the caller _exits: the threads die with it */
+			/* Now, while those threads still use cfg and curl. */
+			_exit(0);
 		}
 	}
 	free(as);
