@@ -196,6 +196,7 @@ log_request(const struct worker *w, const struct request_io *io,
 		 res->us_connects, outcome);
 }
 
+#define BODY_KEEP_BYTES	     (256 * 1024)
 #define REDIS_BACKOFF_MIN_NS (100 * 1000000LL)
 #define REDIS_BACKOFF_MAX_NS (5000 * 1000000LL)
 #define REDIS_LOG_EVERY_NS   (10000 * 1000000LL)
@@ -532,6 +533,9 @@ proxy_handle(struct worker *w, const struct request_io *io)
 		break;
 	}
 done:
+	/* A thread keeps a small body buffer, not the largest body it saw. */
+	if (w->w_body.b_cap > BODY_KEEP_BYTES)
+		buf_free(&w->w_body);
 	w->w_served++;
 	buf_free(&extra);
 	resp_free(&r);
