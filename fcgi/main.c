@@ -329,7 +329,7 @@ acceptor_main(void *arg)
 		worker_free(&w);
 		return NULL;
 	}
-	upstream_warm(&w.w_up);
+	worker_warm(&w);
 	/*
 	 * The wake signal is let in only while waiting for a connection:
 	 * there it interrupts accept() once a stop is requested; during a

@@ -61,6 +61,17 @@ worker_init(struct worker *w, const struct config *cfg)
 }
 
 void
+worker_warm(struct worker *w)
+{
+	char errbuf[160];
+
+	/* A Redis that is down now is reported by the first request. */
+	if (w->w_cfg->redis_enabled)
+		(void)sched_warm(&w->w_sched, errbuf, sizeof(errbuf));
+	upstream_warm(&w->w_up);
+}
+
+void
 worker_free(struct worker *w)
 {
 	sched_free(&w->w_sched);

@@ -32,6 +32,12 @@ struct worker {
 enum cp_err worker_init(struct worker *w, const struct config *cfg);
 void worker_free(struct worker *w);
 
+/*
+ * Opens the Redis and upstream connections before the first request, so
+ * that one pays no connect, script load or TLS handshake either.
+ */
+void worker_warm(struct worker *w);
+
 /* Handles one request completely. */
 void proxy_handle(struct worker *w, const struct request_io *io);
 

@@ -288,7 +288,30 @@ sched_connect(struct sched *s, char *errbuf, size_t errsz)
 		}
 		freeReplyObject(r);
 	}
+	/*
+	 * Learn the reservation script's SHA1 now (SCRIPT LOAD also caches
+	 * it), so each request costs one EVALSHA round trip and no more.
+	 */
+	if (s->sc_reserve.ss_sha[0] == '\0') {
+		argv[0] = "SCRIPT";
+		argv[1] = "LOAD";
+		argv[2] = s->sc_reserve.ss_text;
+		r = sched_cmd(s, 3, argv, errbuf, errsz);
+		if (r == NULL)
+			return CP_ERR_REDIS;
+		if (r->type == REDIS_REPLY_STRING && r->len == 40)
+			memcpy(s->sc_reserve.ss_sha, r->str, 41);
+		freeReplyObject(r);
+	}
 	return CP_OK;
+}
+
+enum cp_err
+sched_warm(struct sched *s, char *errbuf, size_t errsz)
+{
+	if (s->sc_ctx != NULL)
+		return CP_OK;
+	return sched_connect(s, errbuf, errsz);
 }
 
 int

@@ -91,6 +91,12 @@ enum cp_err sched_init(struct sched *s, const struct config *cfg);
 void sched_free(struct sched *s);
 
 /*
+ * Connects to Redis and loads the reservation script ahead of the first
+ * request. On CP_ERR_REDIS a reason is written to errbuf.
+ */
+enum cp_err sched_warm(struct sched *s, char *errbuf, size_t errsz);
+
+/*
  * Reserves a slot. Connects (or reconnects after an error) as needed.
  * On CP_ERR_REDIS a reason is written to errbuf. CP_OK with s_key < 0
  * means nothing was reserved (see SLOT_*).

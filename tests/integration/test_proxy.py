@@ -276,6 +276,37 @@ class TestForwarding(ProxyTest):
         self.assertEqual(rec["body_len"], len(body))
         self.assertEqual(rec["body_sha256"], hashlib.sha256(body).hexdigest())
 
+    def test_one_redis_round_trip_per_request(self):
+        # The workers connected and loaded the script when they started, so
+        # each request sends Redis exactly one command: EVALSHA. MONITOR
+        # shows every command a client sent (those a script ran say "lua").
+        mon = subprocess.Popen(["redis-cli", "-s", ST.redis_sock, "MONITOR"],
+                               stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(mon.stdout.readline().strip(), "OK")
+            n = 10
+            for _ in range(n):
+                self.assertEqual(self.chat().status, 200)
+            # A marker command: everything before it has been seen.
+            ST.redis_cli("ECHO", "round-trip-test-end")
+            lines = []
+            while True:
+                line = mon.stdout.readline()
+                self.assertTrue(line, "MONITOR ended early")
+                if "round-trip-test-end" in line:
+                    break
+                lines.append(line)
+        finally:
+            mon.kill()
+            mon.wait()
+        sent = [l for l in lines if " lua]" not in l]
+        cmds = [l.split('"')[1].lower() for l in sent]
+        if APACHE:
+            # mod_fcgid starts processes on demand; each loads the script
+            # as it starts, before it accepts its first request.
+            cmds = [c for c in cmds if c != "script"]
+        self.assertEqual(cmds, ["evalsha"] * n, sent)
+
     def test_upstream_connection_is_reused(self):
         # Each worker opened its upstream connection when it started (a
         # HEAD warm-up): no request, not even a worker's first, opens one.
