@@ -366,34 +366,21 @@ acceptor_main(void *arg)
 	return NULL;
 }
 
-/* realtime "now + ms", for pthread_timedjoin_np */
-static struct timespec
-abs_after_ms(long ms)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
-}
-
-/* Joins every acceptor that has ended within ms; returns how many run. */
+/*
+ * Joins every acceptor that has ended; returns how many still run. No
+ * absolute clock deadline (pthread_timedjoin_np): a process whose clock is
+ * faked or stepped would block here and miss SIGTERM.
+ */
 static int
-join_ended(struct acceptor *as, int n, long ms)
+join_ended(struct acceptor *as, int n)
 {
-	struct timespec until = abs_after_ms(ms);
 	int running = 0;
 	int i;
 
 	for (i = 0; i < n; i++) {
 		if (!as[i].a_running)
 			continue;
-		if (pthread_timedjoin_np(as[i].a_tid, NULL, &until) == 0)
+		if (pthread_tryjoin_np(as[i].a_tid, NULL) == 0)
 			as[i].a_running = 0;
 		else
 			running++;
@@ -417,6 +404,7 @@ worker_main(const struct config *cfg, int listen_fd)
 	sigset_t sigs;
 	siginfo_t si;
 	struct timespec tick = {1, 0};
+	struct timespec drain_tick = {0, 20 * 1000000L};
 	int64_t deadline;
 	int n = (int)cfg->threads;
 	int running = 0;
@@ -482,7 +470,7 @@ worker_main(const struct config *cfg, int listen_fd)
 		if (sigtimedwait(&sigs, &si, &tick) >= 0)
 			break;
 		/* Threads end early only if accept() fails: exit then. */
-		running = join_ended(as, n, 0);
+		running = join_ended(as, n);
 	}
 	if (running == 0) {
 		free(as);
@@ -494,7 +482,8 @@ worker_main(const struct config *cfg, int listen_fd)
 		for (i = 0; i < n; i++)
 			if (as[i].a_running)
 				(void)pthread_kill(as[i].a_tid, WAKE_SIGNAL);
-		running = join_ended(as, n, 50);
+		(void)nanosleep(&drain_tick, NULL);
+		running = join_ended(as, n);
 		if (running > 0 && mono_ns() >= deadline) {
 			log_warnx("%d request(s) still running after "
 				  "DRAIN_TIMEOUT_MS=%ld; exiting anyway",

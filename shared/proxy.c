@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -107,11 +108,14 @@ read_body(const struct request_io *io, struct buf *body)
 	return buf_add(body, "", 0);
 }
 
+static atomic_int abs_sleep_failed; /* logged once per process */
+
 /* Sleeps until the absolute CLOCK_MONOTONIC time deadline_ns. */
 static void
 sleep_until(int64_t deadline_ns)
 {
 	struct timespec ts;
+	int64_t left;
 	int rc;
 
 	ts.tv_sec = (time_t)(deadline_ns / 1000000000);
@@ -119,6 +123,18 @@ sleep_until(int64_t deadline_ns)
 	do
 		rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 	while (rc == EINTR);
+	if (rc == 0)
+		return;
+	/* Never send early: fall back to relative sleeps (e.g. faked clocks). */
+	if (!atomic_exchange(&abs_sleep_failed, 1))
+		log_warnx("clock_nanosleep(TIMER_ABSTIME): %s; using relative "
+			  "sleeps",
+			  strerror(rc));
+	while ((left = deadline_ns - mono_ns()) > 0) {
+		ts.tv_sec = (time_t)(left / 1000000000);
+		ts.tv_nsec = (long)(left % 1000000000);
+		(void)nanosleep(&ts, NULL);
+	}
 }
 
 /*
