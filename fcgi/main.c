@@ -359,6 +359,14 @@ acceptor_main(void *arg)
 		io.io_ctx = &req;
 		io.io_fd = req.ipcFd;
 		proxy_handle(&w, &io);
+		/*
+		 * Input read to its end: the web server sends nothing more,
+		 * so close at once, without libfcgi's shutdown and wait for
+		 * the server's EOF (a sleep and a wake-up per request).
+		 */
+		if (FCGX_HasSeenEOF(req.in) == EOF &&
+		    FCGX_GetError(req.in) == 0)
+			(void)FCGX_Detach(&req);
 		FCGX_Finish_r(&req);
 	}
 	FCGX_Free(&req, 1);
