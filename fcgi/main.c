@@ -367,6 +367,8 @@ acceptor_main(void *arg)
 		if (FCGX_HasSeenEOF(req.in) == EOF &&
 		    FCGX_GetError(req.in) == 0)
 			(void)FCGX_Detach(&req);
+		else
+			(void)FCGX_Attach(&req); /* a kept connection's */
 		FCGX_Finish_r(&req);
 	}
 	FCGX_Free(&req, 1);
