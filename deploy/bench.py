@@ -23,14 +23,15 @@ Every process is started here and stopped by PID (deploy/stack.py's Stack).
 KEEP_STACK_DIR=1 keeps the temporary directory (logs, configs).
 BENCH_ONLY=phase,phase runs only those phases (sweep, latency, syscalls,
 throughput, roundtrips, paced, memory, mocklatency, streaming, redisbench,
-concurrency); for development.
+concurrency, spacing); for development.
 
 The sections of the table follow the numbering of the measurements:
 1 added latency, 2 throughput and CPU, 3 streaming, 4 memory, 5 Redis round
-trips, 6 slot reservations per second, 7 concurrent streams.
+trips, 6 slot reservations per second, 7 concurrent streams, 8 spacing fidelity.
 """
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import math
@@ -79,6 +80,7 @@ LAT_N = 500              # timed requests per path and upstream
 LAT_WARM = 50
 LAT_ROUNDS = 10          # paths interleaved in rounds: background noise hits all alike
 SPACED_N = 40            # C with the default 200 ms spacing, paced requests
+SPACING_N = 60           # spacing fidelity: requests at a 100 ms interval
 SWEEP = [2, 4, 8, 16, 32]
 SWEEP_SECS = 3
 TPUT_SECS = 5
@@ -799,6 +801,48 @@ class Bench:
         self.R["latency_paced"] = res
         progress("  p50 A %.3f  B %.3f  C %.3f ms" % tuple(res[k]["p50_ms"] for k in "ABC"))
 
+    # ---- 8. spacing fidelity ---------------------------------------------------
+    def spacing(self):
+        """SPACING_N requests from 8 concurrent clients through C (4 worker
+        processes, RATE_LIMIT_INTERVAL_MS=100, the Python mock): how close
+        to the interval consecutive upstream arrivals are. Arrival times are
+        the mock's stamps (a Python thread after TLS and parsing, so they
+        carry its own jitter); send times are the workers' own (sent_mono
+        in their log, the same clock)."""
+        progress("spacing fidelity: %d requests, 8 clients, 100 ms interval" % SPACING_N)
+        self.workers(4, upstream="mock", env={"RATE_LIMIT_INTERVAL_MS": "100"}, warm=False)
+        self._mock_reset()
+        mark = os.path.getsize(self.st.worker_log)
+
+        def client(i):
+            c = HttpConn(self.st.port)
+            for j in range(i, SPACING_N, 8):
+                c.request(extra=b"X-Request-Id: spacing-%d\r\n" % j)
+            c.close()
+
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            list(ex.map(client, range(8)))
+        recs = [r for r in self._mock_get("/__mock/requests")
+                if (r.get("headers") or {}).get("x-request-id", "").startswith("spacing-")]
+        arr = sorted(r["t"] for r in recs)
+        with open(self.st.worker_log, "rb") as f:
+            f.seek(mark)
+            text = f.read().decode("utf-8", "replace")
+        sent = sorted(float(m) for m in re.findall(r"chat id=spacing-\d+ .* sent_mono=([\d.]+)", text))
+        late = [float(m) for m in re.findall(r"chat id=spacing-\d+ .* late_ms=(-?[\d.]+)", text)]
+        gaps = lambda ts: [(b - a) * 1e3 for a, b in zip(ts, ts[1:])]
+        ag, sg = gaps(arr), gaps(sent)
+        res = {"n": len(arr), "interval_ms": 100.0,
+               "arrival_min_ms": min(ag), "arrival_p50_ms": pct(ag, 50),
+               "arrival_early_2ms": sum(1 for g in ag if g < 98.0),
+               "send_min_ms": min(sg), "send_p50_ms": pct(sg, 50),
+               "send_early_2ms": sum(1 for g in sg if g < 98.0),
+               "late_p50_ms": pct(late, 50), "late_max_ms": max(late), "gaps": len(ag)}
+        self.R["spacing"] = res
+        progress("  arrival gaps min %.2f p50 %.2f ms (%d < 98); send gaps min %.2f (%d < 98)"
+                 % (res["arrival_min_ms"], res["arrival_p50_ms"], res["arrival_early_2ms"],
+                    res["send_min_ms"], res["send_early_2ms"]))
+
     # ---- 5. Redis round trips ---------------------------------------------------
     def redis_round_trips(self):
         progress("Redis round trips: MONITOR (top-level commands) and INFO commandstats "
@@ -1361,6 +1405,7 @@ class Bench:
             ("streaming", lambda: (self.ensure_workers(4, upstream="mock"), self.streaming())),
             ("redisbench", self.redis_bench),
             ("concurrency", self.concurrency),
+            ("spacing", self.spacing),
         ]
         for name, fn in phases:
             if only and name not in only:
@@ -1555,6 +1600,17 @@ class Bench:
                 per <= 0.1 * MIB if CC["threads"] else False)
             row("7", "  nginx USS idle -> peak (MiB)", up_mock, "", "", "%.1f -> %.1f" % (
                 CC["idle_nginx_uss"] / MIB, CC["peak_nginx_uss"] / MIB))
+        SP = R.get("spacing")
+        if SP:
+            row("8", "spacing, %d requests at %d ms (8 clients, 4 workers): arrival gaps at "
+                "the mock min / p50 (ms); gaps more than 2 ms short" % (SP["n"], SP["interval_ms"]),
+                up_mock, "", "", "%.2f / %.2f; %d of %d" % (
+                    SP["arrival_min_ms"], SP["arrival_p50_ms"], SP["arrival_early_2ms"],
+                    SP["gaps"]), "none > 2 ms early", SP["arrival_early_2ms"] == 0)
+            row("8", "  send gaps at the workers min / p50 (ms); more than 2 ms short; wake-up "
+                "after the slot p50 / max (ms)", up_mock, "", "", "%.2f / %.2f; %d; %.3f / %.3f"
+                % (SP["send_min_ms"], SP["send_p50_ms"], SP["send_early_2ms"],
+                   SP["late_p50_ms"], SP["late_max_ms"]))
         self.rows = rows
 
         head = ("| # | Measure | Upstream | A direct (HTTPS) | B nginx proxy_pass "
