@@ -113,7 +113,7 @@ resp_write(struct resp *r, const char *data, size_t len)
 		return CP_ERR_HUP;
 	if (r->r_head_only)
 		return CP_OK;
-	err = resp_put(r, data, len, 1);
+	err = resp_put(r, data, len, !r->r_buffered);
 	if (!err)
 		r->r_bytes += len;
 	return err;

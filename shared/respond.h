@@ -22,6 +22,7 @@ struct resp {
 	int r_head_only;      /* HEAD: headers, no body */
 	int r_started;	      /* headers went out */
 	int r_hup;	      /* a write failed: the client is gone */
+	int r_buffered; /* not a stream: let writes pile up until the end */
 	int r_status;
 	size_t r_bytes;	  /* body bytes written */
 	struct buf r_hdr; /* owned: header block being built */
@@ -38,7 +39,11 @@ void resp_free(struct resp *r);
 enum cp_err resp_begin(struct resp *r, int status, const char *content_type,
 		       const char *extra);
 
-/* Writes and flushes one chunk. CP_ERR_HUP once the client is gone. */
+/*
+ * Writes one chunk and flushes it, unless r_buffered is set (a complete
+ * JSON answer: it goes out with the end of the request, in one piece).
+ * CP_ERR_HUP once the client is gone.
+ */
 enum cp_err resp_write(struct resp *r, const char *data, size_t len);
 
 /*

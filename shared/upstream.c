@@ -185,6 +185,12 @@ xfer_start_response(struct xfer *x)
 	if (err)
 		return err;
 	/* Content-Type is among the forwarded headers already. */
+	/*
+	 * Only an event stream has to reach the client chunk by chunk; a
+	 * JSON answer leaves with the end of the request in one write, so the
+	 * web server wakes up once for it.
+	 */
+	x->x_resp->r_buffered = !x->x_sse;
 	return resp_begin(x->x_resp, (int)x->x_status, NULL, h->b_p);
 }
 
