@@ -16,6 +16,7 @@
 #include "config.h"
 #include "log.h"
 #include "proxy.h"
+#include "tls.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -697,6 +698,13 @@ main(int argc, char **argv)
 		config_free(&cfg);
 		return 1;
 	}
+	/* Once, before any fork or thread: every connection shares it. */
+	if (tls_store_init(&cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "cerebras-proxy: %s\n", err);
+		curl_global_cleanup();
+		config_free(&cfg);
+		return 1;
+	}
 	if (listen_addr != NULL) {
 		listen_fd = open_listener(listen_addr);
 		if (listen_fd < 0) {
@@ -722,6 +730,7 @@ main(int argc, char **argv)
 			"request in the environment; use --listen ADDR\n");
 		rc = 2;
 	}
+	tls_store_free();
 	curl_global_cleanup();
 	config_free(&cfg);
 	return rc;

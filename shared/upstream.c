@@ -5,6 +5,7 @@
 
 #include "headers.h"
 #include "log.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -86,15 +87,8 @@ upstream_init(struct upstream *u, const struct config *cfg)
 				      cfg->connect_timeout_ms);
 	if (!rc)
 		rc = curl_easy_setopt(c, CURLOPT_POST, 1L);
-	/*
-	 * Debian's libcurl has a built-in CA path, which disables its CA
-	 * cache and re-parses the whole store on every new connection
-	 * (~26 ms CPU). The bundle file alone is cached.
-	 */
 	if (!rc)
-		rc = curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
-	if (!rc && cfg->ca_file != NULL)
-		rc = curl_easy_setopt(c, CURLOPT_CAINFO, cfg->ca_file);
+		rc = tls_store_apply(c, cfg);
 	if (!rc)
 		rc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	if (rc) {

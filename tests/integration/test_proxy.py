@@ -541,6 +541,20 @@ class TestFailures(ProxyTest):
         self.assertOpenAIError(self.chat(), 502, "upstream_unreachable")
         self.assertOpenAIError(self.chat(chat_body(stream=True)), 502)
 
+    def test_upstream_certificate_is_verified(self):
+        # A CA bundle without the mock's CA: the handshake must fail, so
+        # nothing reaches the mock (the store is shared by all threads, and
+        # verification is still libcurl's).
+        other_ca = os.path.join(ST.dir, "other-ca")
+        os.makedirs(other_ca, exist_ok=True)
+        subprocess.run(["bash", os.path.join(ROOT, "tests", "gen_certs.sh"), other_ca],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "2",
+                              "CEREBRAS_CA_FILE": os.path.join(other_ca, "ca.crt")})
+        self.assertOpenAIError(self.chat(), 502, "upstream_unreachable")
+        self.assertEqual(MOCK.requests(), [])
+        self.assertIn("certificate", ST.log_text())
+
     def test_redis_down_is_503_when_told_to_refuse(self):
         self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0", "REDIS_FALLBACK": "refuse",
                               "REDIS_URL": "unix://" + os.path.join(ST.dir, "no-such.sock")})
@@ -669,6 +683,7 @@ class TestConfig(unittest.TestCase):
             ({"REDIS_URL": "redis://localhost:99999"}, "REDIS_URL"),
             ({"CEREBRAS_API_BASE": "api.cerebras.ai"}, "CEREBRAS_API_BASE"),
             ({"CEREBRAS_CA_FILE": "/nonexistent/ca.pem"}, "CEREBRAS_CA_FILE"),
+            ({"CEREBRAS_CA_FILE": os.path.join(ROOT, "README.md")}, "CEREBRAS_CA_FILE"),
         ]
         for env, var in cases:
             p = self.run_bad(env)
