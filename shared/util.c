@@ -92,7 +92,7 @@ buf_free(struct buf *b)
 }
 
 enum cp_err
-buf_add(struct buf *b, const void *data, size_t len)
+buf_reserve(struct buf *b, size_t len)
 {
 	size_t need;
 	size_t ncap;
@@ -111,10 +111,26 @@ buf_add(struct buf *b, const void *data, size_t len)
 		b->b_p = np;
 		b->b_cap = ncap;
 	}
-	if (len > 0)
-		memcpy(b->b_p + b->b_len, data, len);
+	return CP_OK;
+}
+
+void
+buf_commit(struct buf *b, size_t len)
+{
 	b->b_len += len;
 	b->b_p[b->b_len] = '\0';
+}
+
+enum cp_err
+buf_add(struct buf *b, const void *data, size_t len)
+{
+	enum cp_err err = buf_reserve(b, len);
+
+	if (err)
+		return err;
+	if (len > 0)
+		memcpy(b->b_p + b->b_len, data, len);
+	buf_commit(b, len);
 	return CP_OK;
 }
 

@@ -50,6 +50,12 @@ void buf_init(struct buf *b, size_t max);
 void buf_reset(struct buf *b); /* length 0, keeps the memory */
 void buf_free(struct buf *b);
 enum cp_err buf_add(struct buf *b, const void *data, size_t len);
+/*
+ * Makes room for len more bytes (and the NUL) at b_p + b_len, for the
+ * caller to fill and then count with buf_commit(b, n), n <= len.
+ */
+enum cp_err buf_reserve(struct buf *b, size_t len);
+void buf_commit(struct buf *b, size_t len);
 enum cp_err buf_adds(struct buf *b, const char *str);
 enum cp_err buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

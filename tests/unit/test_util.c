@@ -135,6 +135,29 @@ test_buf_cap(void **state)
 	buf_free(&b);
 }
 
+/* reserve + commit: how the request body is read, straight into the buffer. */
+static void
+test_buf_reserve_commit(void **state)
+{
+	struct buf b;
+
+	(void)state;
+	buf_init(&b, 10);
+	assert_int_equal(buf_reserve(&b, 6), CP_OK);
+	assert_non_null(b.b_p);
+	assert_true(b.b_cap >= 7);
+	memcpy(b.b_p, "abcdef", 6);
+	buf_commit(&b, 4); /* fewer than reserved */
+	assert_int_equal(b.b_len, 4);
+	assert_string_equal(b.b_p, "abcd");
+	assert_int_equal(buf_reserve(&b, 6), CP_OK); /* exactly to the cap */
+	assert_int_equal(buf_reserve(&b, 7), CP_ERR_TOOBIG);
+	assert_int_equal(buf_reserve(&b, SIZE_MAX), CP_ERR_TOOBIG);
+	buf_commit(&b, 0);
+	assert_string_equal(b.b_p, "abcd");
+	buf_free(&b);
+}
+
 static void
 test_buf_nul_terminated(void **state)
 {
@@ -498,6 +521,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_ll),
 		cmocka_unit_test(test_buf_cap),
+		cmocka_unit_test(test_buf_reserve_commit),
 		cmocka_unit_test(test_buf_nul_terminated),
 		cmocka_unit_test(test_buf_grow),
 		cmocka_unit_test(test_buf_printf_large),
