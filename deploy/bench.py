@@ -1600,7 +1600,7 @@ class Bench:
                 "%.1f -> %.1f; %.3f (PSS %.3f); %.3f" % (
                     CC["idle_workers_uss"] / MIB, CC["peak_workers_uss"] / MIB, per / MIB,
                     CC["per_stream_pss"] / MIB, total / MIB),
-                "peak <= 75 MiB, i.e. <= 0.15 per stream all-in; 0.1 per stream",
+                "peak <= 75 MiB (500 x 0.1 + base)",
                 CC["peak_workers_uss"] <= 75 * MIB if CC["threads"] else False)
             row("7", "  nginx USS idle -> peak (MiB)", up_mock, "", "", "%.1f -> %.1f" % (
                 CC["idle_nginx_uss"] / MIB, CC["peak_nginx_uss"] / MIB))
