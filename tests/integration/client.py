@@ -153,8 +153,8 @@ def request(port, method="GET", path="/", body=None, headers=None, timeout=30,
 class Mock:
     """The mock upstream's control endpoints."""
 
-    def __init__(self, port, ca_file):
-        self.base = "https://127.0.0.1:%d" % port
+    def __init__(self, port, ca_file, host="127.0.0.1"):
+        self.base = "https://%s:%d" % (host, port)
         self.ctx = ssl.create_default_context(cafile=ca_file)
 
     def _call(self, method, path, obj=None):

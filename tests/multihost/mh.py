@@ -14,17 +14,14 @@ network namespace is touched):
 """
 
 import ctypes
-import json
 import os
 import random
 import re
 import signal
-import ssl
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -32,6 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "deploy"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import stack  # noqa: E402
+import client  # noqa: E402
 from client import request  # noqa: E402
 
 NS_PREFIX = "cpx-mh-"
@@ -291,22 +289,9 @@ def make_certs(certs_dir, ip):
 
 # -- mock upstream ------------------------------------------------------------------
 
-class Mock:
+class Mock(client.Mock):
     def __init__(self, ip, port, ca_file):
-        self.base = "https://%s:%d" % (ip, port)
-        self.ctx = ssl.create_default_context(cafile=ca_file)
-
-    def _call(self, method, path, obj=None):
-        data = json.dumps(obj).encode() if obj is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        with urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
-            return json.loads(r.read())
-
-    def reset(self):
-        return self._call("POST", "/__mock/reset", {})
-
-    def requests(self):
-        return self._call("GET", "/__mock/requests")
+        super().__init__(port, ca_file, host=ip)
 
     def count(self):
         return len(self.requests())
