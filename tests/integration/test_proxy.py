@@ -114,6 +114,17 @@ class ProxyTest(unittest.TestCase):
     def chat(self, body=None, headers=None, path="/v1/chat/completions", **kw):
         return self.req("POST", path, body if body is not None else chat_body(), headers, **kw)
 
+    @staticmethod
+    def sigterm_on_first_event(p, marks):
+        """An on_data hook: SIGTERM to process p (the supervisor) once the
+        first event has arrived; appends that time to marks."""
+        def on_data(resp):
+            if not marks and b"mock_index" in resp.body:
+                marks.append(time.monotonic())
+                p.terminate()
+            return False
+        return on_data
+
     def restart_workers(self, env, n=None):
         ST.stop_workers()
         ST.start_workers(n or self.workers, env)
@@ -401,12 +412,7 @@ class TestThreads(ProxyTest):
         self.restart_workers(self.env, n=1)
         p = ST.procs["workers"]
         started = []
-
-        def on_data(resp):
-            if not started and b"mock_index" in resp.body:
-                started.append(time.monotonic())
-                p.terminate()      # SIGTERM to the supervisor, mid-stream
-            return False
+        on_data = self.sigterm_on_first_event(p, started)   # SIGTERM mid-stream
 
         with concurrent.futures.ThreadPoolExecutor(3) as ex:
             first = ex.submit(self.chat, chat_body(stream=True, mock={"events": 8, "gap_ms": 100}),
@@ -425,12 +431,7 @@ class TestThreads(ProxyTest):
         self.restart_workers(dict(self.env, DRAIN_TIMEOUT_MS="300"), n=1)
         p = ST.procs["workers"]
         marks = []
-
-        def on_data(resp):
-            if not marks and b"mock_index" in resp.body:
-                marks.append(time.monotonic())
-                p.terminate()
-            return False
+        on_data = self.sigterm_on_first_event(p, marks)   # SIGTERM mid-stream
 
         r = self.chat(chat_body(stream=True, mock={"events": 20, "gap_ms": 200}), on_data=on_data)
         self.assertEqual(p.wait(10), 0)
@@ -638,12 +639,7 @@ class TestFailures(ProxyTest):
         self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "0"}, n=2)
         p = ST.procs["workers"]
         sent = []
-
-        def on_data(resp):
-            if not sent and b"mock_index" in resp.body:
-                sent.append(time.monotonic())
-                p.terminate()      # SIGTERM to the supervisor, mid-stream
-            return False
+        on_data = self.sigterm_on_first_event(p, sent)   # SIGTERM mid-stream
 
         r = self.chat(chat_body(stream=True, mock={"events": 8, "gap_ms": 100}), on_data=on_data)
         self.assertTrue(sent)
