@@ -545,6 +545,16 @@ class StreamParser:
                     out.append(obj)
 
 
+def stream_request(events, gap_ms, extra=b""):
+    """A streaming chat request (HTTP/1.1, Connection: close) for the mock."""
+    body = json.dumps({"model": "llama3.1-8b", "stream": True,
+                       "messages": [{"role": "user", "content": "Hello proxy"}],
+                       "mock": {"events": events, "gap_ms": gap_ms}}).encode()
+    return (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"%sConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (CHAT_PATH.encode(), extra, len(body), body))
+
+
 def stream_once(port, tls, events, gap_ms):
     """One SSE stream over a new connection; per-event lag from the mock's
     send stamp (mock_sent, time.monotonic in the mock) to our recv()."""
@@ -552,12 +562,7 @@ def stream_once(port, tls, events, gap_ms):
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls:
         s = tls.wrap_socket(s, server_hostname="127.0.0.1")
-    body = json.dumps({"model": "llama3.1-8b", "stream": True,
-                       "messages": [{"role": "user", "content": "Hello proxy"}],
-                       "mock": {"events": events, "gap_ms": gap_ms}}).encode()
-    req = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-           b"Accept: text/event-stream\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-           % (CHAT_PATH.encode(), len(body), body))
+    req = stream_request(events, gap_ms, b"Accept: text/event-stream\r\n")
     p = StreamParser()
     lags, coalesced, first, n = [], 0, None, 0
     t_send = time.monotonic()
@@ -1293,12 +1298,7 @@ class Bench:
         st.stop_workers()
 
     async def _conc_clients(self, port):
-        body = json.dumps({"model": "llama3.1-8b", "stream": True,
-                           "messages": [{"role": "user", "content": "Hello proxy"}],
-                           "mock": {"events": CONC_EVENTS, "gap_ms": CONC_GAP_MS}}).encode()
-        req = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-               % (CHAT_PATH.encode(), len(body), body))
+        req = stream_request(CONC_EVENTS, CONC_GAP_MS)
 
         async def one():
             r = {"status": None, "complete": False, "ttfe": None, "error": None}

@@ -623,6 +623,19 @@ supervise(const struct config *cfg, int listen_fd, int n)
 	return 0;
 }
 
+/* A count option's value, 1..max; -1 after a one-line message. */
+static int
+count_option(const char *name, const char *val, int max, long long *out)
+{
+	const char *why;
+
+	if (parse_ll(val, 1, max, out, &why) == 0)
+		return 0;
+	fprintf(stderr, "cerebras-proxy: %s: %s (expected 1..%d)\n", name, why,
+		max);
+	return -1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -632,7 +645,6 @@ main(int argc, char **argv)
 	long long nproc = 1;
 	long long nthreads = 0;
 	int nproc_given = 0;
-	const char *why;
 	int check_only = 0;
 	int listen_fd = 0;
 	int rc;
@@ -654,23 +666,15 @@ main(int argc, char **argv)
 		} else if (strcmp(argv[i], "--processes") == 0 &&
 			   i + 1 < argc) {
 			nproc_given = 1;
-			if (parse_ll(argv[++i], 1, MAX_PROCESSES, &nproc,
-				     &why) != 0) {
-				fprintf(stderr,
-					"cerebras-proxy: --processes: %s "
-					"(expected 1..%d)\n",
-					why, MAX_PROCESSES);
+			if (count_option(argv[i], argv[i + 1], MAX_PROCESSES,
+					 &nproc) != 0)
 				return 2;
-			}
+			i++;
 		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-			if (parse_ll(argv[++i], 1, MAX_THREADS, &nthreads,
-				     &why) != 0) {
-				fprintf(stderr,
-					"cerebras-proxy: --threads: %s "
-					"(expected 1..%d)\n",
-					why, MAX_THREADS);
+			if (count_option(argv[i], argv[i + 1], MAX_THREADS,
+					 &nthreads) != 0)
 				return 2;
-			}
+			i++;
 		} else {
 			usage(stderr);
 			return 2;
