@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -411,16 +412,26 @@ class TestThreads(ProxyTest):
     def test_sigterm_drains_running_streams_then_exits(self):
         self.restart_workers(self.env, n=1)
         p = ST.procs["workers"]
-        started = []
-        on_data = self.sigterm_on_first_event(p, started)   # SIGTERM mid-stream
+        n = 3
+        lock = threading.Lock()
+        started = set()
 
-        with concurrent.futures.ThreadPoolExecutor(3) as ex:
-            first = ex.submit(self.chat, chat_body(stream=True, mock={"events": 8, "gap_ms": 100}),
-                              on_data=on_data)
-            others = [ex.submit(self.chat, chat_body(stream=True, mock={"events": 8, "gap_ms": 100}))
-                      for _ in range(2)]
-            rs = [first.result()] + [f.result() for f in others]
-        self.assertTrue(started)
+        def on_data(resp):
+            # SIGTERM once all three streams are running (each has had an
+            # event): a request not yet accepted would rightly be refused.
+            if b"mock_index" in resp.body:
+                with lock:
+                    if id(resp) not in started:
+                        started.add(id(resp))
+                        if len(started) == n:
+                            p.terminate()
+            return False
+
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(lambda _: self.chat(
+                chat_body(stream=True, mock={"events": 8, "gap_ms": 150}), on_data=on_data),
+                range(n)))
+        self.assertEqual(len(started), n)
         for r in rs:   # every stream already running was finished
             self.assertEqual(r.status, 200)
             self.assertTrue(r.body.endswith(b"data: [DONE]\n\n"), r.body[-200:])
