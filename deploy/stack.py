@@ -499,7 +499,9 @@ def run(binary):
         sys.stdout.flush()
         st.start_workers(workers, env, stderr=sys.stderr)
         st.start_nginx(port=port)
-        print("Workers: %d, state dir: %s" % (workers, st.dir))
+        threads = os.environ.get("WORKER_THREADS")
+        print("Workers: %d processes%s, state dir: %s" % (
+            workers, " x %s threads" % threads if threads else "", st.dir))
         print("Listening on http://localhost:%d/" % port)
         print("Press Ctrl-C to stop.")
         sys.stdout.flush()
