@@ -4,6 +4,7 @@
 #   make run        build, start Redis + nginx + workers on http://localhost:8000/
 #   make test       unit tests, then integration tests against real Redis and nginx
 #   make asan       the same build under AddressSanitizer/UBSan (build-asan/)
+#   make tsan       the binary under ThreadSanitizer (build-tsan/)
 #   make test-multihost  three hosts in network namespaces sharing one Redis (root)
 #   make bench      benchmarks against direct HTTPS and nginx proxy_pass (build/bench/)
 #   make clean
@@ -42,7 +43,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BIN := $(BUILD)/cerebras-proxy
 
-.PHONY: all run test unit asan deps test-deps clean format check-format \
+.PHONY: all run test unit asan tsan deps test-deps clean format check-format \
         test-multihost bench
 all: $(BIN)
 
@@ -92,6 +93,13 @@ asan:
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    LDFLAGS="-fsanitize=address,undefined" all $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 
+# ThreadSanitizer build of the binary (build-tsan/), for the threaded mode:
+#   CEREBRAS_PROXY_BIN=build-tsan/cerebras-proxy TSAN_OPTIONS=log_path=/tmp/tsan \
+#     python3 tests/integration/run.py test_proxy.TestThreads
+tsan:
+	@$(MAKE) --no-print-directory BUILD=build-tsan \
+	    CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" all
+
 format:
 	clang-format -i fcgi/*.c shared/*.c shared/*.h tests/unit/*.c tests/unit/*.h
 
@@ -99,7 +107,7 @@ check-format:
 	@clang-format --dry-run --Werror fcgi/*.c shared/*.c shared/*.h tests/unit/*.c tests/unit/*.h
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 -include $(SHARED_OBJ:.o=.d) $(FCGI_OBJ:.o=.d) $(UNIT_BIN:=.d)
 
