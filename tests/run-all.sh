@@ -1,7 +1,8 @@
 #!/bin/bash
 # The whole suite (`make test`): unit tests, then the integration tests
 # behind real nginx, then the proxy's integration tests again behind real
-# Apache with mod_fcgid, then three hosts in network namespaces sharing one
+# Apache with mod_fcgid, then once more behind nginx with threaded workers
+# (WORKER_THREADS=3), then three hosts in network namespaces sharing one
 # Redis (skipped, and said so, without root). Ends with one line
 # "Total: N passed, N failed".
 # Usage: tests/run-all.sh PROXY_BINARY UNIT_TEST_BINARY...
@@ -25,6 +26,11 @@ echo "== integration tests behind Apache + mod_fcgid"
 CEREBRAS_PROXY_BIN="$bin" PROXY_SERVER=apache python3 "$here/integration/run.py" test_proxy 2>&1 | tee -a "$log"
 apache_rc=${PIPESTATUS[0]}
 
+echo "== the proxy's integration tests again behind nginx, 3 threads per worker process"
+WORKER_THREADS=3 RUN_LABEL="nginx, threads" CEREBRAS_PROXY_BIN="$bin" PROXY_SERVER=nginx \
+	python3 "$here/integration/run.py" test_proxy 2>&1 | tee -a "$log"
+threads_rc=${PIPESTATUS[0]}
+
 echo "== several hosts in network namespaces sharing one Redis"
 python3 "$here/multihost/run.py" "$bin" 2>&1 | tee -a "$log"
 multi_rc=${PIPESTATUS[0]}
@@ -35,7 +41,7 @@ while read -r p f; do
 	passed=$((passed + p))
 	failed=$((failed + f))
 done < <(sed -n 's/^\(unit\|integration\)[^:]*: \([0-9]*\) passed, \([0-9]*\) failed.*/\2 \3/p' "$log")
-if [ "$unit_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ]; then
+if [ "$unit_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ]; then
 	[ "$failed" -eq 0 ] && failed=1
 fi
 echo "== took $(( $(date +%s) - start )) s"

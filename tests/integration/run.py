@@ -21,7 +21,8 @@ def main(argv):
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
     passed = result.testsRun - failed - len(result.skipped)
     print("integration (%s): %d passed, %d failed, %d skipped"
-          % (os.environ.get("PROXY_SERVER", "nginx"), passed, failed, len(result.skipped)))
+          % (os.environ.get("RUN_LABEL", os.environ.get("PROXY_SERVER", "nginx")),
+             passed, failed, len(result.skipped)))
     return 0 if failed == 0 and result.testsRun > 0 else 1
 
 
