@@ -923,7 +923,9 @@ class Bench:
         st = self.st
         configs = [("C", self.best_p, None)]
         if self.threads_ok:
-            configs.append(("Ct", 2, 16))
+            # As many accepting threads as the best process count had
+            # processes: the same concurrency, in 2 processes.
+            configs.append(("Ct", 2, max(2, self.best_p // 2)))
         out = {}
         for conns in TPUT_CONNS:
             row = {}
@@ -1607,7 +1609,8 @@ class Bench:
         shape = ("C used --processes %d (best req/s of the sweep %s at -c 32)"
                  % (best, SWEEP))
         if self.threads_ok:
-            shape += "; 'C threaded' = --processes 2 --threads 16"
+            shape += ("; 'C threaded' = --processes 2 --threads %d (as many threads as C "
+                      "has processes)" % max(2, best // 2))
         m = R["meta"]
         notes = [
             "%s, commit %s%s, %s, %d CPUs (load average %s at the start, %s at the end); "
