@@ -53,7 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from stack import (MOCK_KEYS, Stack, can_connect, free_port,  # noqa: E402
-                   host_state_names, nginx_main_conf, render_nginx_site, wait_for)
+                   nginx_main_conf, render_nginx_site, wait_for)
 
 T0 = time.monotonic()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -322,9 +322,7 @@ class BenchStack(Stack):
                 "CEREBRAS_CA_FILE": self.ca_file(), "RATE_LIMIT_INTERVAL_MS": "0",
                 "CEREBRAS_API_BASE": self.fast_base() if upstream == "fast" else self.mock_base()}
         wenv.update(env or {})
-        for name in host_state_names("{cerebras-proxy}", wenv["REDIS_URL"]):
-            if os.path.exists(name):
-                os.unlink(name)
+        self.forget_host_state(wenv)
         full = dict(os.environ)
         full.update(wenv)
         if os.path.exists(self.fcgi_sock):

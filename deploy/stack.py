@@ -201,6 +201,7 @@ class Stack:
             os.chmod(self.dir, 0o755)
         self.quiet = quiet
         self.procs = {}          # name -> Popen
+        self.shm_names = set()   # per-host scheduler state, removed by stop()
         self.redis_sock = os.path.join(self.dir, "redis.sock")
         self.fcgi_sock = os.path.join(self.dir, "fcgi.sock")
         self.certs = os.path.join(self.dir, "certs")
@@ -304,10 +305,7 @@ class Stack:
         wenv = dict(self.worker_env)
         wenv.update(env or {})
         # A fresh per-host scheduler state for each start (test isolation).
-        for name in host_state_names(wenv.get("REDIS_PREFIX", "{cerebras-proxy}"),
-                                     wenv.get("REDIS_URL", "redis://127.0.0.1:6379/0")):
-            if os.path.exists(name):
-                os.unlink(name)
+        self.forget_host_state(wenv)
         if self.server == "apache":
             self._start_apache(n, wenv)
             return
@@ -458,11 +456,24 @@ Include %(dir)s/apache-site.conf
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
     # -- all --------------------------------------------------------------
+    def forget_host_state(self, wenv):
+        """Removes the per-host scheduler state the workers with this
+        environment share, so each start begins afresh; stop() removes it
+        again."""
+        for name in host_state_names(wenv.get("REDIS_PREFIX", "{cerebras-proxy}"),
+                                     wenv.get("REDIS_URL", "redis://127.0.0.1:6379/0")):
+            self.shm_names.add(name)
+            if os.path.exists(name):
+                os.unlink(name)
+
     def stop(self):
         for name in ("nginx", "apache", "workers", "mock", "redis"):
             self.stop_proc(name)
         for name in list(self.procs):
             self.stop_proc(name)
+        for name in self.shm_names:
+            if os.path.exists(name):
+                os.unlink(name)
         if self.own_dir and os.environ.get("KEEP_STACK_DIR") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
 
