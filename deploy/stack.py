@@ -176,10 +176,12 @@ def fnv1a32(data):
     return "%08x" % h
 
 
-def host_state_names(prefix, redis_url):
-    """The workers' per-host shared memory objects (shared/local.c)."""
+def host_state_names(prefix, redis_url, uids=None):
+    """The workers' per-host shared memory objects (shared/local.c), for
+    our own UID and www-data's (or the given UIDs)."""
     fp = fnv1a32(("%s\n%s" % (prefix, redis_url or "none")).encode())
-    return ["/dev/shm/cerebras-proxy-%s-%d" % (fp, uid) for uid in (os.geteuid(), 33)]
+    return ["/dev/shm/cerebras-proxy-%s-%d" % (fp, uid)
+            for uid in (uids or (os.geteuid(), 33))]
 
 
 class Stack:

@@ -423,7 +423,16 @@ class RunTest(InstallTest):
         os.mkdir(self.rundir, 0o755)
         self.log_path = os.path.join(self.dest, "proxy.log")
         self.procs = []
+        self.addCleanup(self.forget_host_state)
         self.addCleanup(self.stop_all)
+
+    def forget_host_state(self):
+        """The per-host scheduler state the runs here made (any of the UIDs
+        they run as)."""
+        for name in stack.host_state_names("{cerebras-proxy}", self.proxy_env()["REDIS_URL"],
+                                           uids=(os.geteuid(), 33, DYN_UID)):
+            if os.path.exists(name):
+                os.unlink(name)
 
     def proxy_env(self):
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
