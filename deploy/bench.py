@@ -322,21 +322,9 @@ class BenchStack(Stack):
                 "CEREBRAS_CA_FILE": self.ca_file(), "RATE_LIMIT_INTERVAL_MS": "0",
                 "CEREBRAS_API_BASE": self.fast_base() if upstream == "fast" else self.mock_base()}
         wenv.update(env or {})
-        self.forget_host_state(wenv)
-        full = dict(os.environ)
-        full.update(wenv)
-        if os.path.exists(self.fcgi_sock):
-            os.unlink(self.fcgi_sock)
-        argv = [self.binary, "--listen", "unix:" + self.fcgi_sock, "--processes", str(processes)]
-        if threads:
-            argv += ["--threads", str(threads)]
-        log = open(self.worker_log, "ab")
-        p = self._spawn("workers", argv, env=full, stdout=log, stderr=log)
-        wait_for(lambda: (self._check_alive("workers"),
-                          os.path.exists(self.fcgi_sock) and len(children(p.pid)) >= processes)[1],
-                 30, "%d worker processes" % processes)
+        self.start_workers(processes, wenv, threads=threads)
         self.worker_shape = (processes, threads, upstream, wenv["RATE_LIMIT_INTERVAL_MS"])
-        return p
+        return self.procs["workers"]
 
     # pids by part
     def pids(self, name):

@@ -298,8 +298,9 @@ class Stack:
         return os.path.join(self.certs, "ca.crt")
 
     # -- workers ----------------------------------------------------------
-    def start_workers(self, n=4, env=None, stderr=None):
-        """Starts `cerebras-proxy --listen unix:... --processes n`.
+    def start_workers(self, n=4, env=None, stderr=None, threads=None):
+        """Starts `cerebras-proxy --listen unix:... --processes n`
+        (and `--threads threads` if given).
 
         Under Apache, mod_fcgid starts the workers: this (re)starts Apache
         with their environment and at most n of them.
@@ -319,9 +320,10 @@ class Stack:
             stderr = open(self.worker_log, "ab")
         if os.path.exists(self.fcgi_sock):
             os.unlink(self.fcgi_sock)
-        self._spawn("workers", [self.binary, "--listen", "unix:" + self.fcgi_sock,
-                                "--processes", str(n)],
-                    env=full, stdout=stderr, stderr=stderr)
+        argv = [self.binary, "--listen", "unix:" + self.fcgi_sock, "--processes", str(n)]
+        if threads:
+            argv += ["--threads", str(threads)]
+        self._spawn("workers", argv, env=full, stdout=stderr, stderr=stderr)
         if to_log:
             # Every worker says "Initialized with N API keys." when ready.
             target = self._init_seen + n

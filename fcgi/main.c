@@ -331,6 +331,10 @@ acceptor_main(void *arg)
 		return NULL;
 	}
 	worker_warm(&w);
+	io.io_param = fcgi_param;
+	io.io_read = fcgi_read;
+	io.io_write = fcgi_write;
+	io.io_ctx = &req;
 	/*
 	 * The wake signal is let in only while waiting for a connection:
 	 * there it interrupts accept() once a stop is requested; during a
@@ -354,10 +358,6 @@ acceptor_main(void *arg)
 					  rc);
 			break;
 		}
-		io.io_param = fcgi_param;
-		io.io_read = fcgi_read;
-		io.io_write = fcgi_write;
-		io.io_ctx = &req;
 		io.io_fd = req.ipcFd;
 		proxy_handle(&w, &io);
 		/*

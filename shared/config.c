@@ -143,6 +143,7 @@ parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 			seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
 			return -1;
 		}
+		key_fingerprint(c->keys[c->nkeys], c->key_fps[c->nkeys]);
 		c->nkeys++;
 	}
 	if (c->nkeys == 0) {
@@ -542,7 +543,8 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 
 	memset(c, 0, sizeof(*c));
 	c->keys = calloc(CONFIG_MAX_KEYS, sizeof(*c->keys));
-	if (c->keys == NULL) {
+	c->key_fps = calloc(CONFIG_MAX_KEYS, sizeof(*c->key_fps));
+	if (c->keys == NULL || c->key_fps == NULL) {
 		seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
 		goto fail;
 	}
@@ -588,7 +590,7 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 	if (parse_prefix(c, v ? v : DEFAULT_REDIS_PREFIX, err, errsz) != 0)
 		goto fail;
 
-	for (i = 0; i < sizeof(int_settings) / sizeof(int_settings[0]); i++) {
+	for (i = 0; i < NELEM(int_settings); i++) {
 		const struct int_setting *s = &int_settings[i];
 
 		v = lookup(s->name, ctx);
@@ -677,6 +679,7 @@ config_free(struct config *c)
 		}
 		free(c->keys);
 	}
+	free(c->key_fps);
 	free(c->api_base);
 	free(c->chat_url);
 	free(c->ca_file);
@@ -690,15 +693,12 @@ config_free(struct config *c)
 void
 config_print(const struct config *c, FILE *fp)
 {
-	char fp8[9];
 	int i;
 	size_t j;
 
 	fprintf(fp, "CEREBRAS_API_KEYS=%d keys:", c->nkeys);
-	for (i = 0; i < c->nkeys; i++) {
-		key_fingerprint(c->keys[i], fp8);
-		fprintf(fp, " #%d(%s)", i, fp8);
-	}
+	for (i = 0; i < c->nkeys; i++)
+		fprintf(fp, " #%d(%s)", i, c->key_fps[i]);
 	fprintf(fp, "\n");
 	fprintf(fp, "CEREBRAS_API_BASE=%s\n", c->api_base);
 	fprintf(fp, "CEREBRAS_CA_FILE=%s\n",
@@ -717,7 +717,7 @@ config_print(const struct config *c, FILE *fp)
 			strchr(c->redis.ra_host, ':') ? "]" : "",
 			c->redis.ra_port, c->redis.ra_db);
 	fprintf(fp, "REDIS_PREFIX=%s\n", c->redis_prefix);
-	for (j = 0; j < sizeof(int_settings) / sizeof(int_settings[0]); j++)
+	for (j = 0; j < NELEM(int_settings); j++)
 		fprintf(fp, "%s=%ld\n", int_settings[j].name,
 			*(const long *)((const char *)c +
 					int_settings[j].offset));

@@ -30,7 +30,8 @@ struct redis_addr {
 };
 
 struct config {
-	char **keys; /* owned; nkeys secrets, never logged */
+	char **keys;	    /* owned; nkeys secrets, never logged */
+	char (*key_fps)[9]; /* owned: key i's fingerprint, what logs show */
 	int nkeys;
 	char *api_base;	 /* owned, no trailing '/' */
 	char *chat_url;	 /* owned, api_base + "/chat/completions" */

@@ -179,7 +179,7 @@ hdr_cooldown_ms(const char *block)
 		if (ms >= 0)
 			return ms;
 	}
-	for (i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+	for (i = 0; i < NELEM(limits); i++) {
 		snprintf(name, sizeof(name), "x-ratelimit-remaining-%s",
 			 limits[i]);
 		if (!block_get(block, name, &v, &n) || seconds_to_ms(v, n) != 0)

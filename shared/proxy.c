@@ -220,7 +220,6 @@ log_request(const struct worker *w, const struct request_io *io,
 	    const struct slot *sl, int status, const struct upstream_res *res,
 	    size_t bytes, int64_t t0, const char *outcome)
 {
-	char fp[9];
 	char rid[80];
 	const char *v;
 
@@ -228,12 +227,12 @@ log_request(const struct worker *w, const struct request_io *io,
 		return;
 	v = io->io_param(io->io_ctx, "HTTP_X_REQUEST_ID");
 	log_escape(v ? v : "-", rid, sizeof(rid));
-	key_fingerprint(w->w_cfg->keys[sl->s_key], fp);
 	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
 		 "sent_mono=%.6f status=%d "
 		 "ttfb_ms=%.1f total_ms=%.1f bytes=%zu new_conns=%ld %s",
-		 rid, sl->s_key, fp, (long long)sl->s_at_us,
-		 (double)sl->s_wait_us / 1000.0, (double)sl->s_late_us / 1000.0,
+		 rid, sl->s_key, w->w_cfg->key_fps[sl->s_key],
+		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
+		 (double)sl->s_late_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
 		 status, res->us_ttfb_ms, (double)(mono_ns() - t0) / 1e6, bytes,
 		 res->us_connects, outcome);
@@ -333,7 +332,7 @@ learn_key_health(struct worker *w, const struct slot *sl,
 		 const struct upstream_res *res, enum cp_err err)
 {
 	const struct config *cfg = w->w_cfg;
-	char fp[9];
+	const char *fp;
 	char errbuf[128];
 	long ms;
 
@@ -345,7 +344,7 @@ learn_key_health(struct worker *w, const struct slot *sl,
 	else
 		return;
 	local_cooldown(&w->w_local, sl->s_key, ms);
-	key_fingerprint(cfg->keys[sl->s_key], fp);
+	fp = cfg->key_fps[sl->s_key];
 	if (err == CP_ERR_UPSTREAM_AUTH)
 		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
 			  "disabled for %ld s; check or replace it",

@@ -224,6 +224,22 @@ sched_cmd(struct sched *s, int argc, const char **argv, char *errbuf,
 	return r;
 }
 
+/* SCRIPT LOAD: caches sc in Redis and learns its SHA1. */
+static enum cp_err
+script_load(struct sched *s, struct sched_script_ref *sc, char *errbuf,
+	    size_t errsz)
+{
+	const char *argv[3] = {"SCRIPT", "LOAD", sc->ss_text};
+	redisReply *r = sched_cmd(s, 3, argv, errbuf, errsz);
+
+	if (r == NULL)
+		return CP_ERR_REDIS;
+	if (r->type == REDIS_REPLY_STRING && r->len == 40)
+		memcpy(sc->ss_sha, r->str, 41);
+	freeReplyObject(r);
+	return CP_OK;
+}
+
 static enum cp_err
 sched_connect(struct sched *s, char *errbuf, size_t errsz)
 {
@@ -289,20 +305,11 @@ sched_connect(struct sched *s, char *errbuf, size_t errsz)
 		freeReplyObject(r);
 	}
 	/*
-	 * Learn the reservation script's SHA1 now (SCRIPT LOAD also caches
-	 * it), so each request costs one EVALSHA round trip and no more.
+	 * Learn the reservation script's SHA1 now, so each request costs one
+	 * EVALSHA round trip and no more.
 	 */
-	if (s->sc_reserve.ss_sha[0] == '\0') {
-		argv[0] = "SCRIPT";
-		argv[1] = "LOAD";
-		argv[2] = s->sc_reserve.ss_text;
-		r = sched_cmd(s, 3, argv, errbuf, errsz);
-		if (r == NULL)
-			return CP_ERR_REDIS;
-		if (r->type == REDIS_REPLY_STRING && r->len == 40)
-			memcpy(s->sc_reserve.ss_sha, r->str, 41);
-		freeReplyObject(r);
-	}
+	if (s->sc_reserve.ss_sha[0] == '\0')
+		return script_load(s, &s->sc_reserve, errbuf, errsz);
 	return CP_OK;
 }
 
@@ -371,16 +378,7 @@ sched_eval(struct sched *s, struct sched_script_ref *sc, int argc,
 	if (r == NULL || r->type == REDIS_REPLY_ERROR || sc->ss_sha[0] != '\0')
 		return r;
 	/* EVAL cached it; learn its name for next time. */
-	{
-		const char *load[3] = {"SCRIPT", "LOAD", sc->ss_text};
-		redisReply *sha = sched_cmd(s, 3, load, errbuf, errsz);
-
-		if (sha != NULL && sha->type == REDIS_REPLY_STRING &&
-		    sha->len == 40)
-			memcpy(sc->ss_sha, sha->str, 41);
-		if (sha != NULL)
-			freeReplyObject(sha);
-	}
+	(void)script_load(s, sc, errbuf, errsz);
 	return r;
 }
 

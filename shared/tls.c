@@ -101,9 +101,11 @@ tls_store_apply(CURL *c, const struct config *cfg)
 	 * cache off and re-parses the store for every connection.
 	 */
 	rc = curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
-	if (rc || shared_store == NULL)
-		return rc || cfg->ca_file == NULL
-			       ? rc
+	if (rc)
+		return rc;
+	if (shared_store == NULL) /* libcurl loads cfg->ca_file itself */
+		return cfg->ca_file == NULL
+			       ? CURLE_OK
 			       : curl_easy_setopt(c, CURLOPT_CAINFO,
 						  cfg->ca_file);
 	rc = curl_easy_setopt(c, CURLOPT_CAINFO, NULL);

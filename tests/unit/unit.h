@@ -4,7 +4,7 @@
 #ifndef CP_UNIT_H
 #define CP_UNIT_H
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "util.h" /* NELEM */
 
 /* A printable stand-in for a NULL string in failure messages. */
 static inline const char *
