@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcgiapp.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -198,6 +199,18 @@ install_stop_handler(void)
 	return 0;
 }
 
+/*
+ * The listening socket systemd passed (sd_listen_fds(3): the first one,
+ * fd 3), or -1 when there is none for this process.
+ */
+static int
+systemd_fd(const struct config *cfg)
+{
+	if (cfg->listen_fds < 1 || cfg->listen_pid != (long)getpid())
+		return -1;
+	return 3; /* SD_LISTEN_FDS_START; we use the first socket only */
+}
+
 /* FastCGI: libfcgi's streams. ctx is the FCGX_Request. */
 static const char *
 fcgi_param(void *ctx, const char *name)
@@ -236,6 +249,73 @@ fcgi_write(void *ctx, const char *buf, int len, int flush)
 	return 0;
 }
 
+static int
+fcgi_finish(void *ctx)
+{
+	FCGX_Request *req = ctx;
+
+	if (FCGX_FFlush(req->out) != 0 || FCGX_GetError(req->out) != 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * Whether the web server closed the connection (the client left: nginx
+ * closes the FastCGI connection then). poll, no wait.
+ */
+static int
+fcgi_gone(void *ctx)
+{
+	FCGX_Request *req = ctx;
+	struct pollfd p;
+	char c;
+	ssize_t n;
+
+	p.fd = req->ipcFd;
+	p.events = POLLIN | POLLRDHUP;
+	p.revents = 0;
+	if (p.fd < 0 || poll(&p, 1, 0) <= 0)
+		return 0;
+	if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+		return 1;
+	/*
+	 * The web server sends nothing after the request body, so data
+	 * here can only be the end of the connection; peek to be sure.
+	 */
+	n = recv(p.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+			  errno != EINTR);
+}
+
+/*
+ * Watches the connection for a hang-up until until_ns. Anything else
+ * that makes it readable ends the watch early (returns 0): a busy fd is
+ * not polled in a loop.
+ */
+static int
+fcgi_wait_gone(void *ctx, int64_t until_ns)
+{
+	FCGX_Request *req = ctx;
+	struct timespec ts;
+	struct pollfd p;
+	int64_t left;
+	int rc;
+
+	while ((left = until_ns - mono_ns()) > 0) {
+		ts.tv_sec = (time_t)(left / 1000000000);
+		ts.tv_nsec = (long)(left % 1000000000);
+		p.fd = req->ipcFd;
+		p.events = POLLRDHUP;
+		p.revents = 0;
+		rc = ppoll(&p, 1, &ts, NULL);
+		if (rc < 0 && errno != EINTR)
+			return 0;
+		if (rc > 0)
+			return fcgi_gone(ctx);
+	}
+	return 0;
+}
+
 /* Plain CGI: the environment, stdin and stdout (unbuffered). */
 static int
 cgi_read(void *ctx, char *buf, int len)
@@ -268,6 +348,29 @@ cgi_write(void *ctx, const char *buf, int len, int flush)
 	return 0;
 }
 
+static int
+cgi_finish(void *ctx)
+{
+	(void)ctx; /* cgi_write leaves nothing behind */
+	return 0;
+}
+
+/* A CGI program cannot watch its client: the web server holds it. */
+static int
+cgi_gone(void *ctx)
+{
+	(void)ctx;
+	return 0;
+}
+
+static int
+cgi_wait_gone(void *ctx, int64_t until_ns)
+{
+	(void)ctx;
+	(void)until_ns;
+	return 0;
+}
+
 /*
  * Serves the one request of a CGI invocation. Each invocation is a new
  * process: a new TLS connection upstream and a new Redis connection.
@@ -286,7 +389,9 @@ cgi_main(const struct config *cfg)
 	io.io_param = config_cgi_param;
 	io.io_read = cgi_read;
 	io.io_write = cgi_write;
-	io.io_fd = -1;
+	io.io_finish = cgi_finish;
+	io.io_gone = cgi_gone;
+	io.io_wait_gone = cgi_wait_gone;
 	proxy_handle(&w, &io);
 	worker_free(&w);
 	return 0;
@@ -334,6 +439,9 @@ acceptor_main(void *arg)
 	io.io_param = fcgi_param;
 	io.io_read = fcgi_read;
 	io.io_write = fcgi_write;
+	io.io_finish = fcgi_finish;
+	io.io_gone = fcgi_gone;
+	io.io_wait_gone = fcgi_wait_gone;
 	io.io_ctx = &req;
 	/*
 	 * The wake signal is let in only while waiting for a connection:
@@ -358,7 +466,6 @@ acceptor_main(void *arg)
 					  rc);
 			break;
 		}
-		io.io_fd = req.ipcFd;
 		proxy_handle(&w, &io);
 		/*
 		 * Input read to its end: the web server sends nothing more,
@@ -719,7 +826,7 @@ main(int argc, char **argv)
 		close(listen_fd);
 		if (strncmp(listen_addr, "unix:", 5) == 0)
 			(void)unlink(listen_addr + 5);
-	} else if ((listen_fd = config_systemd_fd()) >= 0 || !FCGX_IsCGI()) {
+	} else if ((listen_fd = systemd_fd(&cfg)) >= 0 || !FCGX_IsCGI()) {
 		if (listen_fd < 0)
 			listen_fd = 0; /* FCGI_LISTENSOCK_FILENO */
 		if (nproc_given)

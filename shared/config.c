@@ -621,6 +621,14 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 	if (v != NULL &&
 	    parse_bool("LOG_REQUESTS", v, &c->log_requests, err, errsz) != 0)
 		goto fail;
+
+	/* Set by systemd, not by the user: anything odd means "none". */
+	v = lookup("LISTEN_PID", ctx);
+	if (v != NULL && parse_ll(v, 1, 1LL << 31, &n, &why) == 0)
+		c->listen_pid = (long)n;
+	v = lookup("LISTEN_FDS", ctx);
+	if (v != NULL && parse_ll(v, 1, 1024, &n, &why) == 0)
+		c->listen_fds = (long)n;
 	return 0;
 nomem:
 	seterr(err, errsz, "configuration: out of memory");
@@ -648,22 +656,6 @@ const char *
 config_cgi_param(void *ctx, const char *name)
 {
 	return env_lookup(name, ctx);
-}
-
-int
-config_systemd_fd(void)
-{
-	const char *pid = getenv("LISTEN_PID");
-	const char *fds = getenv("LISTEN_FDS");
-	const char *why;
-	long long p;
-	long long n;
-
-	if (pid == NULL || fds == NULL ||
-	    parse_ll(pid, 1, 1LL << 31, &p, &why) != 0 ||
-	    parse_ll(fds, 1, 1024, &n, &why) != 0 || p != (long long)getpid())
-		return -1;
-	return 3; /* SD_LISTEN_FDS_START; we use the first socket only */
 }
 
 void

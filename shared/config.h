@@ -57,6 +57,13 @@ struct config {
 	long drain_timeout_ms; /* SIGTERM: how long running requests may finish */
 	char *cors_origins;    /* owned: "*" or a comma-separated list */
 	int log_requests;
+	/*
+	 * systemd socket activation (sd_listen_fds(3)): LISTEN_PID and
+	 * LISTEN_FDS as given, 0 when unset or not a number. Whether they
+	 * are meant for this process is the front end's business.
+	 */
+	long listen_pid;
+	long listen_fds;
 };
 
 /* Returns the value of name, or NULL if unset. */
@@ -80,12 +87,6 @@ void config_free(struct config *c);
  * a request_io io_param callback; ctx is unused.
  */
 const char *config_cgi_param(void *ctx, const char *name);
-
-/*
- * The listening socket systemd passed (LISTEN_FDS/LISTEN_PID, fd 3), or -1
- * when there is none for this process.
- */
-int config_systemd_fd(void);
 
 /* Prints the effective configuration, secrets masked (for --check-config). */
 void config_print(const struct config *c, FILE *fp);

@@ -10,7 +10,6 @@
 #include "route.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -156,37 +155,19 @@ sleep_until(int64_t deadline_ns)
 /*
  * Waits until the slot, watching the client connection: returns
  * CP_ERR_HUP if the client leaves meanwhile. The kernel lets poll() time
- * out up to 0.1% late (800 us on an 800 ms wait), so poll() covers all
- * but the last stretch and clock_nanosleep(TIMER_ABSTIME), whose slack is
- * 50 us, ends the wait on time.
+ * out up to 0.1% late (800 us on an 800 ms wait), so the front end
+ * watches all but the last stretch and clock_nanosleep(TIMER_ABSTIME),
+ * whose slack is 50 us, ends the wait on time.
  */
 static enum cp_err
-wait_for_slot(int64_t deadline_ns, int fd)
+wait_for_slot(const struct request_io *io, int64_t deadline_ns)
 {
-	struct timespec ts;
-	struct pollfd p;
-	int64_t left;
-	int rc;
+	int64_t left = deadline_ns - mono_ns();
 
-	while (fd >= 0) {
-		left = deadline_ns - mono_ns();
-		left -= 2000000 + left / 500;
-		if (left <= 0)
-			break;
-		ts.tv_sec = (time_t)(left / 1000000000);
-		ts.tv_nsec = (long)(left % 1000000000);
-		p.fd = fd;
-		p.events = POLLRDHUP;
-		p.revents = 0;
-		rc = ppoll(&p, 1, &ts, NULL);
-		if (rc < 0 && errno != EINTR)
-			break;
-		if (rc > 0) {
-			if (client_gone(fd))
-				return CP_ERR_HUP;
-			break; /* not a hang-up; stop polling a busy fd */
-		}
-	}
+	if (left > 0 &&
+	    io->io_wait_gone(io->io_ctx,
+			     deadline_ns - 2000000 - left / 500) != 0)
+		return CP_ERR_HUP;
 	sleep_until(deadline_ns);
 	return CP_OK;
 }
@@ -458,7 +439,7 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 		return;
 	}
 	/* A client that already left gets no slot and no upstream request. */
-	if (client_gone(io->io_fd))
+	if (io->io_gone(io->io_ctx))
 		return;
 	attempts = cfg->max_attempts < cfg->nkeys ? (int)cfg->max_attempts
 						  : cfg->nkeys;
@@ -476,7 +457,7 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 			refuse_busy(r, &sl);
 			return;
 		}
-		err = wait_for_slot(sl.s_deadline_ns, io->io_fd);
+		err = wait_for_slot(io, sl.s_deadline_ns);
 		sl.s_late_us = (mono_ns() - sl.s_deadline_ns) / 1000;
 		if (err == CP_ERR_HUP) {
 			/* Its slot can go to the next request, if still last. */
@@ -499,7 +480,7 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 		ur.ur_hdr_lines = w->w_hdrs.b_p;
 		ur.ur_body = w->w_body.b_p;
 		ur.ur_body_len = w->w_body.b_len;
-		ur.ur_client_fd = io->io_fd;
+		ur.ur_io = io;
 		ur.ur_extra = timing;
 		ur.ur_retry_ok = attempt < attempts;
 		err = upstream_forward(&w->w_up, &ur, r, &res);

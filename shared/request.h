@@ -1,12 +1,15 @@
 /*
  * request.h - the web server's side of one request, whatever the protocol.
  *
- * fcgi/main.c fills it for FastCGI (libfcgi streams) or plain CGI (the
- * process environment, stdin and stdout); everything in shared/ sees only
- * this, so the handler does not know which protocol carries it.
+ * The front end (fcgi/) fills it for FastCGI (libfcgi streams) or plain
+ * CGI (the process environment, stdin and stdout); everything in shared/
+ * sees only this, so the handler does not know which protocol carries it
+ * and never touches a socket of the front end's.
  */
 #ifndef CP_REQUEST_H
 #define CP_REQUEST_H
+
+#include <stdint.h>
 
 struct request_io {
 	/* The CGI variable name (REQUEST_METHOD, HTTP_ORIGIN...), or NULL. */
@@ -18,8 +21,21 @@ struct request_io {
 	 * server now. 0, or -1 if the connection is gone.
 	 */
 	int (*io_write)(void *ctx, const char *buf, int len, int flush);
+	/*
+	 * Sends whatever io_write left buffered: the last write of the
+	 * response. 0, or -1 if the connection is gone.
+	 */
+	int (*io_finish)(void *ctx);
+	/* 1 if the client has hung up, else 0 (also when it cannot tell). */
+	int (*io_gone)(void *ctx);
+	/*
+	 * Waits until CLOCK_MONOTONIC reaches until_ns, or the client hangs
+	 * up. 1 if it hung up, else 0. It may return 0 early (up to a few
+	 * ms, or at once if it cannot watch the connection): the caller
+	 * sleeps what is left, precisely.
+	 */
+	int (*io_wait_gone)(void *ctx, int64_t until_ns);
 	void *io_ctx;
-	int io_fd; /* connection to poll for a client hang-up; -1 = none */
 };
 
 #endif

@@ -120,6 +120,18 @@ resp_write(struct resp *r, const char *data, size_t len)
 }
 
 enum cp_err
+resp_finish(struct resp *r)
+{
+	if (r->r_hup)
+		return CP_ERR_HUP;
+	if (r->r_io->io_finish(r->r_io->io_ctx) != 0) {
+		r->r_hup = 1;
+		return CP_ERR_HUP;
+	}
+	return CP_OK;
+}
+
+enum cp_err
 json_escape(struct buf *b, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";

@@ -47,6 +47,13 @@ enum cp_err resp_begin(struct resp *r, int status, const char *content_type,
 enum cp_err resp_write(struct resp *r, const char *data, size_t len);
 
 /*
+ * Ends the response: sends whatever is still buffered (a JSON answer, an
+ * error), so a failure of that last write is seen before the request is
+ * logged. CP_ERR_HUP if the client is gone.
+ */
+enum cp_err resp_finish(struct resp *r);
+
+/*
  * A complete OpenAI-style error response:
  * {"error":{"message":...,"type":...,"code":...}}. Does nothing if the
  * response already started.

@@ -7,11 +7,8 @@
 #include "log.h"
 #include "tls.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #define UP_MAX_HEADERS	(64 * 1024)
 #define UP_HUP_CHECK_NS (50 * 1000000LL)
@@ -32,31 +29,6 @@ struct xfer {
 	int64_t x_first_ns; /* first response byte */
 	enum cp_err x_err;  /* from writing to the client */
 };
-
-int
-client_gone(int fd)
-{
-	struct pollfd p;
-	char c;
-	ssize_t n;
-
-	if (fd < 0)
-		return 0;
-	p.fd = fd;
-	p.events = POLLIN | POLLRDHUP;
-	p.revents = 0;
-	if (poll(&p, 1, 0) <= 0)
-		return 0;
-	if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
-		return 1;
-	/*
-	 * The web server sends nothing after the request body, so data
-	 * here can only be the end of the connection; peek to be sure.
-	 */
-	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-			  errno != EINTR);
-}
 
 enum cp_err
 upstream_init(struct upstream *u, const struct config *cfg)
@@ -273,7 +245,7 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 	}
 	if (now - x->x_hup_check_ns >= UP_HUP_CHECK_NS) {
 		x->x_hup_check_ns = now;
-		if (client_gone(x->x_req->ur_client_fd)) {
+		if (x->x_req->ur_io->io_gone(x->x_req->ur_io->io_ctx)) {
 			x->x_hup = 1;
 			return 1;
 		}

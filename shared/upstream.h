@@ -28,7 +28,7 @@ struct upstream_req {
 		*ur_hdr_lines; /* "Name: value\n" lines from the allow-list */
 	const char *ur_body;
 	size_t ur_body_len;
-	int ur_client_fd; /* FastCGI connection, polled for hang-up; -1 none */
+	const struct request_io *ur_io; /* the client's, for io_gone */
 	const char *ur_extra; /* extra response header lines, may be NULL */
 	int ur_retry_ok; /* another attempt may follow: keep 429/5xx back */
 };
@@ -63,8 +63,5 @@ void upstream_warm(struct upstream *u);
  */
 enum cp_err upstream_forward(struct upstream *u, const struct upstream_req *req,
 			     struct resp *resp, struct upstream_res *res);
-
-/* Whether the client on fd has hung up (poll, no wait). */
-int client_gone(int fd);
 
 #endif
