@@ -164,9 +164,8 @@ wait_for_slot(const struct request_io *io, int64_t deadline_ns)
 {
 	int64_t left = deadline_ns - mono_ns();
 
-	if (left > 0 &&
-	    io->io_wait_gone(io->io_ctx,
-			     deadline_ns - 2000000 - left / 500) != 0)
+	if (left > 0 && io->io_wait_gone(io->io_ctx, deadline_ns - 2000000 -
+							     left / 500) != 0)
 		return CP_ERR_HUP;
 	sleep_until(deadline_ns);
 	return CP_OK;
