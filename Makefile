@@ -35,9 +35,13 @@ DEP_LIBS   := $(call pc_libs,libcurl,-lcurl) $(call pc_libs,hiredis,-lhiredis) \
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -iquote shared $(DEP_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(LDFLAGS)
 
+# The Lua scripts (shared/lua/*.lua) are compiled in as C strings.
+LUA_SRC    := $(wildcard shared/lua/*.lua)
+LUA_C      := $(BUILD)/gen/lua_scripts.c
 SHARED_SRC := $(wildcard shared/*.c)
-SHARED_OBJ := $(SHARED_SRC:%.c=$(BUILD)/%.o)
-FCGI_OBJ   := $(BUILD)/fcgi/main.o
+SHARED_OBJ := $(SHARED_SRC:%.c=$(BUILD)/%.o) $(LUA_C:.c=.o)
+FCGI_SRC   := $(wildcard fcgi/*.c)
+FCGI_OBJ   := $(FCGI_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -52,6 +56,13 @@ $(BIN): $(FCGI_OBJ) $(SHARED_OBJ)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LUA_C): $(LUA_SRC) shared/lua/embed.sh
+	@mkdir -p $(dir $@)
+	sh shared/lua/embed.sh $(LUA_SRC) > $@.tmp && mv $@.tmp $@
+
+$(LUA_C:.c=.o): $(LUA_C)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(SHARED_OBJ)

@@ -380,9 +380,10 @@ cgi_main(const struct config *cfg)
 {
 	struct worker w;
 	struct request_io io;
+	char errbuf[256];
 
-	if (worker_init(&w, cfg) != CP_OK) {
-		log_warnx("worker setup failed: out of memory");
+	if (worker_init(&w, cfg, errbuf, sizeof(errbuf)) != CP_OK) {
+		log_warnx("worker setup failed: %s", errbuf);
 		return 1;
 	}
 	memset(&io, 0, sizeof(io));
@@ -423,10 +424,11 @@ acceptor_main(void *arg)
 	FCGX_Request req;
 	struct request_io io;
 	sigset_t wake;
+	char errbuf[256];
 	int rc;
 
-	if (worker_init(&w, a->a_cfg) != CP_OK) {
-		log_warnx("worker setup failed: out of memory");
+	if (worker_init(&w, a->a_cfg, errbuf, sizeof(errbuf)) != CP_OK) {
+		log_warnx("worker setup failed: %s", errbuf);
 		return NULL;
 	}
 	if (FCGX_InitRequest(&req, a->a_listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) !=
@@ -795,6 +797,8 @@ main(int argc, char **argv)
 		cfg.threads = (long)nthreads; /* the option wins */
 	if (check_only) {
 		config_print(&cfg, stdout);
+		sched_local_name(&cfg, err, sizeof(err));
+		printf("# per-host scheduler state: /dev/shm%s\n", err);
 		config_free(&cfg);
 		return 0;
 	}

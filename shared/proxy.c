@@ -32,30 +32,19 @@
 #define HDR_VALUE_MAX 4096
 
 enum cp_err
-worker_init(struct worker *w, const struct config *cfg)
+worker_init(struct worker *w, const struct config *cfg, char *errbuf,
+	    size_t errsz)
 {
 	enum cp_err err;
-	char errbuf[160];
 
 	memset(w, 0, sizeof(*w));
 	w->w_cfg = cfg;
 	buf_init(&w->w_body, (size_t)cfg->max_body_bytes);
 	buf_init(&w->w_hdrs, 16 * 1024);
-
-	err = sched_init(&w->w_sched, cfg);
+	err = sched_init(&w->w_sched, cfg, errbuf, errsz);
 	if (err)
 		return err;
-	if (local_open(&w->w_local, cfg, errbuf, sizeof(errbuf)) != CP_OK) {
-		if (!cfg->redis_enabled) {
-			log_warnx("per-host scheduler unavailable: %s", errbuf);
-			sched_free(&w->w_sched);
-			return CP_ERR_IO;
-		}
-		log_warnx("per-host fallback scheduler unavailable (%s): "
-			  "requests get 503 while Redis is down",
-			  errbuf);
-	}
-	err = upstream_init(&w->w_up, cfg);
+	err = upstream_init(&w->w_up, cfg, errbuf, errsz);
 	if (err) {
 		sched_free(&w->w_sched);
 		return err;
@@ -66,11 +55,7 @@ worker_init(struct worker *w, const struct config *cfg)
 void
 worker_warm(struct worker *w)
 {
-	char errbuf[160];
-
-	/* A Redis that is down now is reported by the first request. */
-	if (w->w_cfg->redis_enabled)
-		(void)sched_warm(&w->w_sched, errbuf, sizeof(errbuf));
+	sched_warm(&w->w_sched);
 	upstream_warm(&w->w_up);
 }
 
@@ -78,7 +63,6 @@ void
 worker_free(struct worker *w)
 {
 	sched_free(&w->w_sched);
-	local_close(&w->w_local);
 	upstream_free(&w->w_up);
 	buf_free(&w->w_body);
 	buf_free(&w->w_hdrs);
@@ -218,65 +202,6 @@ log_request(const struct worker *w, const struct request_io *io,
 		 res->us_connects, outcome);
 }
 
-#define REDIS_BACKOFF_MIN_NS (100 * 1000000LL)
-#define REDIS_BACKOFF_MAX_NS (5000 * 1000000LL)
-#define REDIS_LOG_EVERY_NS   (10000 * 1000000LL)
-
-/*
- * A slot from Redis, or, when Redis is out of reach and REDIS_FALLBACK=local
- * (or REDIS_URL=none), from the host's shared scheduler. After a failure,
- * Redis is tried again only after a backoff (100 ms doubling to 5 s), so a
- * Redis that hangs does not cost every request REDIS_TIMEOUT_MS.
- */
-static enum cp_err
-reserve(struct worker *w, struct slot *sl)
-{
-	const struct config *cfg = w->w_cfg;
-	char errbuf[256];
-	int64_t now = mono_ns();
-	enum cp_err err;
-
-	w->w_slot_local = 0;
-	if (cfg->redis_enabled && now >= w->w_redis_retry_ns) {
-		err = sched_reserve(&w->w_sched, sl, errbuf, sizeof(errbuf));
-		if (!err) {
-			if (w->w_redis_backoff_ns != 0)
-				log_info("Redis is back: scheduling across "
-					 "hosts again");
-			w->w_redis_backoff_ns = 0;
-			return CP_OK;
-		}
-		w->w_redis_backoff_ns =
-			w->w_redis_backoff_ns == 0 ? REDIS_BACKOFF_MIN_NS
-			: w->w_redis_backoff_ns * 2 > REDIS_BACKOFF_MAX_NS
-				? REDIS_BACKOFF_MAX_NS
-				: w->w_redis_backoff_ns * 2;
-		w->w_redis_retry_ns = now + w->w_redis_backoff_ns;
-		if (now - w->w_redis_logged_ns >= REDIS_LOG_EVERY_NS ||
-		    w->w_redis_logged_ns == 0) {
-			w->w_redis_logged_ns = now;
-			log_warnx("Redis %s unavailable (%s): %s",
-				  cfg->redis.ra_kind == REDIS_UNIX
-					  ? cfg->redis.ra_path
-					  : cfg->redis.ra_host,
-				  errbuf,
-				  cfg->redis_fallback &&
-						  w->w_local.ls_state != NULL
-					  ? "scheduling per host until it is "
-					    "back"
-					  : "refusing chat requests until it "
-					    "is back");
-		}
-	}
-	if ((!cfg->redis_enabled || cfg->redis_fallback) &&
-	    w->w_local.ls_state != NULL) {
-		local_reserve(&w->w_local, sl);
-		w->w_slot_local = 1;
-		return CP_OK;
-	}
-	return CP_ERR_REDIS;
-}
-
 /* 429 when no slot could be had: all keys resting, or the queue is full. */
 static void
 refuse_busy(struct resp *r, const struct slot *sl)
@@ -287,7 +212,7 @@ refuse_busy(struct resp *r, const struct slot *sl)
 	if (secs < 1)
 		secs = 1;
 	snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", secs);
-	if (sl->s_key == SLOT_ALL_COOLING)
+	if (sl->s_key == SLOT_ALL_RESTING)
 		resp_error(r, 429, "rate_limit_exceeded",
 			   "all_keys_cooling_down",
 			   "every API key of the proxy is resting after a rate "
@@ -300,43 +225,6 @@ refuse_busy(struct resp *r, const struct slot *sl)
 			"further away than its queue allows; retry after the "
 			"time in Retry-After",
 			extra);
-}
-
-/*
- * What an answer taught about the key, shared with every worker through
- * Redis: a 429 rests it (as long as the upstream said, else
- * KEY_COOLDOWN_MS), a 401/403 disables it for KEY_DISABLE_MS.
- */
-static void
-learn_key_health(struct worker *w, const struct slot *sl,
-		 const struct upstream_res *res, enum cp_err err)
-{
-	const struct config *cfg = w->w_cfg;
-	const char *fp;
-	char errbuf[128];
-	long ms;
-
-	if (err == CP_ERR_UPSTREAM_AUTH)
-		ms = cfg->key_disable_ms;
-	else if (res->us_status == 429)
-		ms = res->us_cooldown_ms > 0 ? res->us_cooldown_ms
-					     : cfg->key_cooldown_ms;
-	else
-		return;
-	local_cooldown(&w->w_local, sl->s_key, ms);
-	fp = cfg->key_fps[sl->s_key];
-	if (err == CP_ERR_UPSTREAM_AUTH)
-		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
-			  "disabled for %ld s; check or replace it",
-			  sl->s_key, fp, res->us_status, ms / 1000);
-	else
-		log_info("API key #%d (%s) rate limited (429): resting %ld ms",
-			 sl->s_key, fp, ms);
-	if (cfg->redis_enabled && w->w_redis_backoff_ns == 0 &&
-	    sched_cooldown(&w->w_sched, sl->s_key, ms, errbuf,
-			   sizeof(errbuf)) != CP_OK)
-		log_warnx("could not record the key's cooldown in Redis: %s",
-			  errbuf);
 }
 
 /*
@@ -402,6 +290,7 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 	struct slot sl;
 	struct upstream_req ur;
 	struct upstream_res res;
+	struct sched_outcome so;
 	char errbuf[256];
 	char timing[64];
 	enum cp_err err;
@@ -443,7 +332,7 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 	attempts = cfg->max_attempts < cfg->nkeys ? (int)cfg->max_attempts
 						  : cfg->nkeys;
 	for (attempt = 1;; attempt++) {
-		err = reserve(w, &sl);
+		err = sched_reserve(&w->w_sched, &sl);
 		if (err) {
 			resp_error(r, 503, "service_unavailable",
 				   "scheduler_unavailable",
@@ -460,12 +349,7 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 		sl.s_late_us = (mono_ns() - sl.s_deadline_ns) / 1000;
 		if (err == CP_ERR_HUP) {
 			/* Its slot can go to the next request, if still last. */
-			if (w->w_slot_local)
-				local_release(&w->w_local, &sl);
-			else if (sched_release(&w->w_sched, &sl, errbuf,
-					       sizeof(errbuf)) != CP_OK)
-				log_warnx("could not give back a slot: %s",
-					  errbuf);
+			sched_release(&w->w_sched, &sl);
 			memset(&res, 0, sizeof(res));
 			log_request(w, io, &sl, 499, &res, 0, t0,
 				    "client left while queued");
@@ -483,7 +367,9 @@ handle_chat(struct worker *w, const struct request_io *io, struct resp *r)
 		ur.ur_extra = timing;
 		ur.ur_retry_ok = attempt < attempts;
 		err = upstream_forward(&w->w_up, &ur, r, &res);
-		learn_key_health(w, &sl, &res, err);
+		so.so_status = res.us_status;
+		so.so_rest_ms = res.us_cooldown_ms;
+		sched_settle(&w->w_sched, &sl, &so);
 		if (!forward_done(w, io, r, &sl, &res, err, t0, ur.ur_retry_ok))
 			continue;
 		return;

@@ -9,7 +9,6 @@
 #define CP_PROXY_H
 
 #include "config.h"
-#include "local.h"
 #include "request.h"
 #include "sched.h"
 #include "upstream.h"
@@ -18,18 +17,18 @@
 struct worker {
 	const struct config *w_cfg; /* borrowed */
 	struct sched w_sched;
-	struct local_sched w_local; /* per-host fallback */
-	int64_t w_redis_retry_ns;   /* no Redis attempt before this */
-	int64_t w_redis_backoff_ns; /* 0 while Redis answers */
-	int64_t w_redis_logged_ns;  /* last "Redis unavailable" line */
-	int w_slot_local;	    /* the current slot came from w_local */
 	struct upstream w_up;
 	struct buf w_body; /* request body, reused */
 	struct buf w_hdrs; /* forwarded request headers, reused */
 	unsigned long w_served;
 };
 
-enum cp_err worker_init(struct worker *w, const struct config *cfg);
+/*
+ * Sets w up for cfg; on failure w holds nothing to free, and errbuf says
+ * what failed.
+ */
+enum cp_err worker_init(struct worker *w, const struct config *cfg,
+			char *errbuf, size_t errsz);
 void worker_free(struct worker *w);
 
 /*

@@ -1,121 +1,73 @@
 /*
- * sched.h - key rotation and slot reservation through Redis.
+ * sched.h - the scheduler: which key a request goes out on, and when.
  *
- * One round trip per request: EVALSHA of a Lua script that, atomically and
- * on Redis' own clock, takes the next usable key round-robin (skipping keys
- * in cooldown) and reserves the next free slot on a timeline spaced
- * RATE_LIMIT_INTERVAL_MS apart: one timeline for all keys, or one per key
- * (RATE_LIMIT_SCOPE=key). Redis keys (all under one {hash tag}):
- *   <prefix>:rr    round-robin position
- *   <prefix>:slot  next free slot of the global timeline (us, Redis time)
- *   <prefix>:keys  hash: c<i> key i's cooldown end, s<i> its next slot
- * A scheduler holds one Redis connection; it is not thread-safe.
+ * One interface over two implementations: Redis (sched_redis.h), shared
+ * by every worker on every host, and the host's own shared memory
+ * (sched_local.h), used when Redis is out of reach and REDIS_FALLBACK=local
+ * or when there is no Redis (REDIS_URL=none). This module picks between
+ * them, backs off from a failing Redis (100 ms doubling to 5 s, so a Redis
+ * that hangs does not cost every request REDIS_TIMEOUT_MS), and logs the
+ * changes. A struct sched belongs to one worker thread.
  */
 #ifndef CP_SCHED_H
 #define CP_SCHED_H
 
 #include "config.h"
+#include "sched_local.h"
+#include "sched_redis.h"
+#include "slot.h"
 #include "util.h"
 
-#include <hiredis/hiredis.h>
 #include <stdint.h>
 
-#define SLOT_ALL_COOLING (-1) /* s_key: every key cools down */
-#define SLOT_TOO_FAR	 (-2) /* s_key: the wait would exceed the bound */
-
-struct slot {
-	int s_key;	       /* index into config.keys, or SLOT_* */
-	int64_t s_wait_us;     /* slot - Redis' "now" when the script ran */
-	int64_t s_at_us;       /* the slot, in Redis time (microseconds) */
-	int64_t s_deadline_ns; /* the slot on this host's CLOCK_MONOTONIC */
-	int64_t s_late_us;     /* set by the caller: how late it really sent */
-};
-
-/*
- * The offset between Redis' clock and this host's monotonic clock, so a
- * slot (Redis time) becomes a local deadline. Each reply brackets Redis'
- * "now" between the local send and receive times; the estimate is the
- * midpoint of the tightest recent bracket, and is always kept inside the
- * latest bracket. Sending at "receipt + wait" instead would make every
- * delay in delivering the reply push that request late and squeeze the
- * gap to the next one.
- */
-struct clock_sync {
-	int cs_valid;
-	int64_t cs_offset_us; /* redis_us - local_us */
-	int64_t cs_width_us;  /* uncertainty of the estimate when taken */
-	int64_t cs_taken_us;  /* local time of that sample */
-};
-
-/*
- * Folds one sample into cs: Redis read redis_now_us somewhere between the
- * local times sent_us and recv_us. Returns the local time (us) of at_us.
- */
-int64_t clock_sync_local(struct clock_sync *cs, int64_t sent_us,
-			 int64_t recv_us, int64_t redis_now_us, int64_t at_us);
-
-/* A Lua script and its SHA1, learnt from SCRIPT LOAD on first use. */
-struct sched_script_ref {
-	const char *ss_text;
-	char ss_sha[41]; /* "" until learnt */
-};
-
 struct sched {
-	const struct config *sc_cfg; /* borrowed */
-	redisContext *sc_ctx;	     /* owned, NULL when disconnected */
-	char *sc_key_rr;	     /* owned: <prefix>:rr */
-	char *sc_key_slot;	     /* owned: <prefix>:slot */
-	char *sc_key_state;	     /* owned: <prefix>:keys (hash) */
-	char sc_interval_us[32];
-	char sc_floor_us[32];
-	char sc_max_wait_us[32];
-	char sc_nkeys[16];
-	struct sched_script_ref sc_reserve;
-	struct sched_script_ref sc_cool;
-	struct sched_script_ref sc_release;
-	struct clock_sync sc_clock;
+	const struct config *s_cfg; /* borrowed */
+	struct sched_redis s_redis;
+	struct sched_local s_local; /* sl_state NULL: unavailable */
+	int64_t s_retry_ns;	    /* no Redis attempt before this */
+	int64_t s_backoff_ns;	    /* 0 while Redis answers */
+	int64_t s_logged_ns;	    /* last "Redis unavailable" line */
 };
 
-extern const char sched_script[];
-extern const char sched_cool_script[];
-extern const char sched_release_script[];
+/* What an upstream answer tells the scheduler (see sched_settle). */
+struct sched_outcome {
+	long so_status;	 /* the upstream's HTTP status, 0 if none */
+	long so_rest_ms; /* a 429's Retry-After or reset time; -1 none */
+};
 
 /*
- * Gives back a reserved slot whose request will not be sent (its client
- * left), if no later reservation was made on its timeline since.
+ * Sets s up: Redis connection state, and the per-host state mapped.
+ * Without Redis the per-host state is required; with it, its absence is
+ * logged (requests then get 503 while Redis is down). On failure s holds
+ * nothing to free and errbuf says why.
  */
-enum cp_err sched_release(struct sched *s, const struct slot *sl, char *errbuf,
-			  size_t errsz);
-
-enum cp_err sched_init(struct sched *s, const struct config *cfg);
+enum cp_err sched_init(struct sched *s, const struct config *cfg, char *errbuf,
+		       size_t errsz);
 void sched_free(struct sched *s);
 
-/*
- * Connects to Redis and loads the reservation script ahead of the first
- * request. On CP_ERR_REDIS a reason is written to errbuf.
- */
-enum cp_err sched_warm(struct sched *s, char *errbuf, size_t errsz);
+/* Connects to Redis and loads the script before the first request. */
+void sched_warm(struct sched *s);
 
 /*
- * Reserves a slot. Connects (or reconnects after an error) as needed.
- * On CP_ERR_REDIS a reason is written to errbuf. CP_OK with s_key < 0
- * means nothing was reserved (see SLOT_*).
+ * Reserves a slot: from Redis, else (as configured) from the host's
+ * shared state. CP_ERR_REDIS when neither can give one; CP_OK with
+ * s_key < 0 when nothing was reserved (SLOT_ALL_RESTING, SLOT_TOO_FAR:
+ * s_wait_us says how long until one might be).
  */
-enum cp_err sched_reserve(struct sched *s, struct slot *out, char *errbuf,
-			  size_t errsz);
+enum cp_err sched_reserve(struct sched *s, struct slot *out);
+
+/* Gives back a slot that will not be used (its client left). */
+void sched_release(struct sched *s, const struct slot *sl);
+
+/* Rests key for ms, on this host and (when Redis answers) on all. */
+void sched_rest(struct sched *s, int key, long ms);
 
 /*
- * Puts key in cooldown for ms (never shortens one): every worker on every
- * host skips it until then.
+ * Learns from the answer a slot's request got: a 429 rests the key (as
+ * long as the upstream said, else KEY_COOLDOWN_MS), a 401/403 disables it
+ * for KEY_DISABLE_MS. Logs either by key index and fingerprint.
  */
-enum cp_err sched_cooldown(struct sched *s, int key, long ms, char *errbuf,
-			   size_t errsz);
-
-/*
- * Decodes the script's reply {key, wait_us, at_us}; key may be
- * SLOT_ALL_COOLING or SLOT_TOO_FAR. Pure, for tests.
- */
-int sched_decode(const redisReply *r, int nkeys, struct slot *out, char *errbuf,
-		 size_t errsz);
+void sched_settle(struct sched *s, const struct slot *sl,
+		  const struct sched_outcome *o);
 
 #endif

@@ -31,7 +31,8 @@ struct xfer {
 };
 
 enum cp_err
-upstream_init(struct upstream *u, const struct config *cfg)
+upstream_init(struct upstream *u, const struct config *cfg, char *errbuf,
+	      size_t errsz)
 {
 	CURL *c;
 	CURLcode rc = CURLE_OK;
@@ -40,8 +41,10 @@ upstream_init(struct upstream *u, const struct config *cfg)
 	u->up_cfg = cfg;
 	buf_init(&u->up_hdrs, UP_MAX_HEADERS);
 	c = curl_easy_init();
-	if (c == NULL)
+	if (c == NULL) {
+		snprintf(errbuf, errsz, "libcurl: no handle (out of memory)");
 		return CP_ERR_NOMEM;
+	}
 	u->up_curl = c;
 	/* Options that stay the same for every request of this handle. */
 	if (!rc)
@@ -64,9 +67,10 @@ upstream_init(struct upstream *u, const struct config *cfg)
 	if (!rc)
 		rc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	if (rc) {
-		log_warnx("libcurl setup failed: %s", curl_easy_strerror(rc));
+		snprintf(errbuf, errsz, "libcurl setup: %s",
+			 curl_easy_strerror(rc));
 		upstream_free(u);
-		return CP_ERR_NOMEM;
+		return CP_ERR_CURL_SETUP;
 	}
 	return CP_OK;
 }

@@ -42,7 +42,8 @@ struct upstream_res {
 	char us_detail[CURL_ERROR_SIZE]; /* human-readable reason on failure */
 };
 
-enum cp_err upstream_init(struct upstream *u, const struct config *cfg);
+enum cp_err upstream_init(struct upstream *u, const struct config *cfg,
+			  char *errbuf, size_t errsz);
 void upstream_free(struct upstream *u);
 
 /*

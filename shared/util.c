@@ -27,6 +27,7 @@ cp_strerror(enum cp_err err)
 	case CP_ERR_UPSTREAM_TIMEOUT: return "upstream timeout";
 	case CP_ERR_UPSTREAM_AUTH: return "upstream refused the API key";
 	case CP_ERR_UPSTREAM_RETRY: return "upstream asked to try again";
+	case CP_ERR_CURL_SETUP: return "libcurl refused an option";
 	}
 	return "unknown error";
 }

@@ -25,6 +25,7 @@ enum cp_err {
 	CP_ERR_UPSTREAM_TIMEOUT, /* upstream did not answer in time */
 	CP_ERR_UPSTREAM_AUTH,	 /* upstream refused our API key (401/403) */
 	CP_ERR_UPSTREAM_RETRY,	 /* 429/5xx not relayed: try another key */
+	CP_ERR_CURL_SETUP,	 /* libcurl refused an option */
 };
 
 const char *cp_strerror(enum cp_err err);

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "sched.h"
+#include "sched_redis.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -125,7 +125,7 @@ build(redisReply *r, redisReply *elems, redisReply **ptrs, char strs[][32],
 }
 
 static void
-test_sched_decode(void **state)
+test_sched_redis_decode(void **state)
 {
 	size_t i;
 
@@ -144,8 +144,9 @@ test_sched_decode(void **state)
 		memset(&s, 0, sizeof(s));
 		s.s_key = -42;
 		errbuf[0] = '\0';
-		ret = sched_decode(&r, t->nkeys, &s, errbuf, sizeof(errbuf));
-		if (ret != t->ret)
+		ret = sched_redis_decode(&r, t->nkeys, &s, errbuf,
+					 sizeof(errbuf));
+		if ((ret != 0) != (t->ret != 0))
 			fail_msg("row %zu (%s): returned %d, want %d", i,
 				 t->desc, ret, t->ret);
 		if (ret == 0) {
@@ -194,7 +195,8 @@ test_sched_decode_not_array(void **state)
 			r.len = strlen(text);
 		}
 		errbuf[0] = '\0';
-		if (sched_decode(&r, 2, &s, errbuf, sizeof(errbuf)) != -1)
+		if (sched_redis_decode(&r, 2, &s, errbuf, sizeof(errbuf)) !=
+		    CP_ERR_REDIS)
 			fail_msg("type %d: decoded", types[i]);
 		assert_true(errbuf[0] != '\0');
 	}
@@ -215,13 +217,15 @@ test_sched_decode_error_reply(void **state)
 	r.type = REDIS_REPLY_ERROR;
 	r.str = text;
 	r.len = strlen(text);
-	assert_int_equal(sched_decode(&r, 2, &s, errbuf, sizeof(errbuf)), -1);
+	assert_int_equal(sched_redis_decode(&r, 2, &s, errbuf, sizeof(errbuf)),
+			 CP_ERR_REDIS);
 	assert_non_null(strstr(errbuf, "NOSCRIPT"));
 	assert_non_null(strstr(errbuf, "No matching script"));
 
 	/* A short errbuf is truncated, still NUL-terminated. */
 	memset(small, 'Z', sizeof(small));
-	assert_int_equal(sched_decode(&r, 2, &s, small, sizeof(small)), -1);
+	assert_int_equal(sched_redis_decode(&r, 2, &s, small, sizeof(small)),
+			 CP_ERR_REDIS);
 	assert_non_null(memchr(small, '\0', sizeof(small)));
 }
 
@@ -230,13 +234,13 @@ static void
 test_sched_script(void **state)
 {
 	(void)state;
-	assert_non_null(strstr(sched_script, "redis.call('TIME')"));
-	assert_non_null(strstr(sched_script, "KEYS[1]"));
-	assert_non_null(strstr(sched_script, "KEYS[2]"));
-	assert_non_null(strstr(sched_script, "KEYS[3]"));
-	assert_null(strstr(sched_script, "KEYS[4]"));
-	assert_non_null(strstr(sched_cool_script, "redis.call('TIME')"));
-	assert_null(strstr(sched_cool_script, "KEYS[2]"));
+	assert_non_null(strstr(sched_lua_reserve, "redis.call('TIME')"));
+	assert_non_null(strstr(sched_lua_reserve, "KEYS[1]"));
+	assert_non_null(strstr(sched_lua_reserve, "KEYS[2]"));
+	assert_non_null(strstr(sched_lua_reserve, "KEYS[3]"));
+	assert_null(strstr(sched_lua_reserve, "KEYS[4]"));
+	assert_non_null(strstr(sched_lua_rest, "redis.call('TIME')"));
+	assert_null(strstr(sched_lua_rest, "KEYS[2]"));
 }
 
 /*
@@ -307,7 +311,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sched_decode),
+		cmocka_unit_test(test_sched_redis_decode),
 		cmocka_unit_test(test_sched_decode_not_array),
 		cmocka_unit_test(test_sched_decode_error_reply),
 		cmocka_unit_test(test_sched_script),
