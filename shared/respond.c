@@ -78,9 +78,13 @@ resp_put(struct resp *r, const char *data, size_t len, int flush)
 	return CP_OK;
 }
 
-enum cp_err
-resp_begin(struct resp *r, int status, const char *content_type,
-	   const char *extra)
+/*
+ * Sends the header block: "Status:", Content-Type (may be NULL), the CORS
+ * headers, then each of the NULL-terminated header-line groups in lines.
+ */
+static enum cp_err
+resp_begin_lines(struct resp *r, int status, const char *content_type,
+		 const char *const *lines)
 {
 	struct buf *b = &r->r_hdr;
 	enum cp_err err;
@@ -93,8 +97,8 @@ resp_begin(struct resp *r, int status, const char *content_type,
 		err = buf_printf(b, "Content-Type: %s\r\n", content_type);
 	if (!err)
 		err = cors_headers(b, r->r_cors, r->r_origin);
-	if (!err && extra != NULL)
-		err = buf_adds(b, extra);
+	for (; !err && *lines != NULL; lines++)
+		err = buf_adds(b, *lines);
 	if (!err)
 		err = buf_add(b, "\r\n", 2);
 	if (err)
@@ -102,6 +106,48 @@ resp_begin(struct resp *r, int status, const char *content_type,
 	r->r_started = 1;
 	r->r_status = status;
 	return resp_put(r, b->b_p, b->b_len, 0);
+}
+
+enum cp_err
+resp_begin(struct resp *r, int status, const char *content_type,
+	   const char *extra)
+{
+	const char *lines[2] = {extra, NULL};
+
+	return resp_begin_lines(r, status, content_type, lines);
+}
+
+enum cp_err
+resp_relay_begin(struct resp *r, long status, int sse, const char *hdrs,
+		 const char *extra)
+{
+	const char *lines[4] = {hdrs,
+				sse ? "Cache-Control: no-cache\r\n"
+				      "X-Accel-Buffering: no\r\n"
+				    : "Cache-Control: no-store\r\n",
+				extra, NULL};
+
+	/* Content-Type is among the upstream's headers already. */
+	r->r_sse = sse;
+	r->r_buffered = !sse;
+	return resp_begin_lines(r, (int)status, NULL, lines);
+}
+
+/*
+ * Sent when a stream breaks after it started: an SSE "error" event in the
+ * OpenAI error shape, and no "data: [DONE]", so the client can tell.
+ */
+#define STREAM_ERROR_EVENT                                                     \
+	"\n\nevent: error\ndata: {\"error\":{\"message\":\"the upstream "      \
+	"stream broke off\",\"type\":\"upstream_error\",\"param\":null,"       \
+	"\"code\":\"stream_interrupted\"}}\n\n"
+
+void
+resp_cut(struct resp *r)
+{
+	if (r->r_started && r->r_sse)
+		(void)resp_write(r, STREAM_ERROR_EVENT,
+				 sizeof(STREAM_ERROR_EVENT) - 1);
 }
 
 enum cp_err

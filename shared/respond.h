@@ -23,6 +23,7 @@ struct resp {
 	int r_started;	      /* headers went out */
 	int r_hup;	      /* a write failed: the client is gone */
 	int r_buffered; /* not a stream: let writes pile up until the end */
+	int r_sse;	/* relaying an event stream */
 	int r_status;
 	size_t r_bytes;	  /* body bytes written */
 	struct buf r_hdr; /* owned: header block being built */
@@ -38,6 +39,24 @@ void resp_free(struct resp *r);
  */
 enum cp_err resp_begin(struct resp *r, int status, const char *content_type,
 		       const char *extra);
+
+/*
+ * Starts relaying an upstream answer: its status and end-to-end header
+ * lines (hdrs), then the proxy's policy: an event stream gets
+ * "Cache-Control: no-cache" and "X-Accel-Buffering: no" and each write is
+ * flushed at once; any other answer gets "Cache-Control: no-store" and
+ * leaves in one write with resp_finish (one web-server wake-up, not one
+ * per chunk). extra: more header lines (may be NULL).
+ */
+enum cp_err resp_relay_begin(struct resp *r, long status, int sse,
+			     const char *hdrs, const char *extra);
+
+/*
+ * Ends a relayed response that broke after it started, when only the
+ * body can still say so: an event stream gets an SSE "error" event in the
+ * OpenAI error shape and no "data: [DONE]", so its reader can tell.
+ */
+void resp_cut(struct resp *r);
 
 /*
  * Writes one chunk and flushes it, unless r_buffered is set (a complete

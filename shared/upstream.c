@@ -16,26 +16,44 @@
 /* State of one transfer, shared by the callbacks. */
 struct xfer {
 	struct upstream *x_up;
-	const struct upstream_req *x_req;
-	struct resp *x_resp;
+	const struct upstream_sink *x_sink;
 	long x_status;
 	int x_sse;	   /* Content-Type is text/event-stream */
-	int x_key_refused; /* 401/403: the body is about our key; drop it */
-	int x_retry;	   /* 429/5xx with another attempt to come: drop it */
+	int x_begun;	   /* sk_begin was called for this answer */
+	int x_hdr_toobig;  /* the header block went over the cap */
 	int x_hup;	   /* client went away */
 	int x_timeout;	   /* idle timeout fired */
 	int64_t x_last_ns; /* last sign of life from upstream */
 	int64_t x_hup_check_ns;
 	int64_t x_first_ns; /* first response byte */
-	enum cp_err x_err;  /* from writing to the client */
+	enum cp_err x_err;  /* what the sink returned */
 };
+
+/*
+ * What every forwarded request expects of the handle; the warm-up's HEAD
+ * changes these and puts them back with this.
+ */
+static CURLcode
+forward_defaults(CURL *c)
+{
+	CURLcode rc;
+
+	rc = curl_easy_setopt(c, CURLOPT_POST, 1L);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 0L);
+	if (!rc)
+		rc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	return rc;
+}
 
 enum cp_err
 upstream_init(struct upstream *u, const struct config *cfg, char *errbuf,
 	      size_t errsz)
 {
 	CURL *c;
-	CURLcode rc = CURLE_OK;
+	CURLcode rc;
 
 	memset(u, 0, sizeof(*u));
 	u->up_cfg = cfg;
@@ -47,8 +65,7 @@ upstream_init(struct upstream *u, const struct config *cfg, char *errbuf,
 	}
 	u->up_curl = c;
 	/* Options that stay the same for every request of this handle. */
-	if (!rc)
-		rc = curl_easy_setopt(c, CURLOPT_URL, cfg->chat_url);
+	rc = curl_easy_setopt(c, CURLOPT_URL, cfg->chat_url);
 	if (!rc)
 		rc = curl_easy_setopt(c, CURLOPT_ERRORBUFFER, u->up_errbuf);
 	if (!rc)
@@ -61,14 +78,16 @@ upstream_init(struct upstream *u, const struct config *cfg, char *errbuf,
 		rc = curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
 				      cfg->connect_timeout_ms);
 	if (!rc)
-		rc = curl_easy_setopt(c, CURLOPT_POST, 1L);
-	if (!rc)
-		rc = tls_store_apply(c, cfg);
-	if (!rc)
-		rc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+		rc = forward_defaults(c);
 	if (rc) {
 		snprintf(errbuf, errsz, "libcurl setup: %s",
 			 curl_easy_strerror(rc));
+		upstream_free(u);
+		return CP_ERR_CURL_SETUP;
+	}
+	if (tls_store_apply(c, cfg) != 0) {
+		snprintf(errbuf, errsz,
+			 "libcurl setup: the CA store was refused");
 		upstream_free(u);
 		return CP_ERR_CURL_SETUP;
 	}
@@ -124,44 +143,23 @@ upstream_warm(struct upstream *u)
 				  u->up_errbuf[0] ? u->up_errbuf
 						  : curl_easy_strerror(prc));
 	}
-	/* Back to what every forwarded request expects. */
-	rc = curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
-	if (!rc)
-		rc = curl_easy_setopt(c, CURLOPT_POST, 1L);
-	if (!rc)
-		rc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 0L);
-	if (!rc)
-		rc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	rc = forward_defaults(c);
 	if (rc)
 		log_warnx("libcurl reset after warm-up failed: %s",
 			  curl_easy_strerror(rc));
 }
 
-/* Sends the status line and headers, once, before the first body byte. */
+/* Hands the status and headers to the sink, once per answer. */
 static enum cp_err
-xfer_start_response(struct xfer *x)
+xfer_begin(struct xfer *x)
 {
-	struct buf *h = &x->x_up->up_hdrs;
-	enum cp_err err;
-	const char *extra = x->x_req->ur_extra;
+	const struct upstream_sink *k = x->x_sink;
 
-	if (x->x_resp->r_started)
+	if (x->x_begun)
 		return CP_OK;
-	err = buf_adds(h, x->x_sse ? "Cache-Control: no-cache\r\n"
-				     "X-Accel-Buffering: no\r\n"
-				   : "Cache-Control: no-store\r\n");
-	if (!err && extra != NULL)
-		err = buf_adds(h, extra);
-	if (err)
-		return err;
-	/* Content-Type is among the forwarded headers already. */
-	/*
-	 * Only an event stream has to reach the client chunk by chunk; a
-	 * JSON answer leaves with the end of the request in one write, so the
-	 * web server wakes up once for it.
-	 */
-	x->x_resp->r_buffered = !x->x_sse;
-	return resp_begin(x->x_resp, (int)x->x_status, NULL, h->b_p);
+	x->x_begun = 1;
+	return k->sk_begin(k->sk_ctx, x->x_status, x->x_sse,
+			   x->x_up->up_hdrs.b_p ? x->x_up->up_hdrs.b_p : "");
 }
 
 static size_t
@@ -183,9 +181,6 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 		if (curl_easy_getinfo(x->x_up->up_curl, CURLINFO_RESPONSE_CODE,
 				      &x->x_status) != CURLE_OK)
 			x->x_status = 0;
-		x->x_key_refused = x->x_status == 401 || x->x_status == 403;
-		x->x_retry = x->x_req->ur_retry_ok &&
-			     (x->x_status == 429 || x->x_status >= 500);
 		return len;
 	}
 	if (!hdr_forward_response(data, n))
@@ -197,8 +192,10 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 		x->x_sse = has_prefix_ci(v, n - (size_t)(v - data),
 					 "text/event-stream");
 	}
-	if (buf_add(h, data, n) != CP_OK || buf_add(h, "\r\n", 2) != CP_OK)
+	if (buf_add(h, data, n) != CP_OK || buf_add(h, "\r\n", 2) != CP_OK) {
+		x->x_hdr_toobig = 1;
 		return 0; /* absurd header volume: abort */
+	}
 	return len;
 }
 
@@ -210,15 +207,9 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	enum cp_err err;
 
 	x->x_last_ns = mono_ns();
-	/*
-	 * A refusal of our key is no business of the client's, and upstream
-	 * error bodies have been known to echo parts of the key.
-	 */
-	if (x->x_key_refused || x->x_retry)
-		return len;
-	err = xfer_start_response(x);
+	err = xfer_begin(x);
 	if (!err)
-		err = resp_write(x->x_resp, data, len);
+		err = x->x_sink->sk_body(x->x_sink->sk_ctx, data, len);
 	if (err) {
 		x->x_err = err;
 		x->x_hup = err == CP_ERR_HUP;
@@ -249,7 +240,7 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 	}
 	if (now - x->x_hup_check_ns >= UP_HUP_CHECK_NS) {
 		x->x_hup_check_ns = now;
-		if (x->x_req->ur_io->io_gone(x->x_req->ur_io->io_ctx)) {
+		if (x->x_sink->sk_gone(x->x_sink->sk_ctx)) {
 			x->x_hup = 1;
 			return 1;
 		}
@@ -308,19 +299,20 @@ is_timeout(CURLcode rc)
 
 enum cp_err
 upstream_forward(struct upstream *u, const struct upstream_req *req,
-		 struct resp *resp, struct upstream_res *res)
+		 const struct upstream_sink *sink, struct upstream_res *res)
 {
 	CURL *c = u->up_curl;
 	struct xfer x;
 	struct curl_slist *hdrs;
 	CURLcode rc = CURLE_OK;
 	int64_t start = mono_ns();
+	int performed = 0;
 
 	memset(res, 0, sizeof(*res));
+	res->us_rest_ms = -1;
 	memset(&x, 0, sizeof(x));
 	x.x_up = u;
-	x.x_req = req;
-	x.x_resp = resp;
+	x.x_sink = sink;
 	x.x_last_ns = start;
 	x.x_hup_check_ns = start;
 	u->up_errbuf[0] = '\0';
@@ -351,8 +343,10 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 		rc = curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
 	if (!rc)
 		rc = curl_easy_setopt(c, CURLOPT_XFERINFODATA, &x);
-	if (!rc)
+	if (!rc) {
+		performed = 1;
 		rc = curl_easy_perform(c);
+	}
 	/* The list must outlive the transfer; detach it before freeing. */
 	if (curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL) != CURLE_OK)
 		log_warnx("libcurl: cannot detach header list");
@@ -360,22 +354,32 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 
 	res->us_status = x.x_status;
 	res->us_sse = x.x_sse;
-	res->us_cooldown_ms =
-		x.x_status == 429
-			? hdr_cooldown_ms(u->up_hdrs.b_p ? u->up_hdrs.b_p : "")
-			: -1;
+	if (x.x_status == 429)
+		res->us_rest_ms =
+			hdr_cooldown_ms(u->up_hdrs.b_p ? u->up_hdrs.b_p : "");
 	if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &res->us_connects) !=
 	    CURLE_OK)
 		res->us_connects = -1;
 	if (x.x_first_ns != 0)
 		res->us_ttfb_ms = (double)(x.x_first_ns - start) / 1e6;
 
-	if (x.x_hup || resp->r_hup)
+	if (!performed) {
+		snprintf(res->us_detail, sizeof(res->us_detail), "libcurl: %s",
+			 curl_easy_strerror(rc));
+		return CP_ERR_CURL_SETUP;
+	}
+	if (x.x_hup || x.x_err == CP_ERR_HUP)
 		return CP_ERR_HUP;
 	if (x.x_err) {
+		res->us_sink = x.x_err;
 		snprintf(res->us_detail, sizeof(res->us_detail), "%s",
 			 cp_strerror(x.x_err));
 		return x.x_err;
+	}
+	if (x.x_hdr_toobig) {
+		snprintf(res->us_detail, sizeof(res->us_detail),
+			 "upstream headers over %d bytes", UP_MAX_HEADERS);
+		return CP_ERR_UPSTREAM_TOOBIG;
 	}
 	if (x.x_timeout || is_timeout(rc)) {
 		snprintf(res->us_detail, sizeof(res->us_detail),
@@ -396,16 +400,6 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 			 "no HTTP status from upstream");
 		return CP_ERR_UPSTREAM;
 	}
-	if (x.x_key_refused) {
-		snprintf(res->us_detail, sizeof(res->us_detail),
-			 "upstream answered %ld to the API key", x.x_status);
-		return CP_ERR_UPSTREAM_AUTH;
-	}
-	if (x.x_retry) {
-		snprintf(res->us_detail, sizeof(res->us_detail),
-			 "upstream answered %ld", x.x_status);
-		return CP_ERR_UPSTREAM_RETRY;
-	}
-	/* An answer with no body (e.g. 204) still has to reach the client. */
-	return xfer_start_response(&x);
+	/* An answer with no body (e.g. 204) still has its status. */
+	return xfer_begin(&x);
 }

@@ -2,14 +2,16 @@
  * upstream.h - forwarding one request to Cerebras with libcurl.
  *
  * One easy handle per worker (thread), kept across requests so the TCP and
- * TLS connection is reused. Each chunk libcurl hands over goes to the
- * client at once through struct resp; nothing is buffered.
+ * TLS connection is reused. The answer goes to a sink (callbacks) as it
+ * arrives: its status and filtered headers once, then each chunk of body
+ * at once; nothing is buffered here, and nothing here knows what the
+ * client is sent: that is the sink's business (respond.c, through
+ * proxy.c).
  */
 #ifndef CP_UPSTREAM_H
 #define CP_UPSTREAM_H
 
 #include "config.h"
-#include "respond.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -21,16 +23,30 @@ struct upstream {
 	struct buf up_hdrs; /* owned: filtered upstream headers */
 };
 
-/* What the proxy sends besides the body (values borrowed, may be NULL). */
+/* Where the answer goes. Each callback returns CP_OK to go on. */
+struct upstream_sink {
+	/*
+	 * The answer's status, whether it is an event stream, and its
+	 * end-to-end headers ("Name: value\r\n" lines, hop-by-hop and CORS
+	 * dropped). Called once per answer, before its first body byte (or
+	 * at its end if it has none).
+	 */
+	enum cp_err (*sk_begin)(void *ctx, long status, int sse,
+				const char *hdrs);
+	/* One chunk of the body, as it arrived. */
+	enum cp_err (*sk_body)(void *ctx, const char *data, size_t len);
+	/* 1 once the client has gone (polled while the upstream is silent). */
+	int (*sk_gone)(void *ctx);
+	void *sk_ctx;
+};
+
+/* What the proxy sends besides the body (values borrowed). */
 struct upstream_req {
 	const char *ur_key; /* the API key for this request */
 	const char
 		*ur_hdr_lines; /* "Name: value\n" lines from the allow-list */
 	const char *ur_body;
 	size_t ur_body_len;
-	const struct request_io *ur_io; /* the client's, for io_gone */
-	const char *ur_extra; /* extra response header lines, may be NULL */
-	int ur_retry_ok; /* another attempt may follow: keep 429/5xx back */
 };
 
 struct upstream_res {
@@ -38,10 +54,12 @@ struct upstream_res {
 	long us_connects;    /* new connections this transfer (0 = reused) */
 	double us_ttfb_ms;   /* until the first response byte */
 	int us_sse;	     /* the answer is text/event-stream */
-	long us_cooldown_ms; /* a 429's Retry-After or reset time; -1 none */
+	long us_rest_ms;     /* a 429's Retry-After or reset time; -1 none */
+	enum cp_err us_sink; /* what the sink returned, if it stopped it */
 	char us_detail[CURL_ERROR_SIZE]; /* human-readable reason on failure */
 };
 
+/* On failure u holds nothing to free and errbuf says why. */
 enum cp_err upstream_init(struct upstream *u, const struct config *cfg,
 			  char *errbuf, size_t errsz);
 void upstream_free(struct upstream *u);
@@ -54,15 +72,15 @@ void upstream_free(struct upstream *u);
 void upstream_warm(struct upstream *u);
 
 /*
- * Sends req and streams the answer into resp (status, filtered headers,
- * body). Returns CP_OK once the upstream answer was relayed, whatever its
- * status; CP_ERR_UPSTREAM / CP_ERR_UPSTREAM_TIMEOUT if the upstream failed
- * (resp may have started: then the stream is cut short); CP_ERR_HUP if
- * the client went away; CP_ERR_UPSTREAM_AUTH if the upstream answered 401
- * or 403 (nothing of that answer is relayed); CP_ERR_UPSTREAM_RETRY if it
- * answered 429 or 5xx and req->ur_retry_ok (nothing relayed either).
+ * Sends req and hands the answer to sink. Returns CP_OK once the upstream
+ * answer has ended, whatever its status; CP_ERR_HUP if the client went
+ * away (the sink said so, or sk_gone); CP_ERR_UPSTREAM_TIMEOUT if the
+ * upstream was silent too long; CP_ERR_UPSTREAM_TOOBIG if its header
+ * block was over the cap; CP_ERR_UPSTREAM if it could not be reached or
+ * broke off; another error the sink returned. res says more.
  */
 enum cp_err upstream_forward(struct upstream *u, const struct upstream_req *req,
-			     struct resp *resp, struct upstream_res *res);
+			     const struct upstream_sink *sink,
+			     struct upstream_res *res);
 
 #endif

@@ -1,0 +1,405 @@
+/*
+ * chat.c - the chat request path, from the body to the last write.
+ */
+#include "chat.h"
+
+#include "headers.h"
+#include "log.h"
+#include "retry.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define READ_CHUNK    8192 /* request body read size */
+#define HDR_VALUE_MAX 4096
+
+/* One chat request in flight: what the sink and the log line need. */
+struct chat {
+	struct worker *c_w;
+	const struct request_io *c_io;
+	struct resp *c_resp;
+	struct slot c_slot;
+	struct upstream_res c_res;
+	int c_attempts_left; /* after the current one */
+	int c_held;	     /* the current answer is not for the client */
+	int64_t c_t0;
+	char c_timing[64]; /* the Server-Timing line of this attempt */
+};
+
+/*
+ * Reads the request body to EOF (CONTENT_LENGTH may be empty or absent,
+ * e.g. for chunked requests), up to the configured cap.
+ */
+static enum cp_err
+read_body(const struct request_io *io, struct buf *body)
+{
+	size_t want;
+	char probe;
+	int n;
+	enum cp_err err;
+
+	/* Straight into the buffer: no copy, and no 16 KiB on the stack. */
+	buf_reset(body);
+	for (;;) {
+		want = body->b_max - body->b_len;
+		if (want > READ_CHUNK)
+			want = READ_CHUNK;
+		if (want == 0) {
+			/* At the cap: any more input is too much. */
+			n = io->io_read(io->io_ctx, &probe, 1);
+			return n < 0   ? CP_ERR_IO
+			       : n > 0 ? CP_ERR_TOOBIG
+				       : CP_OK;
+		}
+		err = buf_reserve(body, want);
+		if (err)
+			return err;
+		n = io->io_read(io->io_ctx, body->b_p + body->b_len, (int)want);
+		if (n < 0)
+			return CP_ERR_IO;
+		if (n == 0)
+			return CP_OK; /* buf_reserve made b_p valid */
+		buf_commit(body, (size_t)n);
+	}
+}
+
+/* Collects the allow-listed client headers as "Name: value\n" lines. */
+static enum cp_err
+forward_headers(const struct request_io *io, struct buf *out)
+{
+	const struct hdr_forward *f;
+	const char *v;
+	enum cp_err err;
+
+	buf_reset(out);
+	err = buf_adds(out, "Content-Type: application/json\n");
+	if (err)
+		return err;
+	for (f = hdr_request_allowed; f->hf_cgi != NULL; f++) {
+		v = io->io_param(io->io_ctx, f->hf_cgi);
+		if (v == NULL || v[0] == '\0' ||
+		    !hdr_value_ok(v, HDR_VALUE_MAX))
+			continue;
+		err = buf_printf(out, "%s: %s\n", f->hf_name, v);
+		if (err)
+			return err;
+	}
+	return CP_OK;
+}
+
+/*
+ * Reads and checks what the client sent: the body into w_body, the
+ * headers to forward into w_hdrs. Anything wrong is answered here (and
+ * returned as an error).
+ */
+static enum cp_err
+chat_read(struct chat *c)
+{
+	struct worker *w = c->c_w;
+	char msg[128];
+	enum cp_err err;
+
+	err = read_body(c->c_io, &w->w_body);
+	if (err == CP_ERR_TOOBIG) {
+		snprintf(msg, sizeof(msg), "request body larger than %ld bytes",
+			 w->w_cfg->max_body_bytes);
+		resp_error(c->c_resp, 413, "invalid_request_error",
+			   "request_too_large", msg, NULL);
+		return err;
+	}
+	if (err) {
+		resp_error(c->c_resp, 400, "invalid_request_error",
+			   "bad_request_body",
+			   "could not read the request body", NULL);
+		return err;
+	}
+	if (w->w_body.b_len == 0) {
+		resp_error(c->c_resp, 400, "invalid_request_error",
+			   "empty_body",
+			   "the request body is empty: send the chat "
+			   "completion request as JSON",
+			   NULL);
+		return CP_ERR_BADREQ;
+	}
+	err = forward_headers(c->c_io, &w->w_hdrs);
+	if (err) {
+		resp_error(c->c_resp, 400, "invalid_request_error",
+			   "bad_headers", "request headers too large", NULL);
+		return err;
+	}
+	return CP_OK;
+}
+
+/* 429 when no slot could be had: all keys resting, or the queue is full. */
+static void
+refuse_busy(struct resp *r, const struct slot *sl)
+{
+	char extra[64];
+	long secs = (long)((sl->s_wait_us + 999999) / 1000000);
+
+	if (secs < 1)
+		secs = 1;
+	snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", secs);
+	if (sl->s_key == SLOT_ALL_RESTING)
+		resp_error(r, 429, "rate_limit_exceeded",
+			   "all_keys_cooling_down",
+			   "every API key of the proxy is resting after a rate "
+			   "limit; retry after the time in Retry-After",
+			   extra);
+	else
+		resp_error(
+			r, 429, "rate_limit_exceeded", "proxy_saturated",
+			"the proxy is saturated: the next free slot is "
+			"further away than its queue allows; retry after the "
+			"time in Retry-After",
+			extra);
+}
+
+/* A slot for the next attempt, or the refusal answered. */
+static enum cp_err
+chat_reserve(struct chat *c)
+{
+	enum cp_err err = sched_reserve(&c->c_w->w_sched, &c->c_slot);
+
+	if (err) {
+		resp_error(c->c_resp, 503, "service_unavailable",
+			   "scheduler_unavailable",
+			   "the proxy cannot reach its scheduler (Redis); try "
+			   "again shortly",
+			   "Retry-After: 1\r\n");
+		return err;
+	}
+	if (c->c_slot.s_key < 0) {
+		refuse_busy(c->c_resp, &c->c_slot);
+		return CP_ERR_BADREQ;
+	}
+	return CP_OK;
+}
+
+static atomic_int abs_sleep_failed; /* logged once per process */
+
+/* Sleeps until the absolute CLOCK_MONOTONIC time deadline_ns. */
+static void
+sleep_until(int64_t deadline_ns)
+{
+	struct timespec ts;
+	int64_t left;
+	int rc;
+
+	if (mono_ns() >= deadline_ns)
+		return; /* a sleep call costs a timer even when due */
+	ts.tv_sec = (time_t)(deadline_ns / 1000000000);
+	ts.tv_nsec = (long)(deadline_ns % 1000000000);
+	do
+		rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+	while (rc == EINTR);
+	if (rc == 0)
+		return;
+	/* Never send early: fall back to relative sleeps (e.g. faked clocks). */
+	if (!atomic_exchange(&abs_sleep_failed, 1))
+		log_warnx("clock_nanosleep(TIMER_ABSTIME): %s; using relative "
+			  "sleeps",
+			  strerror(rc));
+	while ((left = deadline_ns - mono_ns()) > 0) {
+		ts.tv_sec = (time_t)(left / 1000000000);
+		ts.tv_nsec = (long)(left % 1000000000);
+		(void)nanosleep(&ts, NULL);
+	}
+}
+
+/*
+ * Waits until the slot, watching the client connection: returns
+ * CP_ERR_HUP if the client leaves meanwhile. The kernel lets poll() time
+ * out up to 0.1% late (800 us on an 800 ms wait), so the front end
+ * watches all but the last stretch and clock_nanosleep(TIMER_ABSTIME),
+ * whose slack is 50 us, ends the wait on time.
+ */
+static enum cp_err
+chat_wait(struct chat *c)
+{
+	const struct request_io *io = c->c_io;
+	int64_t deadline_ns = c->c_slot.s_deadline_ns;
+	int64_t left = deadline_ns - mono_ns();
+
+	if (left > 0 && io->io_wait_gone(io->io_ctx, deadline_ns - 2000000 -
+							     left / 500) != 0)
+		return CP_ERR_HUP;
+	sleep_until(deadline_ns);
+	return CP_OK;
+}
+
+static void
+chat_log(const struct chat *c, int status, const char *outcome)
+{
+	const struct config *cfg = c->c_w->w_cfg;
+	const struct slot *sl = &c->c_slot;
+	const struct upstream_res *res = &c->c_res;
+	const char *v;
+	char rid[80];
+
+	if (!cfg->log_requests)
+		return;
+	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
+	log_escape(v ? v : "-", rid, sizeof(rid));
+	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
+		 "sent_mono=%.6f status=%d "
+		 "ttfb_ms=%.1f total_ms=%.1f bytes=%zu new_conns=%ld %s",
+		 rid, sl->s_key, cfg->key_fps[sl->s_key],
+		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
+		 (double)sl->s_late_us / 1000.0,
+		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
+		 status, res->us_ttfb_ms, (double)(mono_ns() - c->c_t0) / 1e6,
+		 c->c_resp->r_bytes, res->us_connects, outcome);
+}
+
+/* The sink: the upstream's answer goes to the client, unless held back. */
+static enum cp_err
+sink_begin(void *ctx, long status, int sse, const char *hdrs)
+{
+	struct chat *c = ctx;
+
+	/*
+	 * An answer that will be retried never reaches the client, nor does
+	 * a refusal of our key (upstream error bodies have been known to
+	 * echo parts of the key).
+	 */
+	c->c_held = !retry_relays(status, c->c_attempts_left);
+	if (c->c_held)
+		return CP_OK;
+	return resp_relay_begin(c->c_resp, status, sse, hdrs, c->c_timing);
+}
+
+static enum cp_err
+sink_body(void *ctx, const char *data, size_t len)
+{
+	struct chat *c = ctx;
+
+	if (c->c_held)
+		return CP_OK;
+	return resp_write(c->c_resp, data, len);
+}
+
+static int
+sink_gone(void *ctx)
+{
+	struct chat *c = ctx;
+
+	return c->c_io->io_gone(c->c_io->io_ctx);
+}
+
+/* Sends the request on the slot's key; the scheduler learns the answer. */
+static enum cp_err
+chat_forward(struct chat *c)
+{
+	struct worker *w = c->c_w;
+	struct upstream_req ur;
+	struct upstream_sink sink = {sink_begin, sink_body, sink_gone, c};
+	struct sched_outcome so;
+	enum cp_err err;
+
+	snprintf(c->c_timing, sizeof(c->c_timing),
+		 "Server-Timing: queue;dur=%.1f\r\n",
+		 (double)(mono_ns() - c->c_t0) / 1e6);
+	ur.ur_key = w->w_cfg->keys[c->c_slot.s_key];
+	ur.ur_hdr_lines = w->w_hdrs.b_p;
+	ur.ur_body = w->w_body.b_p;
+	ur.ur_body_len = w->w_body.b_len;
+	c->c_held = 0;
+	err = upstream_forward(&w->w_up, &ur, &sink, &c->c_res);
+	so.so_status = c->c_res.us_status;
+	so.so_rest_ms = c->c_res.us_rest_ms;
+	sched_settle(&w->w_sched, &c->c_slot, &so);
+	return err;
+}
+
+/* What the log line says of an attempt that did not simply succeed. */
+static const char *
+attempt_detail(const struct chat *c, char *buf, size_t bufsz)
+{
+	const struct upstream_res *res = &c->c_res;
+
+	if (res->us_detail[0] != '\0')
+		return res->us_detail;
+	if (res->us_status == 401 || res->us_status == 403)
+		snprintf(buf, bufsz, "upstream answered %ld to the API key",
+			 res->us_status);
+	else
+		snprintf(buf, bufsz, "upstream answered %ld", res->us_status);
+	return buf;
+}
+
+/*
+ * Carries out the verdict on the last attempt, ends the response, and
+ * only then logs the request, so the log says how it really ended.
+ */
+static void
+chat_finish(struct chat *c, const struct retry_verdict *v)
+{
+	struct resp *r = c->c_resp;
+	char buf[CURL_ERROR_SIZE + 64];
+	enum cp_err err;
+
+	if (v->rv_action == RETRY_FAIL)
+		resp_error(r, v->rv_status, v->rv_type, v->rv_code,
+			   v->rv_message, NULL);
+	else if (v->rv_action == RETRY_CUT)
+		resp_cut(r);
+	err = resp_finish(r);
+	if (v->rv_action == RETRY_GONE || err == CP_ERR_HUP)
+		chat_log(c, r->r_started ? r->r_status : 499, "client left");
+	else if (v->rv_action == RETRY_RELAY)
+		chat_log(c, r->r_status, "ok");
+	else
+		chat_log(c, r->r_status, attempt_detail(c, buf, sizeof(buf)));
+}
+
+void
+chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
+{
+	struct chat c;
+	struct retry_verdict v;
+	char buf[CURL_ERROR_SIZE + 64];
+	enum cp_err err;
+	int attempts = w->w_cfg->max_attempts < w->w_cfg->nkeys
+			       ? (int)w->w_cfg->max_attempts
+			       : w->w_cfg->nkeys;
+
+	memset(&c, 0, sizeof(c));
+	c.c_w = w;
+	c.c_io = io;
+	c.c_resp = r;
+	c.c_t0 = mono_ns();
+	if (chat_read(&c) != CP_OK)
+		return;
+	/* A client that already left gets no slot and no upstream request. */
+	if (io->io_gone(io->io_ctx))
+		return;
+	for (c.c_attempts_left = attempts - 1;; c.c_attempts_left--) {
+		if (chat_reserve(&c) != CP_OK)
+			return;
+		err = chat_wait(&c);
+		c.c_slot.s_late_us =
+			(mono_ns() - c.c_slot.s_deadline_ns) / 1000;
+		if (err == CP_ERR_HUP) {
+			/* Its slot can go to the next request, if still last. */
+			sched_release(&w->w_sched, &c.c_slot);
+			memset(&c.c_res, 0, sizeof(c.c_res));
+			chat_log(&c, 499, "client left while queued");
+			return;
+		}
+		err = chat_forward(&c);
+		v = retry_decide(err, c.c_res.us_status, r->r_started,
+				 c.c_attempts_left);
+		if (v.rv_action != RETRY_AGAIN)
+			break;
+		snprintf(buf, sizeof(buf), "%s; retrying on another key",
+			 attempt_detail(&c, buf + sizeof(buf) / 2,
+					sizeof(buf) / 2));
+		chat_log(&c, c.c_res.us_status ? (int)c.c_res.us_status : 502,
+			 buf);
+	}
+	chat_finish(&c, &v);
+}

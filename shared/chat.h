@@ -1,0 +1,14 @@
+/*
+ * chat.h - one chat request: read, check, reserve a slot, wait for it,
+ * forward (on another key if the verdict says so), finish.
+ */
+#ifndef CP_CHAT_H
+#define CP_CHAT_H
+
+#include "proxy.h"
+#include "respond.h"
+
+/* Serves a chat request completely, its answer and its log line. */
+void chat_handle(struct worker *w, const struct request_io *io, struct resp *r);
+
+#endif
