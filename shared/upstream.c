@@ -54,6 +54,7 @@ upstream_init(struct upstream *u, const struct config *cfg, char *errbuf,
 {
 	CURL *c;
 	CURLcode rc;
+	enum cp_err err;
 
 	memset(u, 0, sizeof(*u));
 	u->up_cfg = cfg;
@@ -85,13 +86,10 @@ upstream_init(struct upstream *u, const struct config *cfg, char *errbuf,
 		upstream_free(u);
 		return CP_ERR_CURL_SETUP;
 	}
-	if (tls_store_apply(c, cfg) != 0) {
-		snprintf(errbuf, errsz,
-			 "libcurl setup: the CA store was refused");
+	err = tls_store_apply(c, cfg, errbuf, errsz);
+	if (err)
 		upstream_free(u);
-		return CP_ERR_CURL_SETUP;
-	}
-	return CP_OK;
+	return err;
 }
 
 void
