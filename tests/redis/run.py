@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Runs the Redis script tests (test_*.py here: shared/lua/*.lua on a real
+redis-server, no C code); prints unittest's report and, last, one line
+"integration (redis scripts): N passed, N failed, N skipped".
+Exits non-zero if anything failed or nothing passed.
+Usage: run.py [unittest names...]   (default: every test_*.py here)"""
+
+import os
+import signal
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def main(argv):
+    # SIGTERM unwinds like ^C, so the redis-servers are stopped (atexit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    loader = unittest.TestLoader()
+    if argv:
+        suite = loader.loadTestsFromNames(argv)
+    else:
+        suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    skipped = len(result.skipped)
+    passed = result.testsRun - failed - skipped
+    print("integration (redis scripts): %d passed, %d failed, %d skipped"
+          % (passed, failed, skipped))
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
