@@ -9,15 +9,6 @@
 #define CORS_MAX_AGE	     "86400"
 #define CORS_MAX_HEADER_LIST 2048
 
-/* RFC 9110 tchar. */
-static int
-is_tchar(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') ||
-	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 int
 cors_header_list_ok(const char *s)
 {

@@ -59,14 +59,6 @@ hdr_trim_eol(const char *line, size_t len)
 	return len;
 }
 
-static int
-is_tchar(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') ||
-	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 int
 hdr_forward_response(const char *line, size_t len)
 {

@@ -8,24 +8,24 @@
 #define ALLOW_ROOT "GET, HEAD, POST, OPTIONS"
 #define ALLOW_CHAT "POST, OPTIONS"
 
-static int
+static enum cp_err
 copy_path(const char *p, size_t n, char *out, size_t outsz)
 {
 	size_t off = 0;
 
 	if (n == 0 || p[0] != '/') {
 		if (outsz < 2)
-			return -1;
+			return CP_ERR_TOOBIG;
 		out[off++] = '/';
 	}
 	if (off + n >= outsz)
-		return -1;
+		return CP_ERR_TOOBIG;
 	memcpy(out + off, p, n);
 	out[off + n] = '\0';
-	return 0;
+	return CP_OK;
 }
 
-int
+enum cp_err
 route_path(const struct route_vars *v, char *out, size_t outsz)
 {
 	const char *uri;

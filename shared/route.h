@@ -8,6 +8,8 @@
 #ifndef CP_ROUTE_H
 #define CP_ROUTE_H
 
+#include "util.h"
+
 #include <stddef.h>
 
 enum route {
@@ -33,9 +35,10 @@ struct route_vars {
  *      query) with SCRIPT_NAME removed when SCRIPT_NAME is a proper prefix
  *      ending at a '/' boundary. When SCRIPT_NAME is the whole path (nginx's
  *      stock fastcgi_params) nothing is removed.
- * Returns 0, or -1 if the path does not fit in out.
+ * Returns CP_OK, or CP_ERR_TOOBIG if the path does not fit in out (which
+ * then holds no string).
  */
-int route_path(const struct route_vars *v, char *out, size_t outsz);
+enum cp_err route_path(const struct route_vars *v, char *out, size_t outsz);
 
 /*
  * Maps a request to a route. For ROUTE_NOT_ALLOWED *allow is set to the

@@ -48,7 +48,7 @@ settle_store(X509_STORE *store)
 	}
 }
 
-int
+enum cp_err
 tls_store_init(const struct config *cfg, char *err, size_t errsz)
 {
 	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
@@ -56,13 +56,13 @@ tls_store_init(const struct config *cfg, char *err, size_t errsz)
 
 	if (v->ssl_version == NULL ||
 	    strncmp(v->ssl_version, "OpenSSL/", 8) != 0)
-		return 1;
+		return CP_OK; /* no shared store: see tls_store_shared */
 	if (file == NULL)
 		file = v->cainfo; /* libcurl's built-in bundle */
 	shared_store = X509_STORE_new();
 	if (shared_store == NULL) {
 		snprintf(err, errsz, "out of memory");
-		return -1;
+		return CP_ERR_NOMEM;
 	}
 	if (file != NULL ? X509_STORE_load_file(shared_store, file) != 1
 			 : X509_STORE_set_default_paths(shared_store) != 1) {
@@ -79,7 +79,7 @@ tls_store_init(const struct config *cfg, char *err, size_t errsz)
 				file != NULL ? file
 					     : "OpenSSL's default paths");
 		tls_store_free();
-		return -1;
+		return CP_ERR_CONFIG;
 	}
 	settle_store(shared_store);
 	/*
@@ -88,31 +88,50 @@ tls_store_init(const struct config *cfg, char *err, size_t errsz)
 	 */
 	X509_STORE_set_flags(shared_store, X509_V_FLAG_TRUSTED_FIRST |
 						   X509_V_FLAG_PARTIAL_CHAIN);
-	return 0;
+	return CP_OK;
 }
 
-CURLcode
-tls_store_apply(CURL *c, const struct config *cfg)
+int
+tls_store_shared(void)
 {
-	CURLcode rc;
+	return shared_store != NULL;
+}
+
+/* A curl_easy_setopt result, with the option named in err on failure. */
+static enum cp_err
+setopt_result(CURLcode rc, const char *name, char *err, size_t errsz)
+{
+	if (rc == CURLE_OK)
+		return CP_OK;
+	snprintf(err, errsz, "libcurl setup: %s: %s", name,
+		 curl_easy_strerror(rc));
+	return CP_ERR_CURL_SETUP;
+}
+
+#define SETOPT(c, opt, val, err, errsz)                                        \
+	setopt_result(curl_easy_setopt(c, opt, val), #opt, err, errsz)
+
+enum cp_err
+tls_store_apply(CURL *c, const struct config *cfg, char *err, size_t errsz)
+{
+	enum cp_err e;
 
 	/*
 	 * Debian's libcurl also has a built-in CA path, which turns its CA
 	 * cache off and re-parses the store for every connection.
 	 */
-	rc = curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
-	if (rc)
-		return rc;
+	e = SETOPT(c, CURLOPT_CAPATH, NULL, err, errsz);
+	if (e)
+		return e;
 	if (shared_store == NULL) /* libcurl loads cfg->ca_file itself */
-		return cfg->ca_file == NULL
-			       ? CURLE_OK
-			       : curl_easy_setopt(c, CURLOPT_CAINFO,
-						  cfg->ca_file);
-	rc = curl_easy_setopt(c, CURLOPT_CAINFO, NULL);
-	if (!rc)
-		rc = curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION,
-				      use_shared_store);
-	return rc;
+		return cfg->ca_file == NULL ? CP_OK
+					    : SETOPT(c, CURLOPT_CAINFO,
+						     cfg->ca_file, err, errsz);
+	e = SETOPT(c, CURLOPT_CAINFO, NULL, err, errsz);
+	if (e)
+		return e;
+	return SETOPT(c, CURLOPT_SSL_CTX_FUNCTION, use_shared_store, err,
+		      errsz);
 }
 
 void

@@ -13,23 +13,32 @@
 #define CP_TLS_H
 
 #include "config.h"
+#include "util.h"
 
 #include <curl/curl.h>
 #include <stddef.h>
 
 /*
  * Parses cfg->ca_file, or libcurl's default bundle, into the shared store.
- * Returns 0; 1 if libcurl is not built on OpenSSL (then every handle loads
- * the CA file itself, as libcurl does by default); -1 with a one-line
- * reason in err if the file cannot be loaded.
+ * Returns CP_OK, also when libcurl is not built on OpenSSL (then there is
+ * no shared store and every handle loads the CA file itself, as libcurl
+ * does by default: see tls_store_shared); CP_ERR_CONFIG with a one-line
+ * reason in err if the file cannot be loaded; CP_ERR_NOMEM.
+ * Call once, before any thread starts.
  */
-int tls_store_init(const struct config *cfg, char *err, size_t errsz);
+enum cp_err tls_store_init(const struct config *cfg, char *err, size_t errsz);
+
+/* Returns 1 if tls_store_init made a shared store, 0 if not. */
+int tls_store_shared(void);
 
 /*
  * Sets c up to verify the upstream against the shared store, or, without
- * one, against cfg->ca_file (NULL: libcurl's default bundle).
+ * one, against cfg->ca_file (NULL: libcurl's default bundle). Returns
+ * CP_OK, or CP_ERR_CURL_SETUP with "libcurl setup: <option>: <reason>" in
+ * err if libcurl refused an option.
  */
-CURLcode tls_store_apply(CURL *c, const struct config *cfg);
+enum cp_err tls_store_apply(CURL *c, const struct config *cfg, char *err,
+			    size_t errsz);
 
 void tls_store_free(void);
 

@@ -25,14 +25,15 @@ cp_strerror(enum cp_err err)
 	case CP_ERR_REDIS: return "Redis error";
 	case CP_ERR_UPSTREAM: return "upstream error";
 	case CP_ERR_UPSTREAM_TIMEOUT: return "upstream timeout";
-	case CP_ERR_UPSTREAM_AUTH: return "upstream refused the API key";
-	case CP_ERR_UPSTREAM_RETRY: return "upstream asked to try again";
+	case CP_ERR_UPSTREAM_TOOBIG: return "upstream headers too large";
 	case CP_ERR_CURL_SETUP: return "libcurl refused an option";
+	case CP_ERR_INVAL: return "invalid value";
+	case CP_ERR_CONFIG: return "invalid configuration";
 	}
 	return "unknown error";
 }
 
-int
+enum cp_err
 parse_ll(const char *str, long long min, long long max, long long *out,
 	 const char **errstr)
 {
@@ -41,29 +42,29 @@ parse_ll(const char *str, long long min, long long max, long long *out,
 
 	if (str == NULL || *str == '\0') {
 		*errstr = "empty";
-		return -1;
+		return CP_ERR_INVAL;
 	}
 	/* strtoll accepts leading spaces and a '+'; we do not. */
 	if (!(*str == '-' || (*str >= '0' && *str <= '9'))) {
 		*errstr = "not a number";
-		return -1;
+		return CP_ERR_INVAL;
 	}
 	errno = 0;
 	v = strtoll(str, &end, 10);
 	if (end == str || *end != '\0') {
 		*errstr = "not a number";
-		return -1;
+		return CP_ERR_INVAL;
 	}
 	if ((errno == ERANGE && v == LLONG_MIN) || v < min) {
 		*errstr = "too small";
-		return -1;
+		return CP_ERR_INVAL;
 	}
 	if ((errno == ERANGE && v == LLONG_MAX) || v > max) {
 		*errstr = "too large";
-		return -1;
+		return CP_ERR_INVAL;
 	}
 	*out = v;
-	return 0;
+	return CP_OK;
 }
 
 void
@@ -185,4 +186,12 @@ has_prefix_ci(const char *s, size_t slen, const char *prefix)
 	size_t plen = strlen(prefix);
 
 	return slen >= plen && strncasecmp(s, prefix, plen) == 0;
+}
+
+int
+is_tchar(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }

@@ -23,20 +23,22 @@ enum cp_err {
 	CP_ERR_REDIS,	 /* Redis unreachable or answered an error */
 	CP_ERR_UPSTREAM, /* upstream unreachable or broke the transfer */
 	CP_ERR_UPSTREAM_TIMEOUT, /* upstream did not answer in time */
-	CP_ERR_UPSTREAM_AUTH,	 /* upstream refused our API key (401/403) */
-	CP_ERR_UPSTREAM_RETRY,	 /* 429/5xx not relayed: try another key */
+	CP_ERR_UPSTREAM_TOOBIG,	 /* upstream header block over the cap */
 	CP_ERR_CURL_SETUP,	 /* libcurl refused an option */
+	CP_ERR_INVAL,  /* a value is malformed or out of range (parse_ll) */
+	CP_ERR_CONFIG, /* a setting is invalid: stop at start */
 };
 
 const char *cp_strerror(enum cp_err err);
 
 /*
  * Parses the whole of str as a base-10 integer within [min, max].
- * Returns 0 and sets *out, or -1 with *errstr set to a static reason
- * ("empty", "not a number", "too small", "too large").
+ * Returns CP_OK and sets *out, or CP_ERR_INVAL with *errstr set to a static
+ * reason ("empty", "not a number", "too small", "too large") and *out left
+ * alone.
  */
-int parse_ll(const char *str, long long min, long long max, long long *out,
-	     const char **errstr);
+enum cp_err parse_ll(const char *str, long long min, long long max,
+		     long long *out, const char **errstr);
 
 /*
  * A growable byte buffer with a hard cap chosen at creation (like curl's
@@ -69,5 +71,11 @@ int64_t mono_ns(void);
 
 /* Case-insensitive ASCII prefix test; returns 1 if s starts with prefix. */
 int has_prefix_ci(const char *s, size_t slen, const char *prefix);
+
+/*
+ * Returns 1 if c may appear in an HTTP token (RFC 9110 5.6.2 tchar: a
+ * header name, a method), 0 otherwise ('\0' included).
+ */
+int is_tchar(char c);
 
 #endif

@@ -81,7 +81,7 @@ test_route_path(void **state)
 	for (i = 0; i < NELEM(path_cases); i++) {
 		const struct path_case *t = &path_cases[i];
 		struct route_vars v;
-		int ret;
+		enum cp_err ret;
 
 		v.rv_script_name = t->script_name;
 		v.rv_path_info = t->path_info;
@@ -89,12 +89,13 @@ test_route_path(void **state)
 		v.rv_request_uri = t->request_uri;
 		memset(out, 'Z', sizeof(out));
 		ret = route_path(&v, out, sizeof(out));
-		if (ret != 0 || strcmp(out, t->want) != 0)
+		if (ret != CP_OK || strcmp(out, t->want) != 0)
 			fail_msg("row %zu {%s, %s, %s, %s}: ret %d, "
 				 "got \"%.*s\", want \"%s\"",
 				 i, nz(t->script_name), nz(t->path_info),
-				 nz(t->document_uri), nz(t->request_uri), ret,
-				 ret == 0 ? 255 : 0, out, t->want);
+				 nz(t->document_uri), nz(t->request_uri),
+				 (int)ret, ret == CP_OK ? 255 : 0, out,
+				 t->want);
 	}
 }
 
@@ -102,27 +103,27 @@ struct path_size_case {
 	const char *path_info;
 	const char *request_uri;
 	size_t outsz;
-	int ret;
+	enum cp_err ret;
 	const char *want;
 };
 
 static const struct path_size_case path_size_cases[] = {
-	{CHAT, NULL, sizeof(CHAT), 0, CHAT},
-	{CHAT, NULL, sizeof(CHAT) - 1, -1, NULL},
-	{CHAT, NULL, 5, -1, NULL},
-	{CHAT, NULL, 1, -1, NULL},
-	{CHAT, NULL, 0, -1, NULL},
+	{CHAT, NULL, sizeof(CHAT), CP_OK, CHAT},
+	{CHAT, NULL, sizeof(CHAT) - 1, CP_ERR_TOOBIG, NULL},
+	{CHAT, NULL, 5, CP_ERR_TOOBIG, NULL},
+	{CHAT, NULL, 1, CP_ERR_TOOBIG, NULL},
+	{CHAT, NULL, 0, CP_ERR_TOOBIG, NULL},
 	/* the '/' added in front counts too */
-	{"v1", NULL, 4, 0, "/v1"},
-	{"v1", NULL, 3, -1, NULL},
+	{"v1", NULL, 4, CP_OK, "/v1"},
+	{"v1", NULL, 3, CP_ERR_TOOBIG, NULL},
 	/* the fallback "/" */
-	{NULL, NULL, 2, 0, "/"},
-	{NULL, NULL, 1, -1, NULL},
-	{NULL, NULL, 0, -1, NULL},
-	{NULL, "?q", 2, 0, "/"},
-	{NULL, "?q", 1, -1, NULL},
-	{NULL, CHAT "?a=1", sizeof(CHAT), 0, CHAT},
-	{NULL, CHAT "?a=1", sizeof(CHAT) - 1, -1, NULL},
+	{NULL, NULL, 2, CP_OK, "/"},
+	{NULL, NULL, 1, CP_ERR_TOOBIG, NULL},
+	{NULL, NULL, 0, CP_ERR_TOOBIG, NULL},
+	{NULL, "?q", 2, CP_OK, "/"},
+	{NULL, "?q", 1, CP_ERR_TOOBIG, NULL},
+	{NULL, CHAT "?a=1", sizeof(CHAT), CP_OK, CHAT},
+	{NULL, CHAT "?a=1", sizeof(CHAT) - 1, CP_ERR_TOOBIG, NULL},
 };
 
 static void
@@ -136,7 +137,7 @@ test_route_path_small_buffer(void **state)
 	for (i = 0; i < NELEM(path_size_cases); i++) {
 		const struct path_size_case *t = &path_size_cases[i];
 		struct route_vars v = {NULL, NULL, NULL, NULL};
-		int ret;
+		enum cp_err ret;
 
 		v.rv_path_info = t->path_info;
 		v.rv_request_uri = t->request_uri;
@@ -144,8 +145,8 @@ test_route_path_small_buffer(void **state)
 		ret = route_path(&v, out, t->outsz);
 		if (ret != t->ret)
 			fail_msg("row %zu (outsz %zu): ret %d, want %d", i,
-				 t->outsz, ret, t->ret);
-		if (ret == 0 && strcmp(out, t->want) != 0)
+				 t->outsz, (int)ret, (int)t->ret);
+		if (ret == CP_OK && strcmp(out, t->want) != 0)
 			fail_msg("row %zu: got \"%s\", want \"%s\"", i, out,
 				 t->want);
 		for (j = t->outsz; j < sizeof(out); j++)
@@ -288,7 +289,7 @@ test_route_path_then_decide(void **state)
 		v.rv_path_info = t->path_info;
 		v.rv_document_uri = t->document_uri;
 		v.rv_request_uri = t->request_uri;
-		assert_int_equal(route_path(&v, out, sizeof(out)), 0);
+		assert_int_equal(route_path(&v, out, sizeof(out)), CP_OK);
 		got = route_decide(t->method, out, &allow);
 		if (got != t->want)
 			fail_msg("row %zu (path \"%s\"): got %s, want %s", i,

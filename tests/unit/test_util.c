@@ -1,6 +1,6 @@
 /*
- * test_util.c - parse_ll, capped buffers, json_escape, log_escape,
- * key_fingerprint, http_reason.
+ * test_util.c - parse_ll, is_tchar, cp_strerror, capped buffers,
+ * json_escape, log_escape, key_fingerprint, http_reason.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,39 +25,39 @@ struct parse_ll_case {
 	const char *str;
 	long long min;
 	long long max;
-	int ret;
-	long long out;	    /* when ret == 0 */
-	const char *errstr; /* when ret == -1 */
+	enum cp_err ret;
+	long long out;	    /* when ret == CP_OK */
+	const char *errstr; /* when ret == CP_ERR_INVAL */
 };
 
 static const struct parse_ll_case parse_ll_cases[] = {
-	{"0", 0, 10, 0, 0, NULL},
-	{"42", 0, 100, 0, 42, NULL},
-	{"-5", -10, 10, 0, -5, NULL},
-	{"10", 0, 10, 0, 10, NULL},
-	{"-10", -10, 10, 0, -10, NULL},
-	{"007", 0, 10, 0, 7, NULL},
-	{"9223372036854775807", 0, LLONG_MAX, 0, LLONG_MAX, NULL},
-	{"-9223372036854775808", LLONG_MIN, 0, 0, LLONG_MIN, NULL},
-	{"", 0, 10, -1, 0, "empty"},
-	{NULL, 0, 10, -1, 0, "empty"},
-	{"abc", 0, 10, -1, 0, "not a number"},
-	{"4x", 0, 10, -1, 0, "not a number"},
-	{" 4", 0, 10, -1, 0, "not a number"},
-	{"4 ", 0, 10, -1, 0, "not a number"},
-	{"+4", 0, 10, -1, 0, "not a number"},
-	{"-", 0, 10, -1, 0, "not a number"},
-	{"--5", -10, 10, -1, 0, "not a number"},
-	{"-+5", -10, 10, -1, 0, "not a number"},
-	{"- 5", -10, 10, -1, 0, "not a number"},
-	{"0x10", 0, 100, -1, 0, "not a number"},
-	{"1.5", 0, 10, -1, 0, "not a number"},
-	{"-1", 0, 10, -1, 0, "too small"},
-	{"4", 5, 10, -1, 0, "too small"},
-	{"11", 0, 10, -1, 0, "too large"},
-	{"99999999999999999999", 0, LLONG_MAX, -1, 0, "too large"},
-	{"9223372036854775808", 0, LLONG_MAX, -1, 0, "too large"},
-	{"-99999999999999999999", LLONG_MIN, 0, -1, 0, "too small"},
+	{"0", 0, 10, CP_OK, 0, NULL},
+	{"42", 0, 100, CP_OK, 42, NULL},
+	{"-5", -10, 10, CP_OK, -5, NULL},
+	{"10", 0, 10, CP_OK, 10, NULL},
+	{"-10", -10, 10, CP_OK, -10, NULL},
+	{"007", 0, 10, CP_OK, 7, NULL},
+	{"9223372036854775807", 0, LLONG_MAX, CP_OK, LLONG_MAX, NULL},
+	{"-9223372036854775808", LLONG_MIN, 0, CP_OK, LLONG_MIN, NULL},
+	{"", 0, 10, CP_ERR_INVAL, 0, "empty"},
+	{NULL, 0, 10, CP_ERR_INVAL, 0, "empty"},
+	{"abc", 0, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"4x", 0, 10, CP_ERR_INVAL, 0, "not a number"},
+	{" 4", 0, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"4 ", 0, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"+4", 0, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"-", 0, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"--5", -10, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"-+5", -10, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"- 5", -10, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"0x10", 0, 100, CP_ERR_INVAL, 0, "not a number"},
+	{"1.5", 0, 10, CP_ERR_INVAL, 0, "not a number"},
+	{"-1", 0, 10, CP_ERR_INVAL, 0, "too small"},
+	{"4", 5, 10, CP_ERR_INVAL, 0, "too small"},
+	{"11", 0, 10, CP_ERR_INVAL, 0, "too large"},
+	{"99999999999999999999", 0, LLONG_MAX, CP_ERR_INVAL, 0, "too large"},
+	{"9223372036854775808", 0, LLONG_MAX, CP_ERR_INVAL, 0, "too large"},
+	{"-99999999999999999999", LLONG_MIN, 0, CP_ERR_INVAL, 0, "too small"},
 };
 
 static void
@@ -70,13 +70,14 @@ test_parse_ll(void **state)
 		const struct parse_ll_case *t = &parse_ll_cases[i];
 		long long out = 12345;
 		const char *errstr = NULL;
-		int ret;
+		enum cp_err ret;
 
 		ret = parse_ll(t->str, t->min, t->max, &out, &errstr);
 		if (ret != t->ret)
 			fail_msg("row %zu \"%s\": returned %d, want %d", i,
-				 t->str ? t->str : "(null)", ret, t->ret);
-		if (t->ret == 0) {
+				 t->str ? t->str : "(null)", (int)ret,
+				 (int)t->ret);
+		if (t->ret == CP_OK) {
 			if (out != t->out)
 				fail_msg("row %zu \"%s\": out %lld, want %lld",
 					 i, t->str, out, t->out);
@@ -91,6 +92,59 @@ test_parse_ll(void **state)
 				fail_msg("row %zu: out changed on failure", i);
 		}
 	}
+}
+
+/* is_tchar: RFC 9110 token characters */
+
+struct tchar_case {
+	const char *chars;
+	int want;
+};
+
+static const struct tchar_case tchar_cases[] = {
+	{"abcxyzABCXYZ0189", 1},
+	{"!#$%&'*+-.^_`|~", 1},
+	{" \t\r\n\"(),/:;<=>?@[\\]{}", 0},
+	{"\x01\x1f\x7f\x80\xc3\xa9\xff", 0},
+};
+
+static void
+test_is_tchar(void **state)
+{
+	size_t i;
+	const char *p;
+
+	(void)state;
+	for (i = 0; i < NELEM(tchar_cases); i++)
+		for (p = tchar_cases[i].chars; *p != '\0'; p++)
+			if (is_tchar(*p) != tchar_cases[i].want)
+				fail_msg("is_tchar(0x%02x) is %d, want %d",
+					 (unsigned char)*p, is_tchar(*p),
+					 tchar_cases[i].want);
+	assert_int_equal(is_tchar('\0'), 0);
+}
+
+/* cp_strerror: every code has its own text. */
+static void
+test_cp_strerror(void **state)
+{
+	int i;
+	int j;
+
+	(void)state;
+	assert_string_equal(cp_strerror(CP_OK), "ok");
+	assert_string_equal(cp_strerror(CP_ERR_CONFIG),
+			    "invalid configuration");
+	assert_string_equal(cp_strerror(CP_ERR_INVAL), "invalid value");
+	for (i = CP_OK; i <= CP_ERR_CONFIG; i++) {
+		if (strcmp(cp_strerror((enum cp_err)i), "unknown error") == 0)
+			fail_msg("code %d has no text", i);
+		for (j = CP_OK; j < i; j++)
+			if (strcmp(cp_strerror((enum cp_err)i),
+				   cp_strerror((enum cp_err)j)) == 0)
+				fail_msg("codes %d and %d share a text", j, i);
+	}
+	assert_string_equal(cp_strerror((enum cp_err)9999), "unknown error");
 }
 
 /* buf_* */
@@ -520,6 +574,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_ll),
+		cmocka_unit_test(test_is_tchar),
+		cmocka_unit_test(test_cp_strerror),
 		cmocka_unit_test(test_buf_cap),
 		cmocka_unit_test(test_buf_reserve_commit),
 		cmocka_unit_test(test_buf_nul_terminated),
