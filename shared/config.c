@@ -1,9 +1,12 @@
 /*
  * config.c - environment -> struct config, validated once at start.
  *
- * Integer settings come from one table (name, bounds, default) in the
- * manner of redis's static_configs[]; strings have their own validators.
- * Secrets (API keys, the Redis password) never appear in a message.
+ * Every setting is one row of settings[] (name, kind, field, bounds or
+ * accepted words, default, sensitive flag), in the manner of redis's
+ * static_configs[]: config_load reads the rows in order and config_print
+ * prints them. The row macros check each field's type at compile time.
+ * Sensitive settings (API keys, REDIS_URL and its password) never appear
+ * in a message or in --check-config.
  */
 #include "config.h"
 
@@ -19,42 +22,6 @@
 #define DEFAULT_API_BASE     "https://api.cerebras.ai/v1"
 #define DEFAULT_REDIS_URL    "redis://127.0.0.1:6379/0"
 #define DEFAULT_REDIS_PREFIX "{cerebras-proxy}"
-
-struct int_setting {
-	const char *name;
-	long long min;
-	long long max;
-	long long def;
-	size_t offset; /* of a long in struct config */
-};
-
-static const struct int_setting int_settings[] = {
-	{"RATE_LIMIT_INTERVAL_MS", 0, 3600000, 200,
-	 offsetof(struct config, interval_ms)},
-	{"RATE_LIMIT_GLOBAL_INTERVAL_MS", 0, 3600000, 0,
-	 offsetof(struct config, global_interval_ms)},
-	{"QUEUE_MAX_WAIT_MS", 0, 3600000, 30000,
-	 offsetof(struct config, queue_max_wait_ms)},
-	{"UPSTREAM_MAX_ATTEMPTS", 1, 10, 3,
-	 offsetof(struct config, max_attempts)},
-	{"KEY_COOLDOWN_MS", 1, 86400000, 60000,
-	 offsetof(struct config, key_cooldown_ms)},
-	{"KEY_DISABLE_MS", 1, 604800000, 3600000,
-	 offsetof(struct config, key_disable_ms)},
-	{"REDIS_TIMEOUT_MS", 1, 60000, 1000,
-	 offsetof(struct config, redis_timeout_ms)},
-	{"UPSTREAM_CONNECT_TIMEOUT_MS", 1, 600000, 10000,
-	 offsetof(struct config, connect_timeout_ms)},
-	{"UPSTREAM_IDLE_TIMEOUT_MS", 1, 86400000, 120000,
-	 offsetof(struct config, idle_timeout_ms)},
-	{"UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 1, 86400000, 120000,
-	 offsetof(struct config, first_byte_timeout_ms)},
-	{"MAX_BODY_BYTES", 1024, 1073741824, 16777216,
-	 offsetof(struct config, max_body_bytes)},
-	{"WORKER_THREADS", 1, 1024, 1, offsetof(struct config, threads)},
-	{"DRAIN_TIMEOUT_MS", 0, 86400000, 10000,
-	 offsetof(struct config, drain_timeout_ms)},
-};
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -95,7 +62,8 @@ key_char_ok(char c)
 	return c > 0x20 && c < 0x7f && c != ',';
 }
 
-static int
+/* v: the variable's value, NULL if unset. */
+static enum cp_err
 parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 {
 	const char *p = v;
@@ -103,6 +71,18 @@ parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 	const char *end;
 	size_t i;
 
+	if (v == NULL) {
+		seterr(err, errsz,
+		       "CEREBRAS_API_KEYS: not set (expected a comma-separated "
+		       "list of Cerebras API keys)");
+		return CP_ERR_CONFIG;
+	}
+	c->keys = calloc(CONFIG_MAX_KEYS, sizeof(*c->keys));
+	c->key_fps = calloc(CONFIG_MAX_KEYS, sizeof(*c->key_fps));
+	if (c->keys == NULL || c->key_fps == NULL) {
+		seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
+		return CP_ERR_NOMEM;
+	}
 	while (*p != '\0') {
 		start = p;
 		while (*p != '\0' && *p != ',')
@@ -120,14 +100,14 @@ parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 			seterr(err, errsz,
 			       "CEREBRAS_API_KEYS: more than %d keys",
 			       CONFIG_MAX_KEYS);
-			return -1;
+			return CP_ERR_CONFIG;
 		}
 		if ((size_t)(end - start) > CONFIG_MAX_KEY_LEN) {
 			seterr(err, errsz,
 			       "CEREBRAS_API_KEYS: key #%d is longer than %d "
 			       "characters",
 			       c->nkeys, CONFIG_MAX_KEY_LEN);
-			return -1;
+			return CP_ERR_CONFIG;
 		}
 		for (i = 0; start + i < end; i++) {
 			if (!key_char_ok(start[i])) {
@@ -135,13 +115,13 @@ parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 				       "CEREBRAS_API_KEYS: key #%d contains a "
 				       "space or control character",
 				       c->nkeys);
-				return -1;
+				return CP_ERR_CONFIG;
 			}
 		}
 		c->keys[c->nkeys] = xstrndup(start, (size_t)(end - start));
 		if (c->keys[c->nkeys] == NULL) {
 			seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
-			return -1;
+			return CP_ERR_NOMEM;
 		}
 		key_fingerprint(c->keys[c->nkeys], c->key_fps[c->nkeys]);
 		c->nkeys++;
@@ -150,12 +130,24 @@ parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 		seterr(err, errsz,
 		       "CEREBRAS_API_KEYS: no key given (expected a "
 		       "comma-separated list of Cerebras API keys)");
-		return -1;
+		return CP_ERR_CONFIG;
 	}
-	return 0;
+	return CP_OK;
 }
 
-static int
+/* Keys appear as their count, index and fingerprint only. */
+static void
+print_keys(const struct config *c, FILE *fp)
+{
+	int i;
+
+	fprintf(fp, "CEREBRAS_API_KEYS=%d keys:", c->nkeys);
+	for (i = 0; i < c->nkeys; i++)
+		fprintf(fp, " #%d(%s)", i, c->key_fps[i]);
+	fprintf(fp, "\n");
+}
+
+static enum cp_err
 parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 {
 	size_t n = strlen(v);
@@ -170,11 +162,11 @@ parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 		seterr(err, errsz,
 		       "CEREBRAS_API_BASE: must start with https:// or "
 		       "http://");
-		return -1;
+		return CP_ERR_CONFIG;
 	}
 	if (*host == '\0' || *host == '/') {
 		seterr(err, errsz, "CEREBRAS_API_BASE: no host name");
-		return -1;
+		return CP_ERR_CONFIG;
 	}
 	for (i = 0; i < n; i++) {
 		if ((unsigned char)v[i] <= 0x20 ||
@@ -182,7 +174,7 @@ parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 			seterr(err, errsz,
 			       "CEREBRAS_API_BASE: must be a plain URL with no "
 			       "spaces, query or fragment");
-			return -1;
+			return CP_ERR_CONFIG;
 		}
 	}
 	while (n > 0 && v[n - 1] == '/')
@@ -191,12 +183,31 @@ parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 	c->chat_url = malloc(n + sizeof("/chat/completions"));
 	if (c->api_base == NULL || c->chat_url == NULL) {
 		seterr(err, errsz, "CEREBRAS_API_BASE: out of memory");
-		return -1;
+		return CP_ERR_NOMEM;
 	}
 	memcpy(c->chat_url, v, n);
 	memcpy(c->chat_url + n, "/chat/completions",
 	       sizeof("/chat/completions"));
-	return 0;
+	return CP_OK;
+}
+
+/* v: the path, NULL if unset; empty also means libcurl's default store. */
+static enum cp_err
+parse_ca_file(struct config *c, const char *v, char *err, size_t errsz)
+{
+	if (v == NULL || *v == '\0')
+		return CP_OK;
+	if (access(v, R_OK) != 0) {
+		seterr(err, errsz, "CEREBRAS_CA_FILE: cannot read \"%.200s\"",
+		       v);
+		return CP_ERR_CONFIG;
+	}
+	c->ca_file = xstrndup(v, strlen(v));
+	if (c->ca_file == NULL) {
+		seterr(err, errsz, "CEREBRAS_CA_FILE: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	return CP_OK;
 }
 
 static int
@@ -212,40 +223,42 @@ hexval(char c)
 }
 
 /*
- * Copies n bytes of s, decoding %XX escapes (so a password may hold '@',
- * ':' or '/'). Returns NULL on a bad escape or no memory.
+ * Sets *out to a copy of n bytes of s with %XX escapes decoded (so a
+ * password may hold '@', ':' or '/'); the caller frees it. Returns CP_OK,
+ * CP_ERR_INVAL on a bad or NUL escape, or CP_ERR_NOMEM.
  */
-static char *
-pct_decode(const char *s, size_t n)
+static enum cp_err
+pct_decode(const char *s, size_t n, char **out)
 {
-	char *out = malloc(n + 1);
+	char *p = malloc(n + 1);
 	size_t i;
 	size_t o = 0;
 	int hi;
 	int lo;
 
-	if (out == NULL)
-		return NULL;
+	if (p == NULL)
+		return CP_ERR_NOMEM;
 	for (i = 0; i < n; i++) {
 		if (s[i] != '%') {
-			out[o++] = s[i];
+			p[o++] = s[i];
 			continue;
 		}
 		if (i + 2 >= n) {
-			free(out);
-			return NULL;
+			free(p);
+			return CP_ERR_INVAL;
 		}
 		hi = hexval(s[i + 1]);
 		lo = hexval(s[i + 2]);
 		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-			free(out);
-			return NULL;
+			free(p);
+			return CP_ERR_INVAL;
 		}
-		out[o++] = (char)(hi << 4 | lo);
+		p[o++] = (char)(hi << 4 | lo);
 		i += 2;
 	}
-	out[o] = '\0';
-	return out;
+	p[o] = '\0';
+	*out = p;
+	return CP_OK;
 }
 
 /* Host names: letters, digits, '.', '-', '_' (and ':' inside [IPv6]). */
@@ -268,27 +281,31 @@ config_free_redis_addr(struct redis_addr *a)
 	free(a->ra_host);
 	free(a->ra_path);
 	free(a->ra_user);
-	free(a->ra_password);
+	if (a->ra_password != NULL) {
+		/* Do not leave secrets in freed memory. */
+		explicit_bzero(a->ra_password, strlen(a->ra_password));
+		free(a->ra_password);
+	}
 	memset(a, 0, sizeof(*a));
 }
 
 /* Parses "?db=N" (unix sockets) or "/N" (tcp) database numbers. */
-static int
+static enum cp_err
 parse_db(const char *s, int *db, char *err, size_t errsz)
 {
 	long long v;
 	const char *why;
 
 	if (*s == '\0')
-		return 0;
-	if (parse_ll(s, 0, 1000000, &v, &why) != 0) {
+		return CP_OK;
+	if (parse_ll(s, 0, 1000000, &v, &why) != CP_OK) {
 		seterr(err, errsz,
 		       "REDIS_URL: database number %s (expected 0..1000000)",
 		       why);
-		return -1;
+		return CP_ERR_CONFIG;
 	}
 	*db = (int)v;
-	return 0;
+	return CP_OK;
 }
 
 /*
@@ -297,7 +314,7 @@ parse_db(const char *s, int *db, char *err, size_t errsz)
  *   unix:///path/to/redis.sock[?db=N]   (also unix:/path)
  * IPv6 hosts go in brackets: redis://[::1]:6379/0.
  */
-int
+enum cp_err
 config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 		       size_t errsz)
 {
@@ -306,9 +323,9 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 	const char *colon;
 	const char *hend;
 	const char *q;
-	char *path = NULL;
 	long long port;
 	const char *why;
+	enum cp_err e;
 
 	memset(a, 0, sizeof(*a));
 	a->ra_port = 6379;
@@ -321,13 +338,12 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 			seterr(err, errsz,
 			       "REDIS_URL: unix socket path must be absolute "
 			       "(unix:///path/redis.sock)");
-			return -1;
+			return CP_ERR_CONFIG;
 		}
 		q = strchr(p, '?');
-		path = xstrndup(p, q ? (size_t)(q - p) : strlen(p));
-		if (path == NULL)
+		a->ra_path = xstrndup(p, q ? (size_t)(q - p) : strlen(p));
+		if (a->ra_path == NULL)
 			goto nomem;
-		a->ra_path = path;
 		if (q != NULL) {
 			if (strncmp(q, "?db=", 4) != 0) {
 				seterr(err, errsz,
@@ -335,16 +351,16 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 				       "unix socket path");
 				goto fail;
 			}
-			if (parse_db(q + 4, &a->ra_db, err, errsz) != 0)
+			if (parse_db(q + 4, &a->ra_db, err, errsz) != CP_OK)
 				goto fail;
 		}
-		return 0;
+		return CP_OK;
 	}
 	if (strncmp(url, "redis://", 8) != 0) {
 		seterr(err, errsz,
 		       "REDIS_URL: expected redis://[:password@]host:port/db "
 		       "or unix:///path/redis.sock");
-		return -1;
+		return CP_ERR_CONFIG;
 	}
 	a->ra_kind = REDIS_TCP;
 	p = url + 8;
@@ -362,13 +378,17 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 			goto fail;
 		}
 		if (colon > p) {
-			a->ra_user = pct_decode(p, (size_t)(colon - p));
-			if (a->ra_user == NULL)
+			e = pct_decode(p, (size_t)(colon - p), &a->ra_user);
+			if (e == CP_ERR_NOMEM)
+				goto nomem;
+			if (e != CP_OK)
 				goto badpct;
 		}
-		a->ra_password =
-			pct_decode(colon + 1, (size_t)(at - colon - 1));
-		if (a->ra_password == NULL)
+		e = pct_decode(colon + 1, (size_t)(at - colon - 1),
+			       &a->ra_password);
+		if (e == CP_ERR_NOMEM)
+			goto nomem;
+		if (e != CP_OK)
 			goto badpct;
 		p = at + 1;
 	}
@@ -412,30 +432,74 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
 		}
 		memcpy(portbuf, colon + 1, plen);
 		portbuf[plen] = '\0';
-		if (parse_ll(portbuf, 1, 65535, &port, &why) != 0) {
+		if (parse_ll(portbuf, 1, 65535, &port, &why) != CP_OK) {
 			seterr(err, errsz,
 			       "REDIS_URL: port %s (expected 1..65535)", why);
 			goto fail;
 		}
 		a->ra_port = (int)port;
 	}
-	if (*hend == '/' && parse_db(hend + 1, &a->ra_db, err, errsz) != 0)
+	if (*hend == '/' && parse_db(hend + 1, &a->ra_db, err, errsz) != CP_OK)
 		goto fail;
-	return 0;
+	return CP_OK;
 badpct:
-	seterr(err, errsz,
-	       "REDIS_URL: bad %%-escape in the credentials (or out of "
-	       "memory)");
+	seterr(err, errsz, "REDIS_URL: bad %%-escape in the credentials");
 	goto fail;
 nomem:
 	seterr(err, errsz, "REDIS_URL: out of memory");
+	config_free_redis_addr(a);
+	return CP_ERR_NOMEM;
 fail:
 	config_free_redis_addr(a);
-	return -1;
+	return CP_ERR_CONFIG;
+}
+
+/* v: the URL, NULL if unset; empty also means the default. */
+static enum cp_err
+parse_redis(struct config *c, const char *v, char *err, size_t errsz)
+{
+	enum cp_err e;
+
+	if (v == NULL || *v == '\0')
+		v = DEFAULT_REDIS_URL;
+	c->redis_enabled = strcmp(v, "none") != 0;
+	if (!c->redis_enabled)
+		v = DEFAULT_REDIS_URL; /* parsed, never used */
+	e = config_parse_redis_url(v, &c->redis, err, errsz);
+	if (e != CP_OK)
+		return e;
+	c->redis_url = xstrndup(v, strlen(v));
+	if (c->redis_url == NULL) {
+		seterr(err, errsz, "REDIS_URL: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	return CP_OK;
+}
+
+/* The address, with the password (and user) as "***". */
+static void
+print_redis(const struct config *c, FILE *fp)
+{
+	const struct redis_addr *a = &c->redis;
+	int ipv6;
+
+	if (!c->redis_enabled) {
+		fprintf(fp, "REDIS_URL=none (per-host scheduling only)\n");
+		return;
+	}
+	if (a->ra_kind == REDIS_UNIX) {
+		fprintf(fp, "REDIS_URL=unix://%s?db=%d%s\n", a->ra_path,
+			a->ra_db, a->ra_password ? " (password set)" : "");
+		return;
+	}
+	ipv6 = strchr(a->ra_host, ':') != NULL;
+	fprintf(fp, "REDIS_URL=redis://%s%s%s%s:%d/%d\n",
+		a->ra_password ? "***@" : "", ipv6 ? "[" : "", a->ra_host,
+		ipv6 ? "]" : "", a->ra_port, a->ra_db);
 }
 
 /* Wraps a prefix with no {hash tag} in braces so Cluster keeps one slot. */
-static int
+static enum cp_err
 parse_prefix(struct config *c, const char *v, char *err, size_t errsz)
 {
 	const char *open = strchr(v, '{');
@@ -445,7 +509,7 @@ parse_prefix(struct config *c, const char *v, char *err, size_t errsz)
 
 	if (n == 0 || n > 128) {
 		seterr(err, errsz, "REDIS_PREFIX: must be 1..128 characters");
-		return -1;
+		return CP_ERR_CONFIG;
 	}
 	for (i = 0; i < n; i++) {
 		if ((unsigned char)v[i] <= 0x20 ||
@@ -453,7 +517,7 @@ parse_prefix(struct config *c, const char *v, char *err, size_t errsz)
 			seterr(err, errsz,
 			       "REDIS_PREFIX: only visible ASCII characters "
 			       "allowed");
-			return -1;
+			return CP_ERR_CONFIG;
 		}
 	}
 	if (open != NULL && close != NULL && close > open + 1) {
@@ -465,12 +529,12 @@ parse_prefix(struct config *c, const char *v, char *err, size_t errsz)
 	}
 	if (c->redis_prefix == NULL) {
 		seterr(err, errsz, "REDIS_PREFIX: out of memory");
-		return -1;
+		return CP_ERR_NOMEM;
 	}
-	return 0;
+	return CP_OK;
 }
 
-static int
+static enum cp_err
 parse_origins(struct config *c, const char *v, char *err, size_t errsz)
 {
 	size_t i;
@@ -480,59 +544,240 @@ parse_origins(struct config *c, const char *v, char *err, size_t errsz)
 			seterr(err, errsz,
 			       "CORS_ALLOW_ORIGINS: only visible ASCII "
 			       "allowed");
-			return -1;
+			return CP_ERR_CONFIG;
 		}
 	}
 	if (i == 0) {
 		seterr(err, errsz,
 		       "CORS_ALLOW_ORIGINS: empty (use * or a comma-separated "
 		       "list of origins)");
-		return -1;
+		return CP_ERR_CONFIG;
 	}
 	c->cors_origins = xstrndup(v, i);
 	if (c->cors_origins == NULL) {
 		seterr(err, errsz, "CORS_ALLOW_ORIGINS: out of memory");
-		return -1;
+		return CP_ERR_NOMEM;
 	}
-	return 0;
+	return CP_OK;
 }
 
-/* A two-word setting: v0 gives 0, v1 gives 1, unset gives def. */
-static int
-parse_choice(const char *name, const char *v, const char *v0, const char *v1,
-	     int def, int *out, char *err, size_t errsz)
+/*
+ * The settings table.
+ *
+ * Kinds, and the type of the struct config field each one writes:
+ *   INT     long: a number within [min, max];
+ *   BOOL    int: 1/yes/true/on or 0/no/false/off;
+ *   CHOICE  int: words[0] gives 0, words[1] gives 1;
+ *   STRING  char *: parse validates the value (the default when unset)
+ *           and stores it; printed as is, or as unset_text when NULL;
+ *   SPECIAL several fields: parse sets them, print prints the row.
+ * A sensitive setting's value is never copied into a message, and it is
+ * printed only through its own print function (else as "***").
+ */
+enum setting_kind {
+	SETTING_INT,
+	SETTING_BOOL,
+	SETTING_CHOICE,
+	SETTING_STRING,
+	SETTING_SPECIAL,
+};
+
+/* v: the value, or the row's default when unset (which may be NULL). */
+typedef enum cp_err (*setting_parse_fn)(struct config *c, const char *v,
+					char *err, size_t errsz);
+/* Prints the "NAME=value\n" line, secrets masked. */
+typedef void (*setting_print_fn)(const struct config *c, FILE *fp);
+
+struct setting {
+	const char *s_name;
+	enum setting_kind s_kind;
+	int s_sensitive;
+	size_t s_offset;	  /* of the field (not SPECIAL) */
+	long long s_min;	  /* INT */
+	long long s_max;	  /* INT */
+	long long s_def;	  /* INT; BOOL and CHOICE: 0 or 1 */
+	const char *s_words[2];	  /* CHOICE */
+	const char *s_defstr;	  /* STRING, SPECIAL: value when unset */
+	const char *s_unset;	  /* STRING: printed when the field is NULL */
+	setting_parse_fn s_parse; /* STRING, SPECIAL */
+	setting_print_fn s_print; /* SPECIAL */
+};
+
+/*
+ * offsetof(struct config, field), refused at compile time unless the field
+ * has exactly type type: the loader writes it through a (type *).
+ */
+#define CONFIG_FIELD(type, field)                                              \
+	(offsetof(struct config, field) +                                      \
+	 0 * sizeof(struct {                                                   \
+		 _Static_assert(_Generic(((struct config *)0)->field,          \
+					 type : 1, default : 0),               \
+				"struct config: " #field " is not " #type);    \
+		 int ok;                                                       \
+	 }))
+
+#define INT_SETTING(name, field, min, max, def)                                \
+	{                                                                      \
+		.s_name = (name), .s_kind = SETTING_INT,                       \
+		.s_offset = CONFIG_FIELD(long, field), .s_min = (min),         \
+		.s_max = (max), .s_def = (def)                                 \
+	}
+#define BOOL_SETTING(name, field, def)                                         \
+	{                                                                      \
+		.s_name = (name), .s_kind = SETTING_BOOL,                      \
+		.s_offset = CONFIG_FIELD(int, field), .s_def = (def)           \
+	}
+/* def is the index of the default word: 0 or 1. */
+#define CHOICE_SETTING(name, field, word0, word1, def)                         \
+	{                                                                      \
+		.s_name = (name), .s_kind = SETTING_CHOICE,                    \
+		.s_offset = CONFIG_FIELD(int, field),                          \
+		.s_words = {(word0), (word1)}, .s_def = (def)                  \
+	}
+#define STRING_SETTING(name, field, def, parse, unset_text)                    \
+	{                                                                      \
+		.s_name = (name), .s_kind = SETTING_STRING,                    \
+		.s_offset = CONFIG_FIELD(char *, field), .s_defstr = (def),    \
+		.s_parse = (parse), .s_unset = (unset_text)                    \
+	}
+#define SECRET_SETTING(name, def, parse, print)                                \
+	{                                                                      \
+		.s_name = (name), .s_kind = SETTING_SPECIAL, .s_sensitive = 1, \
+		.s_defstr = (def), .s_parse = (parse), .s_print = (print)      \
+	}
+
+/*
+ * In README.md's order, which is also the order of reading (the first bad
+ * setting is the one reported) and of --check-config's lines.
+ */
+static const struct setting settings[] = {
+	SECRET_SETTING("CEREBRAS_API_KEYS", NULL, parse_keys, print_keys),
+	STRING_SETTING("CEREBRAS_API_BASE", api_base, DEFAULT_API_BASE,
+		       parse_api_base, NULL),
+	STRING_SETTING("CEREBRAS_CA_FILE", ca_file, NULL, parse_ca_file,
+		       "(libcurl default store)"),
+	SECRET_SETTING("REDIS_URL", DEFAULT_REDIS_URL, parse_redis,
+		       print_redis),
+	CHOICE_SETTING("REDIS_FALLBACK", redis_fallback, "refuse", "local", 1),
+	STRING_SETTING("REDIS_PREFIX", redis_prefix, DEFAULT_REDIS_PREFIX,
+		       parse_prefix, NULL),
+	INT_SETTING("REDIS_TIMEOUT_MS", redis_timeout_ms, 1, 60000, 1000),
+	INT_SETTING("RATE_LIMIT_INTERVAL_MS", interval_ms, 0, 3600000, 200),
+	CHOICE_SETTING("RATE_LIMIT_SCOPE", scope_per_key, "global", "key", 0),
+	INT_SETTING("RATE_LIMIT_GLOBAL_INTERVAL_MS", global_interval_ms, 0,
+		    3600000, 0),
+	INT_SETTING("QUEUE_MAX_WAIT_MS", queue_max_wait_ms, 0, 3600000, 30000),
+	INT_SETTING("UPSTREAM_MAX_ATTEMPTS", max_attempts, 1, 10, 3),
+	INT_SETTING("KEY_COOLDOWN_MS", key_cooldown_ms, 1, 86400000, 60000),
+	INT_SETTING("KEY_DISABLE_MS", key_disable_ms, 1, 604800000, 3600000),
+	INT_SETTING("UPSTREAM_CONNECT_TIMEOUT_MS", connect_timeout_ms, 1,
+		    600000, 10000),
+	INT_SETTING("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", first_byte_timeout_ms, 1,
+		    86400000, 120000),
+	INT_SETTING("UPSTREAM_IDLE_TIMEOUT_MS", idle_timeout_ms, 1, 86400000,
+		    120000),
+	INT_SETTING("MAX_BODY_BYTES", max_body_bytes, 1024, 1073741824,
+		    16777216),
+	STRING_SETTING("CORS_ALLOW_ORIGINS", cors_origins, "*", parse_origins,
+		       NULL),
+	BOOL_SETTING("LOG_REQUESTS", log_requests, 1),
+	INT_SETTING("WORKER_THREADS", threads, 1, 1024, 1),
+	INT_SETTING("DRAIN_TIMEOUT_MS", drain_timeout_ms, 0, 86400000, 10000),
+};
+
+/* The field a row writes; the row macros checked its type. */
+static void *
+field_at(struct config *c, const struct setting *s)
 {
-	if (v == NULL) {
-		*out = def;
-		return 0;
-	}
-	if (strcmp(v, v0) == 0 || strcmp(v, v1) == 0) {
-		*out = strcmp(v, v1) == 0;
-		return 0;
-	}
-	seterr(err, errsz, "%s: expected \"%s\" or \"%s\"", name, v0, v1);
-	return -1;
+	return (char *)c + s->s_offset;
 }
 
-static int
-parse_bool(const char *name, const char *v, int *out, char *err, size_t errsz)
+static const void *
+cfield_at(const struct config *c, const struct setting *s)
 {
-	if (strcmp(v, "1") == 0 || strcmp(v, "yes") == 0 ||
-	    strcmp(v, "true") == 0 || strcmp(v, "on") == 0) {
+	return (const char *)c + s->s_offset;
+}
+
+static enum cp_err
+load_int(struct config *c, const struct setting *s, const char *v, char *err,
+	 size_t errsz)
+{
+	long long n = s->s_def;
+	const char *why;
+
+	if (v != NULL && parse_ll(v, s->s_min, s->s_max, &n, &why) != CP_OK) {
+		if (s->s_sensitive)
+			seterr(err, errsz, "%s: %s (expected %lld..%lld)",
+			       s->s_name, why, s->s_min, s->s_max);
+		else
+			seterr(err, errsz,
+			       "%s: %s: \"%.40s\" (expected %lld..%lld)",
+			       s->s_name, why, v, s->s_min, s->s_max);
+		return CP_ERR_CONFIG;
+	}
+	*(long *)field_at(c, s) = (long)n;
+	return CP_OK;
+}
+
+static enum cp_err
+load_bool(struct config *c, const struct setting *s, const char *v, char *err,
+	  size_t errsz)
+{
+	int *out = field_at(c, s);
+
+	if (v == NULL)
+		*out = (int)s->s_def;
+	else if (strcmp(v, "1") == 0 || strcmp(v, "yes") == 0 ||
+		 strcmp(v, "true") == 0 || strcmp(v, "on") == 0)
 		*out = 1;
-		return 0;
-	}
-	if (strcmp(v, "0") == 0 || strcmp(v, "no") == 0 ||
-	    strcmp(v, "false") == 0 || strcmp(v, "off") == 0) {
+	else if (strcmp(v, "0") == 0 || strcmp(v, "no") == 0 ||
+		 strcmp(v, "false") == 0 || strcmp(v, "off") == 0)
 		*out = 0;
-		return 0;
+	else {
+		seterr(err, errsz,
+		       "%s: expected 1 or 0 (yes/no, true/false, on/off)",
+		       s->s_name);
+		return CP_ERR_CONFIG;
 	}
-	seterr(err, errsz, "%s: expected 1 or 0 (yes/no, true/false, on/off)",
-	       name);
-	return -1;
+	return CP_OK;
 }
 
-int
+static enum cp_err
+load_choice(struct config *c, const struct setting *s, const char *v, char *err,
+	    size_t errsz)
+{
+	int *out = field_at(c, s);
+
+	if (v == NULL)
+		*out = (int)s->s_def;
+	else if (strcmp(v, s->s_words[0]) == 0)
+		*out = 0;
+	else if (strcmp(v, s->s_words[1]) == 0)
+		*out = 1;
+	else {
+		seterr(err, errsz, "%s: expected \"%s\" or \"%s\"", s->s_name,
+		       s->s_words[0], s->s_words[1]);
+		return CP_ERR_CONFIG;
+	}
+	return CP_OK;
+}
+
+static enum cp_err
+load_setting(struct config *c, const struct setting *s, const char *v,
+	     char *err, size_t errsz)
+{
+	switch (s->s_kind) {
+	case SETTING_INT: return load_int(c, s, v, err, errsz);
+	case SETTING_BOOL: return load_bool(c, s, v, err, errsz);
+	case SETTING_CHOICE: return load_choice(c, s, v, err, errsz);
+	case SETTING_STRING:
+	case SETTING_SPECIAL:
+		return s->s_parse(c, v != NULL ? v : s->s_defstr, err, errsz);
+	}
+	return CP_ERR_CONFIG;
+}
+
+enum cp_err
 config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 	    size_t errsz)
 {
@@ -540,101 +785,29 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 	const char *why;
 	long long n;
 	size_t i;
+	enum cp_err e;
 
 	memset(c, 0, sizeof(*c));
-	c->keys = calloc(CONFIG_MAX_KEYS, sizeof(*c->keys));
-	c->key_fps = calloc(CONFIG_MAX_KEYS, sizeof(*c->key_fps));
-	if (c->keys == NULL || c->key_fps == NULL) {
-		seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
-		goto fail;
-	}
-	v = lookup("CEREBRAS_API_KEYS", ctx);
-	if (v == NULL) {
-		seterr(err, errsz,
-		       "CEREBRAS_API_KEYS: not set (expected a comma-separated "
-		       "list of Cerebras API keys)");
-		goto fail;
-	}
-	if (parse_keys(c, v, err, errsz) != 0)
-		goto fail;
-
-	v = lookup("CEREBRAS_API_BASE", ctx);
-	if (parse_api_base(c, v ? v : DEFAULT_API_BASE, err, errsz) != 0)
-		goto fail;
-
-	v = lookup("CEREBRAS_CA_FILE", ctx);
-	if (v != NULL && *v != '\0') {
-		if (access(v, R_OK) != 0) {
-			seterr(err, errsz,
-			       "CEREBRAS_CA_FILE: cannot read \"%.200s\"", v);
-			goto fail;
+	for (i = 0; i < NELEM(settings); i++) {
+		e = load_setting(c, &settings[i],
+				 lookup(settings[i].s_name, ctx), err, errsz);
+		if (e != CP_OK) {
+			config_free(c);
+			return e;
 		}
-		c->ca_file = xstrndup(v, strlen(v));
-		if (c->ca_file == NULL)
-			goto nomem;
 	}
 
-	v = lookup("REDIS_URL", ctx);
-	if (v == NULL || *v == '\0')
-		v = DEFAULT_REDIS_URL;
-	c->redis_enabled = strcmp(v, "none") != 0;
-	if (!c->redis_enabled)
-		v = DEFAULT_REDIS_URL; /* parsed, never used */
-	if (config_parse_redis_url(v, &c->redis, err, errsz) != 0)
-		goto fail;
-	c->redis_url = xstrndup(v, strlen(v));
-	if (c->redis_url == NULL)
-		goto nomem;
-
-	v = lookup("REDIS_PREFIX", ctx);
-	if (parse_prefix(c, v ? v : DEFAULT_REDIS_PREFIX, err, errsz) != 0)
-		goto fail;
-
-	for (i = 0; i < NELEM(int_settings); i++) {
-		const struct int_setting *s = &int_settings[i];
-
-		v = lookup(s->name, ctx);
-		n = s->def;
-		if (v != NULL && parse_ll(v, s->min, s->max, &n, &why) != 0) {
-			seterr(err, errsz,
-			       "%s: %s: \"%.40s\" (expected %lld..%lld)",
-			       s->name, why, v, s->min, s->max);
-			goto fail;
-		}
-		*(long *)((char *)c + s->offset) = (long)n;
-	}
-
-	if (parse_choice("REDIS_FALLBACK", lookup("REDIS_FALLBACK", ctx),
-			 "refuse", "local", 1, &c->redis_fallback, err,
-			 errsz) != 0 ||
-	    parse_choice("RATE_LIMIT_SCOPE", lookup("RATE_LIMIT_SCOPE", ctx),
-			 "global", "key", 0, &c->scope_per_key, err,
-			 errsz) != 0)
-		goto fail;
-
-	v = lookup("CORS_ALLOW_ORIGINS", ctx);
-	if (parse_origins(c, v ? v : "*", err, errsz) != 0)
-		goto fail;
-
-	c->log_requests = 1;
-	v = lookup("LOG_REQUESTS", ctx);
-	if (v != NULL &&
-	    parse_bool("LOG_REQUESTS", v, &c->log_requests, err, errsz) != 0)
-		goto fail;
-
-	/* Set by systemd, not by the user: anything odd means "none". */
+	/*
+	 * Set by systemd, not by the user (so not in settings[] nor in
+	 * --check-config): anything odd means "none".
+	 */
 	v = lookup("LISTEN_PID", ctx);
-	if (v != NULL && parse_ll(v, 1, 1LL << 31, &n, &why) == 0)
+	if (v != NULL && parse_ll(v, 1, 1LL << 31, &n, &why) == CP_OK)
 		c->listen_pid = (long)n;
 	v = lookup("LISTEN_FDS", ctx);
-	if (v != NULL && parse_ll(v, 1, 1024, &n, &why) == 0)
+	if (v != NULL && parse_ll(v, 1, 1024, &n, &why) == CP_OK)
 		c->listen_fds = (long)n;
-	return 0;
-nomem:
-	seterr(err, errsz, "configuration: out of memory");
-fail:
-	config_free(c);
-	return -1;
+	return CP_OK;
 }
 
 /* The one place in the project that reads the process environment. */
@@ -645,7 +818,7 @@ env_lookup(const char *name, void *ctx)
 	return getenv(name);
 }
 
-int
+enum cp_err
 config_load_env(struct config *c, char *err, size_t errsz)
 {
 	return config_load(c, env_lookup, NULL, err, errsz);
@@ -675,7 +848,11 @@ config_free(struct config *c)
 	free(c->api_base);
 	free(c->chat_url);
 	free(c->ca_file);
-	free(c->redis_url);
+	if (c->redis_url != NULL) {
+		/* It may hold the Redis password. */
+		explicit_bzero(c->redis_url, strlen(c->redis_url));
+		free(c->redis_url);
+	}
 	config_free_redis_addr(&c->redis);
 	free(c->redis_prefix);
 	free(c->cors_origins);
@@ -685,36 +862,39 @@ config_free(struct config *c)
 void
 config_print(const struct config *c, FILE *fp)
 {
-	int i;
-	size_t j;
+	const struct setting *s;
+	const char *str;
+	size_t i;
 
-	fprintf(fp, "CEREBRAS_API_KEYS=%d keys:", c->nkeys);
-	for (i = 0; i < c->nkeys; i++)
-		fprintf(fp, " #%d(%s)", i, c->key_fps[i]);
-	fprintf(fp, "\n");
-	fprintf(fp, "CEREBRAS_API_BASE=%s\n", c->api_base);
-	fprintf(fp, "CEREBRAS_CA_FILE=%s\n",
-		c->ca_file ? c->ca_file : "(libcurl default store)");
-	if (!c->redis_enabled)
-		fprintf(fp, "REDIS_URL=none (per-host scheduling only)\n");
-	else if (c->redis.ra_kind == REDIS_UNIX)
-		fprintf(fp, "REDIS_URL=unix://%s?db=%d%s\n", c->redis.ra_path,
-			c->redis.ra_db,
-			c->redis.ra_password ? " (password set)" : "");
-	else
-		fprintf(fp, "REDIS_URL=redis://%s%s%s%s:%d/%d\n",
-			c->redis.ra_password ? "***@" : "",
-			strchr(c->redis.ra_host, ':') ? "[" : "",
-			c->redis.ra_host,
-			strchr(c->redis.ra_host, ':') ? "]" : "",
-			c->redis.ra_port, c->redis.ra_db);
-	fprintf(fp, "REDIS_PREFIX=%s\n", c->redis_prefix);
-	for (j = 0; j < NELEM(int_settings); j++)
-		fprintf(fp, "%s=%ld\n", int_settings[j].name,
-			*(const long *)((const char *)c +
-					int_settings[j].offset));
-	fprintf(fp, "RATE_LIMIT_SCOPE=%s\n",
-		c->scope_per_key ? "key" : "global");
-	fprintf(fp, "CORS_ALLOW_ORIGINS=%s\n", c->cors_origins);
-	fprintf(fp, "LOG_REQUESTS=%d\n", c->log_requests);
+	for (i = 0; i < NELEM(settings); i++) {
+		s = &settings[i];
+		if (s->s_print != NULL) {
+			s->s_print(c, fp);
+			continue;
+		}
+		if (s->s_sensitive) {
+			fprintf(fp, "%s=***\n", s->s_name);
+			continue;
+		}
+		switch (s->s_kind) {
+		case SETTING_INT:
+			fprintf(fp, "%s=%ld\n", s->s_name,
+				*(const long *)cfield_at(c, s));
+			break;
+		case SETTING_BOOL:
+			fprintf(fp, "%s=%d\n", s->s_name,
+				*(const int *)cfield_at(c, s));
+			break;
+		case SETTING_CHOICE:
+			fprintf(fp, "%s=%s\n", s->s_name,
+				s->s_words[*(const int *)cfield_at(c, s) != 0]);
+			break;
+		case SETTING_STRING:
+			str = *(char *const *)cfield_at(c, s);
+			fprintf(fp, "%s=%s\n", s->s_name,
+				str != NULL ? str : s->s_unset);
+			break;
+		case SETTING_SPECIAL: break; /* printed by s_print */
+		}
+	}
 }

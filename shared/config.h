@@ -3,10 +3,13 @@
  *
  * Only config.c reads the environment. config_load() fills struct config
  * from a lookup function (getenv in production, a table in tests); a bad
- * value fails with one line naming the variable and what is wrong.
+ * value fails with one line naming the variable and what is wrong, and
+ * never showing a secret (the API keys, REDIS_URL and its password).
  */
 #ifndef CP_CONFIG_H
 #define CP_CONFIG_H
+
+#include "util.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -70,15 +73,16 @@ struct config {
 typedef const char *(*config_lookup_fn)(const char *name, void *ctx);
 
 /*
- * Fills c from lookup. Returns 0, or -1 with a one-line message in err
- * ("RATE_LIMIT_INTERVAL_MS: not a number: \"abc\" (expected 0..3600000)").
- * On failure c holds nothing that needs freeing.
+ * Fills c from lookup. Returns CP_OK; CP_ERR_CONFIG for a bad value, or
+ * CP_ERR_NOMEM, each with a one-line message in err that starts with the
+ * variable's name ("RATE_LIMIT_INTERVAL_MS: not a number: \"abc\"
+ * (expected 0..3600000)"). On failure c holds nothing that needs freeing.
  */
-int config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
-		size_t errsz);
+enum cp_err config_load(struct config *c, config_lookup_fn lookup, void *ctx,
+			char *err, size_t errsz);
 
 /* config_load with the process environment. */
-int config_load_env(struct config *c, char *err, size_t errsz);
+enum cp_err config_load_env(struct config *c, char *err, size_t errsz);
 
 void config_free(struct config *c);
 
@@ -88,12 +92,22 @@ void config_free(struct config *c);
  */
 const char *config_cgi_param(void *ctx, const char *name);
 
-/* Prints the effective configuration, secrets masked (for --check-config). */
+/*
+ * Prints the effective configuration for --check-config: one NAME=value
+ * line for every setting config_load reads (not LISTEN_PID/LISTEN_FDS,
+ * which systemd sets), secrets masked: the keys as their count, index
+ * and fingerprint ("CEREBRAS_API_KEYS=2 keys: #0(1a2b3c4d) #1(...)"),
+ * the Redis password (and user) as "***".
+ */
 void config_print(const struct config *c, FILE *fp);
 
-/* Parses a REDIS_URL value into a; exposed for tests. Returns 0 or -1. */
-int config_parse_redis_url(const char *url, struct redis_addr *a, char *err,
-			   size_t errsz);
+/*
+ * Parses a REDIS_URL value into a; exposed for tests. Returns CP_OK;
+ * CP_ERR_CONFIG or CP_ERR_NOMEM with a "REDIS_URL: ..." message in err,
+ * and a then holds nothing that needs freeing.
+ */
+enum cp_err config_parse_redis_url(const char *url, struct redis_addr *a,
+				   char *err, size_t errsz);
 void config_free_redis_addr(struct redis_addr *a);
 
 #endif

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -290,7 +291,7 @@ test_config_good(void **state)
 
 		err[0] = '\0';
 		if (config_load(&c, env_lookup, (void *)t->env, err,
-				sizeof(err)) != 0)
+				sizeof(err)) != CP_OK)
 			fail_msg("row %zu (%s): failed: %s", i, t->desc, err);
 		for (j = 0; j < NELEM(t->want) && t->want[j].field != NULL;
 		     j++) {
@@ -426,7 +427,7 @@ test_config_bad(void **state)
 
 		memset(err, 0, sizeof(err));
 		if (config_load(&c, env_lookup, (void *)t->env, err,
-				sizeof(err)) != -1) {
+				sizeof(err)) != CP_ERR_CONFIG) {
 			config_free(&c);
 			fail_msg("row %zu (%s): loaded", i, t->var);
 		}
@@ -453,7 +454,8 @@ test_config_bad_short_errbuf(void **state)
 	(void)state;
 	memset(err, 'Z', sizeof(err));
 	assert_int_equal(
-		config_load(&c, env_lookup, (void *)env, err, sizeof(err)), -1);
+		config_load(&c, env_lookup, (void *)env, err, sizeof(err)),
+		CP_ERR_CONFIG);
 	assert_non_null(memchr(err, '\0', sizeof(err)));
 	assert_string_equal(err, "LOG_REQUEST");
 }
@@ -480,13 +482,14 @@ test_config_key_caps(void **state)
 	for (i = 0; i < CONFIG_MAX_KEYS; i++)
 		off += (size_t)snprintf(v + off, vsz - off, "%sk%d",
 					i ? "," : "", i);
-	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)), 0);
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 CP_OK);
 	assert_int_equal(c.nkeys, CONFIG_MAX_KEYS);
 	assert_string_equal(c.keys[CONFIG_MAX_KEYS - 1], "k255");
 	config_free(&c);
 	snprintf(v + off, vsz - off, ",SECRETkey");
 	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
-			 -1);
+			 CP_ERR_CONFIG);
 	check_bad(0, "CEREBRAS_API_KEYS", NULL, err);
 	assert_true(config_is_empty(&c));
 
@@ -494,14 +497,15 @@ test_config_key_caps(void **state)
 	memcpy(v, "SECRET", 6);
 	memset(v + 6, 'x', CONFIG_MAX_KEY_LEN - 6);
 	v[CONFIG_MAX_KEY_LEN] = '\0';
-	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)), 0);
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 CP_OK);
 	assert_int_equal(c.nkeys, 1);
 	assert_int_equal(strlen(c.keys[0]), CONFIG_MAX_KEY_LEN);
 	config_free(&c);
 	v[CONFIG_MAX_KEY_LEN] = 'x';
 	v[CONFIG_MAX_KEY_LEN + 1] = '\0';
 	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
-			 -1);
+			 CP_ERR_CONFIG);
 	check_bad(1, "CEREBRAS_API_KEYS", NULL, err);
 	assert_true(config_is_empty(&c));
 	free(v);
@@ -525,7 +529,8 @@ test_config_ca_file(void **state)
 	fd = mkstemp(path);
 	assert_true(fd >= 0);
 	close(fd);
-	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)), 0);
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 CP_OK);
 	assert_non_null(c.ca_file);
 	assert_string_equal(c.ca_file, path);
 	config_free(&c);
@@ -559,7 +564,7 @@ test_config_print_masks_secrets(void **state)
 	for (i = 0; i < NELEM(envs); i++) {
 		assert_int_equal(config_load(&c, env_lookup, (void *)envs[i],
 					     err, sizeof(err)),
-				 0);
+				 CP_OK);
 		out = NULL;
 		fp = open_memstream(&out, &outlen);
 		assert_non_null(fp);
@@ -575,11 +580,175 @@ test_config_print_masks_secrets(void **state)
 	}
 }
 
+/* Renders config_print's output for c; the caller frees it. */
+static char *
+print_to_string(const struct config *c)
+{
+	char *out = NULL;
+	size_t outlen;
+	FILE *fp;
+
+	fp = open_memstream(&out, &outlen);
+	assert_non_null(fp);
+	config_print(c, fp);
+	assert_int_equal(fclose(fp), 0);
+	assert_non_null(out);
+	return out;
+}
+
+/*
+ * --check-config prints every setting config_load reads, in README
+ * order, one NAME=value line each: here every one set to a value other
+ * than its default, so a setting read but not printed (or printed from the
+ * wrong field) shows. LISTEN_PID/LISTEN_FDS come from systemd: not shown.
+ */
+static void
+test_config_print_every_setting(void **state)
+{
+	static const struct env env[] = {
+		{"CEREBRAS_API_KEYS", "sk-SECRET-1, sk-SECRET-2"},
+		{"CEREBRAS_API_BASE", "https://example.test/v1/"},
+		{"CEREBRAS_CA_FILE", "/dev/null"},
+		{"REDIS_URL", "redis://user:hunter2@cache.example:6380/1"},
+		{"REDIS_FALLBACK", "refuse"},
+		{"REDIS_PREFIX", "p"},
+		{"REDIS_TIMEOUT_MS", "2"},
+		{"RATE_LIMIT_INTERVAL_MS", "3"},
+		{"RATE_LIMIT_SCOPE", "key"},
+		{"RATE_LIMIT_GLOBAL_INTERVAL_MS", "4"},
+		{"QUEUE_MAX_WAIT_MS", "5"},
+		{"UPSTREAM_MAX_ATTEMPTS", "6"},
+		{"KEY_COOLDOWN_MS", "7"},
+		{"KEY_DISABLE_MS", "8"},
+		{"UPSTREAM_CONNECT_TIMEOUT_MS", "9"},
+		{"UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "10"},
+		{"UPSTREAM_IDLE_TIMEOUT_MS", "11"},
+		{"MAX_BODY_BYTES", "2048"},
+		{"CORS_ALLOW_ORIGINS", "https://a.example"},
+		{"LOG_REQUESTS", "no"},
+		{"WORKER_THREADS", "12"},
+		{"DRAIN_TIMEOUT_MS", "13"},
+		{"LISTEN_PID", "1"},
+		{"LISTEN_FDS", "1"},
+		{NULL, NULL},
+	};
+	static const char *const rest =
+		"CEREBRAS_API_BASE=https://example.test/v1\n"
+		"CEREBRAS_CA_FILE=/dev/null\n"
+		"REDIS_URL=redis://***@cache.example:6380/1\n"
+		"REDIS_FALLBACK=refuse\n"
+		"REDIS_PREFIX={p}\n"
+		"REDIS_TIMEOUT_MS=2\n"
+		"RATE_LIMIT_INTERVAL_MS=3\n"
+		"RATE_LIMIT_SCOPE=key\n"
+		"RATE_LIMIT_GLOBAL_INTERVAL_MS=4\n"
+		"QUEUE_MAX_WAIT_MS=5\n"
+		"UPSTREAM_MAX_ATTEMPTS=6\n"
+		"KEY_COOLDOWN_MS=7\n"
+		"KEY_DISABLE_MS=8\n"
+		"UPSTREAM_CONNECT_TIMEOUT_MS=9\n"
+		"UPSTREAM_FIRST_BYTE_TIMEOUT_MS=10\n"
+		"UPSTREAM_IDLE_TIMEOUT_MS=11\n"
+		"MAX_BODY_BYTES=2048\n"
+		"CORS_ALLOW_ORIGINS=https://a.example\n"
+		"LOG_REQUESTS=0\n"
+		"WORKER_THREADS=12\n"
+		"DRAIN_TIMEOUT_MS=13\n";
+	char fp0[9];
+	char fp1[9];
+	char want[2048];
+	char err[256];
+	struct config c;
+	char *out;
+
+	(void)state;
+	assert_int_equal(
+		config_load(&c, env_lookup, (void *)env, err, sizeof(err)),
+		CP_OK);
+	assert_int_equal(c.listen_pid, 1);
+	key_fingerprint("sk-SECRET-1", fp0);
+	key_fingerprint("sk-SECRET-2", fp1);
+	snprintf(want, sizeof(want),
+		 "CEREBRAS_API_KEYS=2 keys: #0(%s) #1(%s)\n%s", fp0, fp1, rest);
+	out = print_to_string(&c);
+	assert_string_equal(out, want);
+	free(out);
+	config_free(&c);
+}
+
+/* Lines of --check-config for the defaults and for each REDIS_URL form. */
+
+struct print_case {
+	struct env env[3];
+	const char *lines[8]; /* each a whole line of the output */
+};
+
+static const struct print_case print_cases[] = {
+	{{KEY},
+	 {"CEREBRAS_CA_FILE=(libcurl default store)",
+	  "REDIS_URL=redis://127.0.0.1:6379/0", "REDIS_FALLBACK=local",
+	  "RATE_LIMIT_SCOPE=global", "LOG_REQUESTS=1", "WORKER_THREADS=1",
+	  "DRAIN_TIMEOUT_MS=10000"}},
+	{{KEY, {"REDIS_URL", "none"}},
+	 {"REDIS_URL=none (per-host scheduling only)"}},
+	{{KEY, {"REDIS_URL", "unix:///tmp/r.sock?db=3"}},
+	 {"REDIS_URL=unix:///tmp/r.sock?db=3"}},
+	{{KEY, {"REDIS_URL", "redis://:hunter2@[::1]:7000/2"}},
+	 {"REDIS_URL=redis://***@[::1]:7000/2"}},
+	{{KEY, {"REDIS_URL", "redis://h"}}, {"REDIS_URL=redis://h:6379/0"}},
+};
+
+/* Is line one whole line of text? */
+static int
+has_line(const char *text, const char *line)
+{
+	size_t n = strlen(line);
+	const char *p = text;
+
+	while (*p != '\0') {
+		if (strncmp(p, line, n) == 0 && p[n] == '\n')
+			return 1;
+		p = strchr(p, '\n');
+		if (p == NULL)
+			return 0;
+		p++;
+	}
+	return 0;
+}
+
+static void
+test_config_print_lines(void **state)
+{
+	char err[256];
+	struct config c;
+	char *out;
+	size_t i;
+	size_t j;
+
+	(void)state;
+	for (i = 0; i < NELEM(print_cases); i++) {
+		const struct print_case *t = &print_cases[i];
+
+		assert_int_equal(config_load(&c, env_lookup, (void *)t->env,
+					     err, sizeof(err)),
+				 CP_OK);
+		out = print_to_string(&c);
+		for (j = 0; j < NELEM(t->lines) && t->lines[j] != NULL; j++)
+			if (!has_line(out, t->lines[j]))
+				fail_msg("row %zu: no line \"%s\" in:\n%s", i,
+					 t->lines[j], out);
+		assert_null(strstr(out, "LISTEN_"));
+		assert_null(strstr(out, "hunter2"));
+		free(out);
+		config_free(&c);
+	}
+}
+
 /* config_parse_redis_url */
 
 struct url_case {
 	const char *url;
-	int ret;
+	enum cp_err ret;
 	enum redis_kind kind;
 	const char *host;
 	int port;
@@ -590,65 +759,88 @@ struct url_case {
 };
 
 static const struct url_case url_cases[] = {
-	{"redis://h:1234/5", 0, REDIS_TCP, "h", 1234, NULL, NULL, NULL, 5},
-	{"redis://h", 0, REDIS_TCP, "h", 6379, NULL, NULL, NULL, 0},
-	{"redis://h/", 0, REDIS_TCP, "h", 6379, NULL, NULL, NULL, 0},
-	{"redis://127.0.0.1:6379/0", 0, REDIS_TCP, "127.0.0.1", 6379, NULL,
+	{"redis://h:1234/5", CP_OK, REDIS_TCP, "h", 1234, NULL, NULL, NULL, 5},
+	{"redis://h", CP_OK, REDIS_TCP, "h", 6379, NULL, NULL, NULL, 0},
+	{"redis://h/", CP_OK, REDIS_TCP, "h", 6379, NULL, NULL, NULL, 0},
+	{"redis://127.0.0.1:6379/0", CP_OK, REDIS_TCP, "127.0.0.1", 6379, NULL,
 	 NULL, NULL, 0},
-	{"redis://h:65535/1000000", 0, REDIS_TCP, "h", 65535, NULL, NULL, NULL,
-	 1000000},
-	{"redis://:pw@h:6380/0", 0, REDIS_TCP, "h", 6380, NULL, NULL, "pw", 0},
-	{"redis://user:pw@h", 0, REDIS_TCP, "h", 6379, NULL, "user", "pw", 0},
-	{"redis://:p:w@h", 0, REDIS_TCP, "h", 6379, NULL, NULL, "p:w", 0},
-	{"redis://:p@w@h:1/2", 0, REDIS_TCP, "h", 1, NULL, NULL, "p@w", 2},
-	{"redis://[::1]:7000/2", 0, REDIS_TCP, "::1", 7000, NULL, NULL, NULL,
-	 2},
-	{"redis://[::1]", 0, REDIS_TCP, "::1", 6379, NULL, NULL, NULL, 0},
-	{"redis://:pw@[fe80::1]:6380", 0, REDIS_TCP, "fe80::1", 6380, NULL,
+	{"redis://h:65535/1000000", CP_OK, REDIS_TCP, "h", 65535, NULL, NULL,
+	 NULL, 1000000},
+	{"redis://:pw@h:6380/0", CP_OK, REDIS_TCP, "h", 6380, NULL, NULL, "pw",
+	 0},
+	{"redis://user:pw@h", CP_OK, REDIS_TCP, "h", 6379, NULL, "user", "pw",
+	 0},
+	{"redis://:p:w@h", CP_OK, REDIS_TCP, "h", 6379, NULL, NULL, "p:w", 0},
+	{"redis://:p@w@h:1/2", CP_OK, REDIS_TCP, "h", 1, NULL, NULL, "p@w", 2},
+	{"redis://[::1]:7000/2", CP_OK, REDIS_TCP, "::1", 7000, NULL, NULL,
+	 NULL, 2},
+	{"redis://[::1]", CP_OK, REDIS_TCP, "::1", 6379, NULL, NULL, NULL, 0},
+	{"redis://:pw@[fe80::1]:6380", CP_OK, REDIS_TCP, "fe80::1", 6380, NULL,
 	 NULL, "pw", 0},
-	{"unix:///tmp/r.sock", 0, REDIS_UNIX, NULL, 6379, "/tmp/r.sock", NULL,
-	 NULL, 0},
-	{"unix:/tmp/r.sock?db=3", 0, REDIS_UNIX, NULL, 6379, "/tmp/r.sock",
-	 NULL, NULL, 3},
-	{"unix:///tmp/r.sock?db=15", 0, REDIS_UNIX, NULL, 6379, "/tmp/r.sock",
-	 NULL, NULL, 15},
-	{"http://x", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"rediss://h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis:///0", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h:0", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h:99999", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h:12ab", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h:", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h:-1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h:12345678901234567890", -1, REDIS_TCP, NULL, 0, NULL, NULL,
-	 NULL, 0},
-	{"redis://h/abc", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h/-1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h/1000001", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://user@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://:pw@", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://[::1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://[::1]x", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://[]:1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"unix:relative.sock", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
-	{"unix://relative.sock", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
-	{"unix:", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
-	{"unix:/tmp/r.sock?db=x", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
-	{"unix:/tmp/r.sock?x=1", -1, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
-	/* percent-encoded credentials are decoded */
-	{"redis://:p%40ss%2Fw%3a@h", 0, REDIS_TCP, "h", 6379, NULL, NULL,
-	 "p@ss/w:", 0},
-	{"redis://us%65r:pw@h", 0, REDIS_TCP, "h", 6379, NULL, "user", "pw", 0},
-	{"redis://:p%4@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://:p%zz@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://:p%00@h", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	/* a query or junk in the host is refused (it could hide a password) */
-	{"redis://cache.example?password=hunter2", -1, REDIS_TCP, NULL, 0, NULL,
+	{"unix:///tmp/r.sock", CP_OK, REDIS_UNIX, NULL, 6379, "/tmp/r.sock",
 	 NULL, NULL, 0},
-	{"redis://h#frag", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
-	{"redis://h x:1", -1, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"unix:/tmp/r.sock?db=3", CP_OK, REDIS_UNIX, NULL, 6379, "/tmp/r.sock",
+	 NULL, NULL, 3},
+	{"unix:///tmp/r.sock?db=15", CP_OK, REDIS_UNIX, NULL, 6379,
+	 "/tmp/r.sock", NULL, NULL, 15},
+	{"http://x", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"rediss://h", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis:///0", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:0", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:99999", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://h:12ab", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://h:", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h:-1", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://h:12345678901234567890", CP_ERR_CONFIG, REDIS_TCP, NULL, 0,
+	 NULL, NULL, NULL, 0},
+	{"redis://h/abc", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://h/-1", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://h/1000001", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL,
+	 NULL, 0},
+	{"redis://user@h", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://:pw@", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://[::1", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://[::1]x", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://[]:1", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"unix:relative.sock", CP_ERR_CONFIG, REDIS_UNIX, NULL, 0, NULL, NULL,
+	 NULL, 0},
+	{"unix://relative.sock", CP_ERR_CONFIG, REDIS_UNIX, NULL, 0, NULL, NULL,
+	 NULL, 0},
+	{"unix:", CP_ERR_CONFIG, REDIS_UNIX, NULL, 0, NULL, NULL, NULL, 0},
+	{"unix:/tmp/r.sock?db=x", CP_ERR_CONFIG, REDIS_UNIX, NULL, 0, NULL,
+	 NULL, NULL, 0},
+	{"unix:/tmp/r.sock?x=1", CP_ERR_CONFIG, REDIS_UNIX, NULL, 0, NULL, NULL,
+	 NULL, 0},
+	/* percent-encoded credentials are decoded */
+	{"redis://:p%40ss%2Fw%3a@h", CP_OK, REDIS_TCP, "h", 6379, NULL, NULL,
+	 "p@ss/w:", 0},
+	{"redis://us%65r:pw@h", CP_OK, REDIS_TCP, "h", 6379, NULL, "user", "pw",
+	 0},
+	{"redis://:p%4@h", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://:p%zz@h", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://:p%00@h", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	/* a query or junk in the host is refused (it could hide a password) */
+	{"redis://cache.example?password=hunter2", CP_ERR_CONFIG, REDIS_TCP,
+	 NULL, 0, NULL, NULL, NULL, 0},
+	{"redis://h#frag", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
+	{"redis://h x:1", CP_ERR_CONFIG, REDIS_TCP, NULL, 0, NULL, NULL, NULL,
+	 0},
 };
 
 static int
@@ -669,14 +861,14 @@ test_config_parse_redis_url(void **state)
 	for (i = 0; i < NELEM(url_cases); i++) {
 		const struct url_case *t = &url_cases[i];
 		struct redis_addr a;
-		int ret;
+		enum cp_err ret;
 
 		err[0] = '\0';
 		ret = config_parse_redis_url(t->url, &a, err, sizeof(err));
 		if (ret != t->ret)
 			fail_msg("row %zu \"%s\": returned %d, want %d (%s)", i,
-				 t->url, ret, t->ret, err);
-		if (ret != 0) {
+				 t->url, (int)ret, (int)t->ret, err);
+		if (ret != CP_OK) {
 			if (strncmp(err, "REDIS_URL:", 10) != 0)
 				fail_msg("row %zu \"%s\": message \"%s\"", i,
 					 t->url, err);
@@ -712,6 +904,8 @@ main(void)
 		cmocka_unit_test(test_config_key_caps),
 		cmocka_unit_test(test_config_ca_file),
 		cmocka_unit_test(test_config_print_masks_secrets),
+		cmocka_unit_test(test_config_print_every_setting),
+		cmocka_unit_test(test_config_print_lines),
 		cmocka_unit_test(test_config_parse_redis_url),
 	};
 
