@@ -11,8 +11,25 @@
 #include <string.h>
 #include <unistd.h>
 
+enum log_level {
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_WARNING,
+	LOG_LEVEL_ERROR,
+};
+
+static const char *const level_names[] = {
+	[LOG_LEVEL_INFO] = "info",
+	[LOG_LEVEL_WARNING] = "warning",
+	[LOG_LEVEL_ERROR] = "error",
+};
+
+/*
+ * Formats one line into a stack buffer and writes it at once. A message
+ * too long for the buffer is cut; the line still ends in '\n'.
+ */
 static void
-log_vline(int with_errno, int saved_errno, const char *fmt, va_list ap)
+log_vline(enum log_level level, int with_errno, int saved_errno,
+	  const char *fmt, va_list ap)
 {
 	char line[1024];
 	int n;
@@ -20,7 +37,8 @@ log_vline(int with_errno, int saved_errno, const char *fmt, va_list ap)
 	size_t len;
 
 	n = snprintf(line, sizeof(line),
-		     "cerebras-proxy[%ld]: ", (long)getpid());
+		     "cerebras-proxy[%ld]: %s: ", (long)getpid(),
+		     level_names[level]);
 	if (n < 0)
 		return;
 	m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
@@ -42,40 +60,64 @@ log_vline(int with_errno, int saved_errno, const char *fmt, va_list ap)
 		return;
 }
 
+/* log_vline with errno as the caller left it, in the line and after. */
+static void
+log_emit(enum log_level level, int with_errno, const char *fmt, va_list ap)
+{
+	int saved = errno;
+
+	log_vline(level, with_errno, saved, fmt, ap);
+	errno = saved;
+}
+
 void
 log_info(const char *fmt, ...)
 {
-	int saved = errno;
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vline(0, saved, fmt, ap);
+	log_emit(LOG_LEVEL_INFO, 0, fmt, ap);
 	va_end(ap);
-	errno = saved;
 }
 
 void
 log_warn(const char *fmt, ...)
 {
-	int saved = errno;
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vline(1, saved, fmt, ap);
+	log_emit(LOG_LEVEL_WARNING, 1, fmt, ap);
 	va_end(ap);
-	errno = saved;
 }
 
 void
 log_warnx(const char *fmt, ...)
 {
-	int saved = errno;
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vline(0, saved, fmt, ap);
+	log_emit(LOG_LEVEL_WARNING, 0, fmt, ap);
 	va_end(ap);
-	errno = saved;
+}
+
+void
+log_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(LOG_LEVEL_ERROR, 1, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_errx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(LOG_LEVEL_ERROR, 0, fmt, ap);
+	va_end(ap);
 }
 
 char *

@@ -1,9 +1,31 @@
 /*
  * log.h - one line per event on stderr.
  *
- * Every line starts with "cerebras-proxy[pid]: ". Anything a client sent is
- * passed through log_escape first. API keys never reach a log line: they are
- * named by index and key_fingerprint().
+ * Every line is
+ *
+ *	cerebras-proxy[PID]: LEVEL: MESSAGE
+ *
+ * with LEVEL one of the syslog severity names journalctl -p and nginx's
+ * error_log use, lower case:
+ *   info     normal operation: start-up, one line per chat request
+ *            (log_info);
+ *   warning  something failed and the program carries on: Redis down, a
+ *            key refused upstream, a worker restarted (log_warn, log_warnx);
+ *   error    the program or a worker cannot go on and is about to exit
+ *            (log_err, log_errx).
+ * For example:
+ *
+ *	cerebras-proxy[4242]: info: Initialized with 3 API keys.
+ *	cerebras-proxy[4242]: warning: Redis reserve unavailable (...): ...
+ *	cerebras-proxy[4242]: error: --listen: bind /run/cp.sock: Address
+ *	    already in use          (one line; wrapped here)
+ *
+ * so `grep -E ': (warning|error): '` finds what needs attention. Each line
+ * goes out in one write(2) of at most 1024 bytes (longer messages are cut),
+ * so lines of processes and threads sharing stderr do not interleave.
+ * errno is preserved. Anything a client sent is passed through log_escape
+ * first. API keys never reach a log line: they are named by index and
+ * key_fingerprint().
  */
 #ifndef CP_LOG_H
 #define CP_LOG_H
@@ -11,9 +33,14 @@
 #include <stddef.h>
 
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Like log_info, with ": strerror(errno)" appended. */
+/* A warning, with ": strerror(errno)" appended. */
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A warning, as given. */
 void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An error, with ": strerror(errno)" appended. Does not exit. */
+void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An error, as given. Does not exit. */
+void log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
  * Copies at most outsz-1 bytes of in to out, replacing control characters,
