@@ -15,6 +15,8 @@
 --   {-1, wait, until}   every key rests; the first is back at until;
 --   {-2, wait, slot}    the slot is further away than allowed: nothing
 --                       reserved.
+-- Every key written expires: the position a day after its last use, the
+-- timeline after its slot, the hash a day after its latest slot or rest.
 -- TIME before writes is fine on Redis >= 5 (effects replication).
 -- shared/sched_local.c runs the same algorithm on one host's clock.
 local t = redis.call('TIME')
@@ -50,15 +52,17 @@ for j = 0, n - 1 do
 end
 if best < 0 then return {-1, free - now, free} end
 if bat - now > maxw then return {-2, bat - now, bat} end
-redis.call('SET', KEYS[1], best + 1)
+redis.call('SET', KEYS[1], best + 1, 'PX', 86400000)
 if gap > 0 then
   redis.call('SET', KEYS[2], string.format('%d', bat + gap), 'PX',
              math.floor((bat + gap - now) / 1000) + 1000)
 end
 if perkey and iv > 0 then
   redis.call('HSET', KEYS[3], 's' .. best, string.format('%d', bat + iv))
-  if redis.call('PTTL', KEYS[3]) < 0 then
-    redis.call('PEXPIRE', KEYS[3], 86400000)
+  -- Outlive the slot just written by a day; never shorten (rests).
+  local keep = math.floor((bat + iv - now) / 1000) + 86400000
+  if redis.call('PTTL', KEYS[3]) < keep then
+    redis.call('PEXPIRE', KEYS[3], keep)
   end
 end
 return {best, bat - now, bat}

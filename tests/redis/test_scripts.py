@@ -451,9 +451,11 @@ class Expiry(ScriptCase):
         self.assertLessEqual(pttl, (f + IV - a.t0) // MS + 1000)
 
     def test_key_state_expires(self):
-        """the per-key hash gets an expiry from reserve.lua (key scope), at most a day."""
-        self.reserve(2, IV, perkey=True)
-        self.assertTrue(0 < self.r("PTTL", self.s.keys) <= DAY_MS)
+        """the per-key hash gets an expiry from reserve.lua (key scope): a day past the slot it holds."""
+        a = self.reserve(2, IV, perkey=True)
+        pttl = self.r("PTTL", self.s.keys)
+        self.assertGreater(pttl, 0)
+        self.assertLessEqual(pttl, DAY_MS + (a.slot + IV - a.t0) // MS + 1)
 
     def test_rest_expiry_outlives_rest(self):
         """rest.lua: the hash lives a day past the rest's end."""
