@@ -8,6 +8,7 @@ by PID.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -169,19 +170,64 @@ http {
        "http_extra": http_extra, "body": http_body}
 
 
-def fnv1a32(data):
-    h = 2166136261
-    for b in data:
-        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
-    return "%08x" % h
+def children(pid):
+    """The PIDs of pid's children (/proc/PID/task/TID/children)."""
+    out = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                    out += [int(x) for x in f.read().split()]
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
 
 
-def host_state_names(prefix, redis_url, uids=None):
-    """The workers' per-host shared memory objects (shared/local.c), for
-    our own UID and www-data's (or the given UIDs)."""
-    fp = fnv1a32(("%s\n%s" % (prefix, redis_url or "none")).encode())
-    return ["/dev/shm/cerebras-proxy-%s-%d" % (fp, uid)
-            for uid in (uids or (os.geteuid(), 33))]
+def descendants(pid):
+    """The PIDs of pid's children, their children, and so on."""
+    out = []
+    todo = children(pid)
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children(p)
+    return out
+
+
+SHM_DIR = "/dev/shm"
+HOST_STATE_LINE = re.compile(r"^# per-host scheduler state: %s/cerebras-proxy-([0-9a-f]{8})-\d+$"
+                             % re.escape(SHM_DIR), re.M)
+
+
+def host_state_fingerprint(binary, env):
+    """The fingerprint in the name of the per-host scheduler state (shared
+    memory, shared/sched_local.c) of workers with this environment, as the
+    binary itself names it: `--check-config` prints
+    "# per-host scheduler state: /dev/shm/cerebras-proxy-<fingerprint>-<euid>".
+    None if the binary refuses the configuration (so would its workers)."""
+    p = subprocess.run([binary, "--check-config"], env=env, capture_output=True,
+                       text=True, timeout=10)
+    m = HOST_STATE_LINE.search(p.stdout)
+    if m:
+        return m.group(1)
+    if p.returncode != 0:
+        return None
+    raise RuntimeError("%s --check-config named no per-host scheduler state:\n%s"
+                       % (binary, p.stdout))
+
+
+def remove_host_state(fingerprint):
+    """Removes the per-host scheduler state with this fingerprint, whoever
+    made it: workers may run under another UID (www-data under Apache)."""
+    name = re.compile(r"cerebras-proxy-%s-\d+" % re.escape(fingerprint))
+    for f in os.listdir(SHM_DIR):
+        if name.fullmatch(f):
+            try:
+                os.unlink(os.path.join(SHM_DIR, f))
+            except FileNotFoundError:
+                pass
 
 
 class Stack:
@@ -203,7 +249,7 @@ class Stack:
             os.chmod(self.dir, 0o755)
         self.quiet = quiet
         self.procs = {}          # name -> Popen
-        self.shm_names = set()   # per-host scheduler state, removed by stop()
+        self.host_states = set()  # per-host scheduler state (fingerprints), removed by stop()
         self.redis_sock = os.path.join(self.dir, "redis.sock")
         self.fcgi_sock = os.path.join(self.dir, "fcgi.sock")
         self.certs = os.path.join(self.dir, "certs")
@@ -307,14 +353,14 @@ class Stack:
         """
         wenv = dict(self.worker_env)
         wenv.update(env or {})
-        # A fresh per-host scheduler state for each start (test isolation).
-        self.forget_host_state(wenv)
         if self.server == "apache":
+            # mod_fcgid passes on only what it is told (FcgidInitialEnv).
+            self.forget_host_state(dict(wenv, PATH=os.environ.get("PATH", "/usr/bin:/bin")))
             self._start_apache(n, wenv)
             return
         full = dict(os.environ)
-        full.update(self.worker_env)
-        full.update(env or {})
+        full.update(wenv)
+        self.forget_host_state(full)
         to_log = stderr is None
         if to_log:
             stderr = open(self.worker_log, "ab")
@@ -460,24 +506,22 @@ Include %(dir)s/apache-site.conf
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
     # -- all --------------------------------------------------------------
-    def forget_host_state(self, wenv):
-        """Removes the per-host scheduler state the workers with this
-        environment share, so each start begins afresh; stop() removes it
-        again."""
-        for name in host_state_names(wenv.get("REDIS_PREFIX", "{cerebras-proxy}"),
-                                     wenv.get("REDIS_URL", "redis://127.0.0.1:6379/0")):
-            self.shm_names.add(name)
-            if os.path.exists(name):
-                os.unlink(name)
+    def forget_host_state(self, env):
+        """Removes the per-host scheduler state that workers with this
+        (whole) environment share, so that each start begins afresh (test
+        isolation); stop() removes it again."""
+        fp = host_state_fingerprint(self.binary, env)
+        if fp is not None:
+            self.host_states.add(fp)
+            remove_host_state(fp)
 
     def stop(self):
         for name in ("nginx", "apache", "workers", "mock", "redis"):
             self.stop_proc(name)
         for name in list(self.procs):
             self.stop_proc(name)
-        for name in self.shm_names:
-            if os.path.exists(name):
-                os.unlink(name)
+        for fp in self.host_states:
+            remove_host_state(fp)
         if self.own_dir and os.environ.get("KEEP_STACK_DIR") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
 

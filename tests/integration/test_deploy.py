@@ -429,10 +429,7 @@ class RunTest(InstallTest):
     def forget_host_state(self):
         """The per-host scheduler state the runs here made (any of the UIDs
         they run as)."""
-        for name in stack.host_state_names("{cerebras-proxy}", self.proxy_env()["REDIS_URL"],
-                                           uids=(os.geteuid(), 33, DYN_UID)):
-            if os.path.exists(name):
-                os.unlink(name)
+        stack.remove_host_state(stack.host_state_fingerprint(BINARY, self.proxy_env()))
 
     def proxy_env(self):
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
