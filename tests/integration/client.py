@@ -42,33 +42,128 @@ class Response:
         return self.raw_head.decode("latin-1") + self.body.decode("utf-8", "replace")
 
 
-class ChunkedDecoder:
-    """Incremental decoder of a chunked body."""
+class ResponseParser:
+    """One HTTP/1.1 response, parsed as it arrives: feed() it what each
+    recv() returned.
 
-    def __init__(self):
-        self.buf = b""
-        self.out = b""
-        self.need = None   # bytes left in the current chunk, None = size line
+    Once the head is in: status, reason, headers [(name, value)] as sent and
+    raw_head. The body is decoded as it comes (chunked, Content-Length, or
+    up to the connection's close) into body, a chunk's data as soon as it
+    arrives, not only once the whole chunk is in. done: the body is
+    complete (for chunked, up to the blank line after the last chunk, so a
+    kept-alive connection is left at the next response).
+
+    The one parser of the integration tests' client (request below) and of
+    the benchmark's (deploy/bench), so that both frame responses alike.
+    """
+
+    def __init__(self, method="GET"):
+        self.method = method
+        self.status = None
+        self.reason = ""
+        self.headers = []
+        self.raw_head = b""
+        self.body = bytearray()
         self.done = False
+        self.chunked = False
+        self.length = None        # Content-Length, if that frames the body
+        self._buf = bytearray()
+        self._state = "head"      # head | size | data | crlf | trailer | body
+        self._need = 0            # bytes left of the current chunk's data
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
 
     def feed(self, data):
-        self.buf += data
-        while not self.done:
-            if self.need is None:
-                i = self.buf.find(b"\r\n")
-                if i < 0:
-                    return
-                size = int(self.buf[:i].split(b";")[0], 16)
-                self.buf = self.buf[i + 2:]
-                if size == 0:
-                    self.done = True
-                    return
-                self.need = size
-            if len(self.buf) < self.need + 2:
+        """Parses data; returns the body bytes it completed (decoded)."""
+        before = len(self.body)
+        if self.done:
+            return b""
+        if self._state == "head":
+            self._buf += data
+            i = self._buf.find(b"\r\n\r\n")
+            if i < 0:
+                return b""
+            self.raw_head = bytes(self._buf[:i + 4])
+            data = bytes(self._buf[i + 4:])
+            self._buf = bytearray()
+            self._parse_head(self.raw_head[:-4])
+            if self.method == "HEAD" or self.status in (204, 304):
+                self.done = True
+                return b""
+        if self.chunked:
+            self._buf += data
+            self._dechunk()
+        else:
+            if self.length is not None:
+                data = data[:self.length - len(self.body)]
+            self.body += data
+            if self.length is not None and len(self.body) >= self.length:
+                self.done = True
+        return bytes(self.body[before:])
+
+    def _parse_head(self, head):
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        self.status = int(parts[1])
+        self.reason = parts[2] if len(parts) > 2 else ""
+        for h in lines[1:]:
+            k, _, v = h.partition(":")
+            self.headers.append((k.strip(), v.strip()))
+        if "chunked" in (self.header("Transfer-Encoding") or "").lower():
+            self.chunked = True
+            self._state = "size"
+        else:
+            self._state = "body"
+            if self.header("Content-Length") is not None:
+                self.length = int(self.header("Content-Length"))
+
+    def _dechunk(self):
+        buf = self._buf
+        while buf and not self.done:
+            if self._state == "data":
+                take = min(self._need, len(buf))
+                self.body += buf[:take]
+                del buf[:take]
+                self._need -= take
+                if self._need == 0:
+                    self._state = "crlf"
+                continue
+            i = buf.find(b"\r\n")
+            if i < 0:
                 return
-            self.out += self.buf[:self.need]
-            self.buf = self.buf[self.need + 2:]
-            self.need = None
+            line = bytes(buf[:i])
+            del buf[:i + 2]
+            if self._state == "size":
+                self._need = int(line.split(b";")[0], 16)
+                self._state = "data" if self._need else "trailer"
+            elif self._state == "crlf":
+                self._state = "size"
+            elif line == b"":            # the blank line after the trailers
+                self.done = True
+
+
+class EventReader:
+    """Server-sent events out of a body that arrives in pieces: feed() the
+    decoded body bytes, get the events (the text between blank lines) they
+    completed, as bytes."""
+
+    def __init__(self):
+        self._buf = bytearray()
+
+    def feed(self, data):
+        self._buf += data
+        out = []
+        while True:
+            i = self._buf.find(b"\n\n")
+            if i < 0:
+                return out
+            out.append(bytes(self._buf[:i]))
+            del self._buf[:i + 2]
 
 
 def request(port, method="GET", path="/", body=None, headers=None, timeout=30,
@@ -93,13 +188,11 @@ def request(port, method="GET", path="/", body=None, headers=None, timeout=30,
         lines.append("%s: %s" % (k, v))
     data = ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
     resp = Response()
+    parser = ResponseParser(method)
     s = socket.create_connection((host, port), timeout=timeout)
     try:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(data)
-        buf = b""
-        dec = None
-        length = None
         start = time.monotonic()
         while True:
             if close_after is not None and time.monotonic() - start > close_after:
@@ -113,37 +206,20 @@ def request(port, method="GET", path="/", body=None, headers=None, timeout=30,
             now = time.monotonic()
             if not chunk:
                 break
+            parser.feed(chunk)
+            if parser.status is None:
+                continue
             if not resp.raw_head:
-                buf += chunk
-                i = buf.find(b"\r\n\r\n")
-                if i < 0:
-                    continue
-                resp.raw_head = buf[:i + 4]
-                head = buf[:i].decode("latin-1").split("\r\n")
-                parts = head[0].split(" ", 2)
-                resp.status = int(parts[1])
-                resp.reason = parts[2] if len(parts) > 2 else ""
-                for h in head[1:]:
-                    k, _, v = h.partition(":")
-                    resp.headers.append((k.strip(), v.strip()))
-                chunk = buf[i + 4:]
-                if (resp.header("Transfer-Encoding") or "").lower() == "chunked":
-                    dec = ChunkedDecoder()
-                elif resp.header("Content-Length") is not None:
-                    length = int(resp.header("Content-Length"))
+                resp.raw_head = parser.raw_head
+                resp.status, resp.reason = parser.status, parser.reason
+                resp.headers = parser.headers
                 if method == "HEAD" or resp.status in (204, 304):
                     break
-            if dec is not None:
-                dec.feed(chunk)
-                resp.body = dec.out
-            else:
-                resp.body += chunk
+            resp.body = bytes(parser.body)
             resp.arrivals.append((now, resp.body))
             if on_data is not None and on_data(resp):
                 break
-            if dec is not None and dec.done:
-                break
-            if length is not None and len(resp.body) >= length:
+            if parser.done:
                 break
     finally:
         s.close()
