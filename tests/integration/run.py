@@ -19,7 +19,13 @@ def main(argv):
         suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.testsRun - failed - len(result.skipped)
+    # A failing setUpModule/tearDownModule (e.g. the harness' secrets check)
+    # or setUpClass/tearDownClass is an error of its own, not one of the
+    # tests run; a test with an error in its cleanup as well counts once.
+    tests_failed = {id(t) for t, _ in result.failures + result.errors
+                    if isinstance(t, unittest.TestCase)}
+    tests_failed |= {id(t) for t in result.unexpectedSuccesses}
+    passed = result.testsRun - len(tests_failed) - len(result.skipped)
     print("integration (%s): %d passed, %d failed, %d skipped"
           % (os.environ.get("RUN_LABEL", os.environ.get("PROXY_SERVER", "nginx")),
              passed, failed, len(result.skipped)))
