@@ -34,12 +34,6 @@ on_stop_signal(int sig)
 	atomic_store(&stop_requested, 1);
 }
 
-void
-pool_request_stop(void)
-{
-	atomic_store(&stop_requested, 1);
-}
-
 static void
 on_wake_signal(int sig)
 {

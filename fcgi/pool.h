@@ -17,7 +17,4 @@
  */
 int worker_main(const struct config *cfg, int listen_fd);
 
-/* Tells worker_main's threads to stop accepting; async-signal-safe. */
-void pool_request_stop(void);
-
 #endif

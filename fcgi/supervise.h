@@ -9,9 +9,10 @@
 
 /*
  * Keeps n workers (worker_main) running on listen_fd; replaces any that
- * die. On SIGTERM/SIGINT stops them (SIGTERM, then SIGKILL once
- * DRAIN_TIMEOUT_MS and a second more have passed) and returns 0; 1 if it
- * could not start.
+ * die, at most one a second while they keep dying. On SIGTERM/SIGINT
+ * stops them (SIGTERM, then SIGKILL once DRAIN_TIMEOUT_MS and a second
+ * more have passed) and returns 0; 1 if it could not start. SIGTERM,
+ * SIGINT and SIGCHLD are left blocked.
  */
 int supervise(const struct config *cfg, int listen_fd, int n);
 
