@@ -1,13 +1,15 @@
 /*
  * listen.c - the listening socket: binds --listen ADDR, finds the socket
  * systemd socket activation passed (from LISTEN_PID/LISTEN_FDS, which the
- * config module read).
+ * config module read), and recognises the socket mod_fcgid passes on fd 0.
  */
 #include "listen.h"
 
 #include "log.h"
 
 #include <netdb.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -130,4 +132,44 @@ systemd_fd(const struct config *cfg)
 	if (cfg->listen_fds < 1 || cfg->listen_pid != (long)getpid())
 		return -1;
 	return 3; /* SD_LISTEN_FDS_START; we use the first socket only */
+}
+
+/*
+ * mod_fcgid (2.3.9, fcgid_proc_unix.c proc_spawn_process) binds a new unix
+ * socket for each process it spawns, named "<FcgidIPCDir>/<pid>.<n>" with
+ * the pid of its process manager, which then forks and execs the program
+ * with that socket on fd 0 (suexec, when used, execs in place): so the
+ * pid in the name is our parent's. Debian's mod_fcgid.so has that
+ * "%s/%d.%d" format. spawn-fcgi and systemd name the socket as they are
+ * told; nobody names one after the PID of the process that will start the
+ * server. The environment cannot tell: mod_fcgid passes only PATH and the
+ * FcgidInitialEnv variables.
+ */
+int
+listen_from_mod_fcgid(int fd)
+{
+	struct sockaddr_un sun;
+	socklen_t len = sizeof(sun);
+	const char *name;
+	const char *p;
+	char *end;
+	long pid;
+
+	memset(&sun, 0, sizeof(sun));
+	if (getsockname(fd, (struct sockaddr *)&sun, &len) != 0 ||
+	    sun.sun_family != AF_UNIX ||
+	    len <= (socklen_t)offsetof(struct sockaddr_un, sun_path) ||
+	    sun.sun_path[0] != '/')
+		return 0;
+	sun.sun_path[sizeof(sun.sun_path) - 1] = '\0';
+	name = strrchr(sun.sun_path, '/') + 1;
+	if (*name < '0' || *name > '9')
+		return 0;
+	pid = strtol(name, &end, 10);
+	if (*end != '.' || end[1] == '\0')
+		return 0;
+	for (p = end + 1; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			return 0;
+	return pid > 1 && pid == (long)getppid();
 }

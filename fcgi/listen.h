@@ -1,6 +1,7 @@
 /*
- * listen.h - the listening socket: one we bind (--listen), or the one
- * systemd socket activation passed.
+ * listen.h - the listening socket: one we bind (--listen), the one systemd
+ * socket activation passed, and what an inherited one tells of who
+ * spawned us.
  */
 #ifndef CP_FCGI_LISTEN_H
 #define CP_FCGI_LISTEN_H
@@ -20,5 +21,11 @@ int open_listener(const char *addr);
  * fd 3), or -1 when there is none for this process.
  */
 int systemd_fd(const struct config *cfg);
+
+/*
+ * 1 if fd is the socket Apache's mod_fcgid made for this process, else 0
+ * (also when it cannot tell).
+ */
+int listen_from_mod_fcgid(int fd);
 
 #endif

@@ -65,17 +65,18 @@ usage(FILE *fp)
 	fputs(text, fp);
 }
 
-/* A count option's value, 1..max; -1 after a one-line message. */
-static int
+/* A count option's value, 1..max; CP_ERR_INVAL after a one-line message. */
+static enum cp_err
 count_option(const char *name, const char *val, int max, long long *out)
 {
 	const char *why;
+	enum cp_err err;
 
-	if (parse_ll(val, 1, max, out, &why) == 0)
-		return 0;
-	fprintf(stderr, "cerebras-proxy: %s: %s (expected 1..%d)\n", name, why,
-		max);
-	return -1;
+	err = parse_ll(val, 1, max, out, &why);
+	if (err != CP_OK)
+		fprintf(stderr, "cerebras-proxy: %s: %s (expected 1..%d)\n",
+			name, why, max);
+	return err;
 }
 
 /*
@@ -102,6 +103,7 @@ int
 main(int argc, char **argv)
 {
 	struct config cfg;
+	CURLcode cc;
 	char err[512];
 	const char *listen_addr = NULL;
 	long long nproc = 1;
@@ -129,12 +131,12 @@ main(int argc, char **argv)
 			   i + 1 < argc) {
 			nproc_given = 1;
 			if (count_option(argv[i], argv[i + 1], MAX_PROCESSES,
-					 &nproc) != 0)
+					 &nproc) != CP_OK)
 				return 2;
 			i++;
 		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
 			if (count_option(argv[i], argv[i + 1], MAX_THREADS,
-					 &nthreads) != 0)
+					 &nthreads) != CP_OK)
 				return 2;
 			i++;
 		} else {
@@ -161,8 +163,9 @@ main(int argc, char **argv)
 		config_free(&cfg);
 		return 1;
 	}
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		log_warnx("curl_global_init failed");
+	cc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (cc != CURLE_OK) {
+		log_warnx("curl_global_init: %s", curl_easy_strerror(cc));
 		config_free(&cfg);
 		return 1;
 	}
@@ -178,6 +181,12 @@ main(int argc, char **argv)
 	} else if ((listen_fd = systemd_fd(&cfg)) >= 0 || !FCGX_IsCGI()) {
 		if (listen_fd < 0)
 			listen_fd = 0; /* FCGI_LISTENSOCK_FILENO */
+		if (cfg.threads > 1 && listen_from_mod_fcgid(listen_fd))
+			log_warnx("started by Apache mod_fcgid, which sends a "
+				  "process one request at a time: %ld threads "
+				  "(WORKER_THREADS or --threads) serve no more "
+				  "than 1 would",
+				  cfg.threads);
 		if (nproc_given)
 			rc = supervise(&cfg, listen_fd, (int)nproc);
 		else

@@ -23,6 +23,7 @@ is started here, tracked by PID and stopped by PID.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -388,6 +389,37 @@ class TestSupervisorWidenedWindow(SupervisorTest):
             os.kill(kids[rnd % 2], signal.SIGKILL)
             self.new_worker(p, kids, log)
             self.assert_stops(p, log, what="round %d" % rnd)
+
+
+class TestStartedByModFcgid(SupervisorTest):
+    """Not the supervisor: the one-line warning a worker gives when mod_fcgid
+    started it with WORKER_THREADS > 1. mod_fcgid's spawn is reproduced: a
+    listening unix socket named "<spawner's PID>.<n>" on fd 0."""
+
+    def start_on(self, sock_name, threads):
+        path = os.path.join(self.dir, sock_name)
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(lsock.close)
+        lsock.bind(path)
+        lsock.listen(5)
+        log_path = os.path.join(self.dir, "run%d.log" % len(self.procs))
+        with open(log_path, "ab") as log:
+            p = subprocess.Popen([BINARY], env=dict(self.env, WORKER_THREADS=str(threads)),
+                                 stdin=lsock.fileno(), stdout=log, stderr=log, cwd=self.dir,
+                                 start_new_session=True, preexec_fn=stack._die_with_parent)
+        self.procs.append(p)
+        lsock.close()
+        self.wait_log(p, log_path, "Initialized with 1 API keys.")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(EXIT_BOUND), 0, read_text(log_path))
+        return read_text(log_path)
+
+    def test_warns_of_idle_threads_under_mod_fcgid_only(self):
+        warning = "started by Apache mod_fcgid"
+        self.assertIn(warning, self.start_on("%d.0" % os.getpid(), 2))
+        self.assertNotIn(warning, self.start_on("%d.1" % os.getpid(), 1))
+        self.assertNotIn(warning, self.start_on("fcgi.sock", 2))
+        self.assertNotIn(warning, self.start_on("%d.2" % (os.getpid() + 1), 2))
 
 
 if __name__ == "__main__":
