@@ -97,7 +97,7 @@ test-multihost: test-deps
 
 bench: test-deps
 	@$(MAKE) --no-print-directory all
-	@python3 deploy/bench.py $(BIN) $(BUILD)/bench
+	@python3 deploy/bench $(BIN) $(BUILD)/bench
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan \

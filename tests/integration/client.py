@@ -247,3 +247,7 @@ class Mock:
 
     def requests(self):
         return self._call("GET", "/__mock/requests")
+
+    def warmups(self):
+        """How many start-up warm-ups (HEAD requests) the mock has seen."""
+        return self._call("GET", "/__mock/warmups").get("warmups", 0)
