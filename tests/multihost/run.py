@@ -257,7 +257,7 @@ class Cluster:
             todo = []
             for h in self.hosts:
                 kids = set(h.workers.children())
-                served = set(int(p) for p in re.findall(r"cerebras-proxy\[(\d+)\]: chat id=",
+                served = set(int(p) for p in re.findall(r"cerebras-proxy\[(\d+)\]: info: chat id=",
                                                         h.log_text()))
                 if len(kids) < WORKERS or not kids <= served:
                     todo.append(h)
@@ -284,7 +284,7 @@ class Cluster:
         """{request id: fields} of the host's request log lines for tag."""
         out = {}
         for line in h.log_text().splitlines():
-            m = re.search(r"cerebras-proxy\[(\d+)\]: chat id=(%s-\S+) key=#(\d+)\(\w+\) "
+            m = re.search(r"cerebras-proxy\[(\d+)\]: info: chat id=(%s-\S+) key=#(\d+)\(\w+\) "
                           r"slot=(\d+) wait_ms=([-\d.]+) late_ms=([-\d.]+) "
                           r"sent_mono=([-\d.]+) status=(\d+)" % re.escape(tag), line)
             if m:
