@@ -45,7 +45,7 @@ class TestRotation(ProxyTest):
         self.assertEqual(set(keys), set(KEYS))
         for a, b in zip(keys, keys[1:]):
             self.assertEqual(KEYS.index(b), (KEYS.index(a) + 1) % 3, keys)
-        pids = set(re.findall(r"cerebras-proxy\[(\d+)\]: chat id=rot-", ST.log_text()))
+        pids = set(re.findall(r"cerebras-proxy\[(\d+)\]: info: chat id=rot-", ST.log_text()))
         if not APACHE:   # mod_fcgid decides itself how many processes to spawn
             self.assertGreaterEqual(len(pids), 2, "requests were served by one worker only")
 
@@ -132,7 +132,7 @@ class TestThreads(ProxyTest):
         # All eight were streaming at the same time ...
         self.assertLess(max(x["t"] for x in recs), min(x["t_done"] for x in recs))
         # ... served by two processes, four each.
-        pids = re.findall(r"cerebras-proxy\[(\d+)\]: chat id=thr-", ST.log_text())
+        pids = re.findall(r"cerebras-proxy\[(\d+)\]: info: chat id=thr-", ST.log_text())
         self.assertEqual(sorted(pids.count(p) for p in set(pids)), [4, 4])
 
     def test_spacing_holds_between_threads(self):
