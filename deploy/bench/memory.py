@@ -6,9 +6,9 @@ import socket
 import threading
 import time
 
+from .clients import MockEvents, stream_request
 from .common import (BIG_BYTES, CHAT_PATH, CONC, CONC_EVENTS, CONC_GAP_MS, MEM_REQUESTS, MIB,
                      pct, progress)
-from .clients import MockEvents, stream_request
 from .procfs import smaps
 
 
