@@ -38,13 +38,13 @@ fcgi_read(void *ctx, char *buf, int len)
 	return n;
 }
 
-static int
+static enum cp_err
 fcgi_write(void *ctx, const char *buf, int len, int flush)
 {
 	FCGX_Request *req = ctx;
 
 	if (FCGX_PutStr(buf, len, req->out) != len)
-		return -1;
+		return CP_ERR_HUP;
 	/*
 	 * FCGX_FFlush sends one FCGI_STDOUT record now. After a failure the
 	 * stream is marked closed and later flushes "succeed": check the
@@ -52,18 +52,18 @@ fcgi_write(void *ctx, const char *buf, int len, int flush)
 	 */
 	if (flush &&
 	    (FCGX_FFlush(req->out) != 0 || FCGX_GetError(req->out) != 0))
-		return -1;
-	return 0;
+		return CP_ERR_HUP;
+	return CP_OK;
 }
 
-static int
+static enum cp_err
 fcgi_finish(void *ctx)
 {
 	FCGX_Request *req = ctx;
 
 	if (FCGX_FFlush(req->out) != 0 || FCGX_GetError(req->out) != 0)
-		return -1;
-	return 0;
+		return CP_ERR_HUP;
+	return CP_OK;
 }
 
 /*
@@ -149,7 +149,7 @@ cgi_read(void *ctx, char *buf, int len)
 	return (int)n;
 }
 
-static int
+static enum cp_err
 cgi_write(void *ctx, const char *buf, int len, int flush)
 {
 	ssize_t n;
@@ -161,18 +161,18 @@ cgi_write(void *ctx, const char *buf, int len, int flush)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return -1;
+			return CP_ERR_HUP;
 		buf += n;
 		len -= (int)n;
 	}
-	return 0;
+	return CP_OK;
 }
 
-static int
+static enum cp_err
 cgi_finish(void *ctx)
 {
 	(void)ctx; /* cgi_write leaves nothing behind */
-	return 0;
+	return CP_OK;
 }
 
 /* A CGI program cannot watch its client: the web server holds it. */

@@ -9,6 +9,8 @@
 #ifndef CP_REQUEST_H
 #define CP_REQUEST_H
 
+#include "util.h"
+
 #include <stdint.h>
 
 struct request_io {
@@ -18,14 +20,14 @@ struct request_io {
 	int (*io_read)(void *ctx, char *buf, int len);
 	/*
 	 * Writes all of buf; with flush set, the bytes leave for the web
-	 * server now. 0, or -1 if the connection is gone.
+	 * server now. CP_OK, or CP_ERR_HUP if the connection is gone.
 	 */
-	int (*io_write)(void *ctx, const char *buf, int len, int flush);
+	enum cp_err (*io_write)(void *ctx, const char *buf, int len, int flush);
 	/*
 	 * Sends whatever io_write left buffered: the last write of the
-	 * response. 0, or -1 if the connection is gone.
+	 * response. CP_OK, or CP_ERR_HUP if the connection is gone.
 	 */
-	int (*io_finish)(void *ctx);
+	enum cp_err (*io_finish)(void *ctx);
 	/* 1 if the client has hung up, else 0 (also when it cannot tell). */
 	int (*io_gone)(void *ctx);
 	/*

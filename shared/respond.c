@@ -69,7 +69,7 @@ resp_put(struct resp *r, const char *data, size_t len, int flush)
 		chunk = len - off > 1 << 30 ? 1 << 30 : (int)(len - off);
 		if (r->r_io->io_write(r->r_io->io_ctx, data + off, chunk,
 				      flush && off + (size_t)chunk == len) !=
-		    0) {
+		    CP_OK) {
 			r->r_hup = 1;
 			return CP_ERR_HUP;
 		}
@@ -170,7 +170,7 @@ resp_finish(struct resp *r)
 {
 	if (r->r_hup)
 		return CP_ERR_HUP;
-	if (r->r_io->io_finish(r->r_io->io_ctx) != 0) {
+	if (r->r_io->io_finish(r->r_io->io_ctx) != CP_OK) {
 		r->r_hup = 1;
 		return CP_ERR_HUP;
 	}
