@@ -106,7 +106,7 @@ asan:
 
 # ThreadSanitizer build of the binary (build-tsan/), for the threaded mode:
 #   CEREBRAS_PROXY_BIN=build-tsan/cerebras-proxy TSAN_OPTIONS=log_path=/tmp/tsan \
-#     python3 tests/integration/run.py test_proxy.TestThreads
+#     python3 tests/integration/run.py test_scheduling.TestThreads test_lifecycle.TestDrain
 tsan:
 	@$(MAKE) --no-print-directory BUILD=build-tsan \
 	    CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" all

@@ -6,6 +6,8 @@ Redis (down or not configured), a client leaving while queued, key health
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -261,6 +263,66 @@ class TestKeyHealth(ProxyTest):
             err = json.loads(last.split("data: ", 1)[1])["error"]
             self.assertEqual(err["code"], "stream_interrupted")
             self.assertEqual(len(MOCK.requests()), 1)   # never retried once started
+
+    def test_oversized_upstream_headers_are_one_clear_error(self):
+        # Over the 64 KiB cap on the upstream's header block: another key
+        # would get the same answer, so no retry (it used to try every
+        # key, then say 502 upstream_unreachable).
+        big = {"X-Big-%d" % i: "a" * 20000 for i in range(4)}
+        r = self.chat(chat_body(mock={"headers": big}))
+        self.assertOpenAIError(r, 502, "upstream_headers_too_large")
+        self.assertEqual(self.keys_seen(), [KEYS[0]])
+        self.assertNotIn(b"aaaa", r.body)
+
+
+def fcgi_record(rtype, content, req_id=1):
+    pad = (8 - len(content) % 8) % 8
+    return struct.pack(">BBHHBB", 1, rtype, req_id, len(content), pad, 0) + content + b"\0" * pad
+
+
+def fcgi_params(params):
+    out = b""
+    for k, v in params.items():
+        k, v = k.encode(), v.encode()
+        for n in (len(k), len(v)):
+            out += struct.pack(">B", n) if n < 128 else struct.pack(">I", n | 0x80000000)
+        out += k + v
+    return out
+
+
+def fcgi_request(params, body):
+    """A whole FastCGI request (responder role), as nginx sends one."""
+    return (fcgi_record(1, struct.pack(">HB5x", 1, 0))
+            + fcgi_record(4, fcgi_params(params)) + fcgi_record(4, b"")
+            + fcgi_record(5, body) + fcgi_record(5, b""))
+
+
+class TestLastWrite(ProxyTest):
+    """The log line is written after the answer's last byte left."""
+
+    @unittest.skipIf(APACHE, "talks FastCGI to the workers' own socket (mod_fcgid spawns its own)")
+    def test_failed_last_write_is_logged_as_client_left(self):
+        # A JSON answer leaves in one write at the end of the request. A
+        # web server that shut its reading side (the worker sees no
+        # hang-up, but that write fails) must not be logged "ok" (the
+        # old code logged before that write and never saw it fail).
+        body = json.dumps(chat_body()).encode()
+        params = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/v1/chat/completions",
+                  "REQUEST_URI": "/v1/chat/completions", "CONTENT_TYPE": "application/json",
+                  "CONTENT_LENGTH": str(len(body)), "HTTP_X_REQUEST_ID": "lastwrite-1"}
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(ST.fcgi_sock)
+            s.sendall(fcgi_request(params, body))
+            s.shutdown(socket.SHUT_RD)
+            line = stack.wait_for(
+                lambda: next((l for l in ST.log_text().splitlines() if "chat id=lastwrite-1 " in l), None),
+                10, "the request's log line")
+        finally:
+            s.close()
+        self.assertEqual(len(MOCK.requests()), 1)   # it was forwarded and answered
+        self.assertTrue(line.endswith(" client left"), line)
+        self.assertIn(" status=200 ", line)
 
 
 if __name__ == "__main__":

@@ -180,13 +180,9 @@ class SupervisorTest(unittest.TestCase):
         self.addCleanup(self.kill_all)
 
     def forget_host_state(self):
-        p = subprocess.run([BINARY, "--check-config"], env=self.env, capture_output=True,
-                           text=True, timeout=10)
-        for line in p.stdout.splitlines():
-            if line.startswith("# per-host scheduler state: "):
-                name = line.split(": ", 1)[1]
-                if os.path.exists(name):
-                    os.unlink(name)
+        fp = stack.host_state_fingerprint(BINARY, self.env)
+        if fp:
+            stack.remove_host_state(fp)
 
     def kill_all(self):
         """Whatever a failed test left running (ours only, by PID)."""

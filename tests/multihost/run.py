@@ -19,7 +19,7 @@ CLOCK_MONOTONIC, and the bearer key):
       horizon at the kill, and the rate after that is the theoretical one;
   (f) skewed host clocks (libfaketime) do not matter: only Redis' clock does.
 
-Single gaps are judged as in tests/integration/test_proxy.py (>= interval -
+Single gaps are judged as in tests/integration/harness.py (>= interval -
 15 ms, median within 2 ms), with one refinement: a short gap is excused
 when the later of the two requests reached the mock on time for its own
 slot (the slot from the worker's log line, Redis time) and the earlier one
@@ -55,7 +55,7 @@ KEYS = ["k1", "k2", "k3", "k4"]
 WORKERS = 4           # per host
 LOOPS = 6             # client loops per host: 18 > 12 workers, so requests queue
 PORT = 8080
-# Jitter tolerances, as in tests/integration/test_proxy.py: the slots are
+# Jitter tolerances, as in tests/integration/harness.py: the slots are
 # exact in Redis time; a worker's wake-up is now and then ~10 ms late on
 # this loaded 2-core machine, and the mock stamps an arrival in a Python
 # thread after TLS and parsing (up to ~10 ms more). Single gaps may be
