@@ -1,5 +1,6 @@
 #!/bin/bash
-# The whole suite (`make test`): unit tests, then the integration tests
+# The whole suite (`make test`): unit tests, then the scheduler's Lua
+# scripts run directly on a real redis-server, then the integration tests
 # behind real nginx, then the proxy's integration tests again behind real
 # Apache with mod_fcgid, then once more behind nginx with threaded workers
 # (WORKER_THREADS=3), then three hosts in network namespaces sharing one
@@ -20,6 +21,10 @@ start=$(date +%s)
 echo "== unit tests"
 bash "$here/run-unit.sh" "$@" 2>&1 | tee -a "$log"
 unit_rc=${PIPESTATUS[0]}
+
+echo "== the Lua scripts (shared/lua/) on a real redis-server"
+python3 "$here/redis/run.py" 2>&1 | tee -a "$log"
+redis_rc=${PIPESTATUS[0]}
 
 echo "== integration tests behind nginx (redis-server, workers, mock HTTPS upstream)"
 CEREBRAS_PROXY_BIN="$bin" PROXY_SERVER=nginx python3 "$here/integration/run.py" 2>&1 | tee -a "$log"
@@ -44,7 +49,7 @@ while read -r p f; do
 	passed=$((passed + p))
 	failed=$((failed + f))
 done < <(sed -n 's/^\(unit\|integration\)[^:]*: \([0-9]*\) passed, \([0-9]*\) failed.*/\2 \3/p' "$log")
-if [ "$unit_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ]; then
+if [ "$unit_rc" -ne 0 ] || [ "$redis_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ]; then
 	[ "$failed" -eq 0 ] && failed=1
 fi
 echo "== took $(( $(date +%s) - start )) s"
