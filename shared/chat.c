@@ -339,7 +339,7 @@ static void
 chat_finish(struct chat *c, const struct retry_verdict *v)
 {
 	struct resp *r = c->c_resp;
-	char buf[CURL_ERROR_SIZE + 64];
+	char detail[64];
 	enum cp_err err;
 
 	if (v->rv_action == RETRY_FAIL)
@@ -353,7 +353,8 @@ chat_finish(struct chat *c, const struct retry_verdict *v)
 	else if (v->rv_action == RETRY_RELAY)
 		chat_log(c, r->r_status, "ok");
 	else
-		chat_log(c, r->r_status, attempt_detail(c, buf, sizeof(buf)));
+		chat_log(c, r->r_status,
+			 attempt_detail(c, detail, sizeof(detail)));
 }
 
 void
@@ -361,7 +362,8 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 {
 	struct chat c;
 	struct retry_verdict v;
-	char buf[CURL_ERROR_SIZE + 64];
+	char detail[64];
+	char line[CURL_ERROR_SIZE + 64];
 	enum cp_err err;
 	int attempts = w->w_cfg->max_attempts < w->w_cfg->nkeys
 			       ? (int)w->w_cfg->max_attempts
@@ -395,11 +397,10 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 				 c.c_attempts_left);
 		if (v.rv_action != RETRY_AGAIN)
 			break;
-		snprintf(buf, sizeof(buf), "%s; retrying on another key",
-			 attempt_detail(&c, buf + sizeof(buf) / 2,
-					sizeof(buf) / 2));
+		snprintf(line, sizeof(line), "%s; retrying on another key",
+			 attempt_detail(&c, detail, sizeof(detail)));
 		chat_log(&c, c.c_res.us_status ? (int)c.c_res.us_status : 502,
-			 buf);
+			 line);
 	}
 	chat_finish(&c, &v);
 }
