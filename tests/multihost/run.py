@@ -601,7 +601,7 @@ class T3Skew(Scenario):
                 "still running after %.1f s: SIGKILLed" % took))
             if forced:
                 say("    note: a worker's main thread waits in pthread_timedjoin_np() with a "
-                    "CLOCK_REALTIME deadline (fcgi/main.c join_ended); libfaketime fakes "
+                    "CLOCK_REALTIME deadline (fcgi/pool.c join_ended); libfaketime fakes "
                     "clock_gettime but not that wait, so it sleeps for the skew and SIGTERM is "
                     "not seen until the pool's drain timeout SIGKILLs the worker (10 s)")
 
