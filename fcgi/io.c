@@ -56,12 +56,20 @@ fcgi_write(void *ctx, const char *buf, int len, int flush)
 	return CP_OK;
 }
 
+/*
+ * Closes the response streams as FCGX_Finish_r would (which then finds
+ * them closed), so what is buffered, the end of the stream and
+ * FCGI_END_REQUEST leave in one write, and its failure is seen here,
+ * before the request is logged. stderr first: closing stdout first costs
+ * a write more (fcgiapp.h).
+ */
 static enum cp_err
 fcgi_finish(void *ctx)
 {
 	FCGX_Request *req = ctx;
 
-	if (FCGX_FFlush(req->out) != 0 || FCGX_GetError(req->out) != 0)
+	(void)FCGX_FClose(req->err);
+	if (FCGX_FClose(req->out) != 0)
 		return CP_ERR_HUP;
 	return CP_OK;
 }
