@@ -11,14 +11,8 @@ import time
 import urllib.request
 
 
-class Response:
-    def __init__(self):
-        self.status = 0
-        self.reason = ""
-        self.headers = []       # [(name, value)] in order, names as sent
-        self.body = b""
-        self.raw_head = b""
-        self.arrivals = []      # [(time.monotonic(), decoded body bytes so far)]
+class Headers:
+    """Looks up self.headers, [(name, value)] as sent, by name."""
 
     def header(self, name, default=None):
         name = name.lower()
@@ -31,6 +25,16 @@ class Response:
         name = name.lower()
         return [v for k, v in self.headers if k.lower() == name]
 
+
+class Response(Headers):
+    def __init__(self):
+        self.status = 0
+        self.reason = ""
+        self.headers = []       # [(name, value)] in order, names as sent
+        self.body = b""
+        self.raw_head = b""
+        self.arrivals = []      # [(time.monotonic(), decoded body bytes so far)]
+
     def json(self):
         return json.loads(self.body)
 
@@ -42,7 +46,7 @@ class Response:
         return self.raw_head.decode("latin-1") + self.body.decode("utf-8", "replace")
 
 
-class ResponseParser:
+class ResponseParser(Headers):
     """One HTTP/1.1 response, parsed as it arrives: feed() it what each
     recv() returned.
 
@@ -70,13 +74,6 @@ class ResponseParser:
         self._buf = bytearray()
         self._state = "head"      # head | size | data | crlf | trailer | body
         self._need = 0            # bytes left of the current chunk's data
-
-    def header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
 
     def feed(self, data):
         """Parses data; returns the body bytes it completed (decoded)."""
