@@ -3,9 +3,10 @@ test_scheduling, test_failures, test_lifecycle): real redis-server, real
 nginx with the shipped config (or Apache with mod_fcgid: PROXY_SERVER),
 cerebras-proxy worker processes, and the HTTPS mock upstream.
 
-Each module starts a stack of its own (deploy/stack.py) in setUpModule with
-start_stack(), and stops it in tearDownModule with stop_stack(); each test
-class restarts the workers with the environment it needs. Before the stack
+Each module takes setUpModule and tearDownModule from here: a stack of its
+own (deploy/stack.py), started by start_stack() and stopped by
+stop_stack(), reached through ST and MOCK; each test class restarts the
+workers with the environment it needs. Before the stack
 stops, stop_stack() checks that no API key leaked (check_no_secrets): a leak
 makes the module's teardown fail, which unittest reports as an error.
 """
@@ -46,46 +47,74 @@ REDIS_PREFIX = "{cerebras-proxy}"
 SEND_JITTER_MS = 15.0
 ARRIVAL_JITTER_MS = 15.0
 
-ST = None          # the running module's stack (start_stack)
-MOCK = None        # its mock upstream's control endpoints
+_stack = None      # the running module's stack (start_stack)
+_mock = None       # its mock upstream's control endpoints
 RESPONSES = []     # every response the module's tests saw, checked for leaked keys
+
+
+class _Running:
+    """Stands for what start_stack() made last: the test modules bind ST
+    and MOCK once, at import, and always reach the running module's."""
+
+    def __init__(self, name):
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, attr):
+        return getattr(globals()[self._name], attr)
+
+    def __setattr__(self, attr, value):
+        setattr(globals()[self._name], attr, value)
+
+
+ST = _Running("_stack")
+MOCK = _Running("_mock")
 
 
 def start_stack():
     """Starts Redis, the mock, the web server (also under PREFIX) and four
     workers with KEYS; returns (stack, mock)."""
-    global ST, MOCK
+    global _stack, _mock
     RESPONSES.clear()
-    ST = stack.Stack(BINARY, server=SERVER)
+    st = stack.Stack(BINARY, server=SERVER)
     try:
-        ST.start_redis()
-        ST.start_mock()
-        ST.worker_env = {
+        st.start_redis()
+        st.start_mock()
+        st.worker_env = {
             "CEREBRAS_API_KEYS": ",".join(KEYS),
-            "CEREBRAS_API_BASE": ST.mock_base(),
-            "CEREBRAS_CA_FILE": ST.ca_file(),
-            "REDIS_URL": ST.redis_url(),
+            "CEREBRAS_API_BASE": st.mock_base(),
+            "CEREBRAS_CA_FILE": st.ca_file(),
+            "REDIS_URL": st.redis_url(),
         }
-        ST.start_server(prefix=PREFIX)
-        ST.start_workers(4)
+        st.start_server(prefix=PREFIX)
+        st.start_workers(4)
     except Exception:
-        ST.stop()
-        ST = None
+        st.stop()
         raise
-    MOCK = Mock(ST.mock_port, ST.ca_file())
-    return ST, MOCK
+    _stack = st
+    _mock = Mock(st.mock_port, st.ca_file())
+    return _stack, _mock
 
 
 def stop_stack():
     """check_no_secrets(), then stops the stack, whatever the check found."""
-    global ST, MOCK
-    if ST is None:
+    global _stack, _mock
+    if _stack is None:
         return
     try:
         check_no_secrets()
     finally:
-        ST.stop()
-        ST = MOCK = None
+        _stack.stop()
+        _stack = _mock = None
+
+
+def setUpModule():
+    """A test module's fixture: `from harness import setUpModule,
+    tearDownModule` gives it a stack of its own."""
+    start_stack()
+
+
+def tearDownModule():
+    stop_stack()
 
 
 def check_no_secrets():

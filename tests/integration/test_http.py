@@ -18,19 +18,9 @@ sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
 import stack  # noqa: E402
-from harness import (APACHE, BINARY, CLIENT_SECRET, KEYS, PREFIX, ROOT,  # noqa: E402
+from harness import (MOCK, ST, setUpModule, tearDownModule,  # noqa: E402,F401
+                     APACHE, BINARY, CLIENT_SECRET, KEYS, PREFIX, ROOT,
                      ProxyTest, chat_body)
-
-ST = MOCK = None
-
-
-def setUpModule():
-    global ST, MOCK
-    ST, MOCK = harness.start_stack()
-
-
-def tearDownModule():
-    harness.stop_stack()
 
 
 class TestRoutes(ProxyTest):

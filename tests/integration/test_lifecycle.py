@@ -12,20 +12,10 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import harness  # noqa: E402
 import stack  # noqa: E402
+from harness import MOCK, ST, setUpModule, tearDownModule  # noqa: E402,F401 (module fixtures)
 from harness import APACHE, ProxyTest, chat_body  # noqa: E402
 
-ST = MOCK = None
-
-
-def setUpModule():
-    global ST, MOCK
-    ST, MOCK = harness.start_stack()
-
-
-def tearDownModule():
-    harness.stop_stack()
 
 
 @unittest.skipIf(APACHE, "under Apache, mod_fcgid owns the worker processes (and sends one "

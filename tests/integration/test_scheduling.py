@@ -12,20 +12,9 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import harness  # noqa: E402
-from harness import (APACHE, ARRIVAL_JITTER_MS, KEYS, SEND_JITTER_MS,  # noqa: E402
+from harness import (MOCK, ST, setUpModule, tearDownModule,  # noqa: E402,F401
+                     APACHE, ARRIVAL_JITTER_MS, KEYS, SEND_JITTER_MS,
                      ProxyTest, chat_body, slots_from_log)
-
-ST = MOCK = None
-
-
-def setUpModule():
-    global ST, MOCK
-    ST, MOCK = harness.start_stack()
-
-
-def tearDownModule():
-    harness.stop_stack()
 
 
 class TestRotation(ProxyTest):
