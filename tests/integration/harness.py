@@ -183,11 +183,21 @@ def slots_from_log(id_prefix):
 class ProxyTest(unittest.TestCase):
     workers = 4
     env = {"RATE_LIMIT_INTERVAL_MS": "0"}
+    # Set by a class whose tests stop or restart the workers with other
+    # settings: its workers are started again as the class ends, so the
+    # next class (and the module's secrets check) finds them as declared.
+    restores_workers = False
 
     @classmethod
     def setUpClass(cls):
         ST.stop_workers()
         ST.start_workers(cls.workers, cls.env)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.restores_workers:
+            ST.stop_workers()
+            ST.start_workers(cls.workers, cls.env)
 
     def setUp(self):
         MOCK.reset()

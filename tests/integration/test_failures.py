@@ -16,18 +16,14 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import stack  # noqa: E402
 from harness import MOCK, ST, setUpModule, tearDownModule  # noqa: E402,F401 (module fixtures)
 from harness import APACHE, KEYS, ROOT, ProxyTest, chat_body, slots_from_log  # noqa: E402
+import stack  # noqa: E402 (deploy/, put on the path by harness)
 
 
 class TestFailures(ProxyTest):
     env = {"RATE_LIMIT_INTERVAL_MS": "0"}
-
-    @classmethod
-    def tearDownClass(cls):
-        ST.stop_workers()
-        ST.start_workers(cls.workers, cls.env)
+    restores_workers = True
 
     def test_upstream_down_is_502(self):
         port = stack.free_port()   # nothing listens there
@@ -105,6 +101,7 @@ class TestServerTimeouts(ProxyTest):
     checked to be far larger.
     """
     IO_TIMEOUT = 2
+    restores_workers = True   # after the server's restart
 
     @classmethod
     def setUpClass(cls):
@@ -116,8 +113,7 @@ class TestServerTimeouts(ProxyTest):
     def tearDownClass(cls):
         ST.io_timeout = None
         ST.restart_server()
-        ST.stop_workers()
-        ST.start_workers(cls.workers, cls.env)
+        super().tearDownClass()
 
     def test_stream_longer_than_the_timeout_is_not_cut(self):
         t0 = time.monotonic()

@@ -17,10 +17,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
-import stack  # noqa: E402
 from harness import (MOCK, ST, setUpModule, tearDownModule,  # noqa: E402,F401
                      APACHE, BINARY, CLIENT_SECRET, KEYS, PREFIX, ROOT,
                      ProxyTest, chat_body)
+import stack  # noqa: E402 (deploy/, put on the path by harness)
 
 
 class TestRoutes(ProxyTest):

@@ -12,9 +12,9 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import stack  # noqa: E402
 from harness import MOCK, ST, setUpModule, tearDownModule  # noqa: E402,F401 (module fixtures)
 from harness import APACHE, ProxyTest, chat_body  # noqa: E402
+import stack  # noqa: E402 (deploy/, put on the path by harness)
 
 
 
@@ -24,12 +24,7 @@ class TestDrain(ProxyTest):
     """SIGTERM to the supervisor: what runs is finished, within DRAIN_TIMEOUT_MS."""
     workers = 2
     env = {"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "4"}
-
-    @classmethod
-    def tearDownClass(cls):
-        # The tests stopped the workers: start them again for what follows.
-        ST.stop_workers()
-        ST.start_workers(cls.workers, cls.env)
+    restores_workers = True   # the tests stop them
 
     def test_sigterm_drains_running_streams_then_exits(self):
         self.restart_workers(self.env, n=1)
@@ -93,11 +88,7 @@ class TestDrain(ProxyTest):
 class TestRedisRestart(ProxyTest):
     """Redis killed and started again, its script cache flushed: no request lost."""
     env = {"RATE_LIMIT_INTERVAL_MS": "0"}
-
-    @classmethod
-    def tearDownClass(cls):
-        ST.stop_workers()
-        ST.start_workers(cls.workers, cls.env)
+    restores_workers = True
 
     def test_redis_killed_and_restarted_loses_no_request(self):
         self.restart_workers({"RATE_LIMIT_INTERVAL_MS": "200"})
