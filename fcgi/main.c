@@ -30,11 +30,20 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define CP_VERSION    "0.1.0"
 #define MAX_PROCESSES 1024
-#define MAX_THREADS   1024 /* as WORKER_THREADS */
+#define MAX_THREADS   4096 /* as WORKER_THREADS, WORKER_MAX_THREADS */
+/*
+ * Descriptors per request a process may hold: its FastCGI connection, the
+ * thread's Redis and TLS connections, a spare for a reconnect or libcurl's
+ * resolver, and one more for a request queued for a thread.
+ */
+#define FDS_PER_REQUEST 5
+#define FDS_RESERVED	32 /* stdio, the listening socket, the acceptor */
+#define NOFILE_WANTED	65536
 
 static void
 usage(FILE *fp)
@@ -42,7 +51,7 @@ usage(FILE *fp)
 	static const char text[] =
 		"usage: cerebras-proxy [--listen ADDR] [--processes N] "
 		"[--threads N]\n"
-		"                      [--check-config]\n"
+		"                      [--max-threads N] [--check-config]\n"
 		"\n"
 		"A FastCGI proxy for the Cerebras chat-completions API.\n"
 		"Configuration comes from the environment (see README.md).\n"
@@ -55,8 +64,12 @@ usage(FILE *fp)
 		"CGI\n"
 		"  --processes N   run N worker processes on that socket and\n"
 		"                  keep them running (1..1024)\n"
-		"  --threads N     serve N requests at once in each process\n"
-		"                  (1..1024; default WORKER_THREADS, 1)\n"
+		"  --threads N     keep at least N worker threads in each\n"
+		"                  process (1..4096; default WORKER_THREADS, "
+		"2)\n"
+		"  --max-threads N let a process grow to N threads, one per\n"
+		"                  request in flight (1..4096; default\n"
+		"                  WORKER_MAX_THREADS, 256)\n"
 		"  --check-config  print the effective configuration, secrets\n"
 		"                  masked, and exit\n"
 		"  --help          this text\n"
@@ -77,6 +90,45 @@ count_option(const char *name, const char *val, int max, long long *out)
 		fprintf(stderr, "cerebras-proxy: %s: %s (expected 1..%d)\n",
 			name, why, max);
 	return err;
+}
+
+/*
+ * Raises the soft open-file limit towards the hard one, and lowers
+ * WORKER_MAX_THREADS (and WORKER_THREADS) to what the limit holds, so a
+ * process never runs out of descriptors for the requests it takes.
+ */
+static void
+size_for_descriptors(struct config *cfg)
+{
+	struct rlimit rl, want;
+	long cap;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		log_warn("getrlimit RLIMIT_NOFILE");
+		return;
+	}
+	want = rl;
+	want.rlim_cur = rl.rlim_max;
+	if (want.rlim_cur == RLIM_INFINITY || want.rlim_cur > NOFILE_WANTED)
+		want.rlim_cur = NOFILE_WANTED;
+	/* May fail (systemd's @resources filter): LimitNOFILE= did it. */
+	if (want.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &want) == 0)
+		rl = want;
+	if (rl.rlim_cur == RLIM_INFINITY)
+		return;
+	cap = ((long)rl.rlim_cur - FDS_RESERVED) / FDS_PER_REQUEST;
+	if (cap < 1)
+		cap = 1;
+	if (cfg->max_threads <= cap)
+		return;
+	log_warnx("WORKER_MAX_THREADS=%ld lowered to %ld: the open-file limit "
+		  "is %llu (%d per request); raise it (LimitNOFILE=, ulimit "
+		  "-n)",
+		  cfg->max_threads, cap, (unsigned long long)rl.rlim_cur,
+		  FDS_PER_REQUEST);
+	cfg->max_threads = cap;
+	if (cfg->threads > cap)
+		cfg->threads = cap;
 }
 
 /*
@@ -108,6 +160,7 @@ main(int argc, char **argv)
 	const char *listen_addr = NULL;
 	long long nproc = 1;
 	long long nthreads = 0;
+	long long nmax = 0;
 	int nproc_given = 0;
 	int check_only = 0;
 	int listen_fd = 0;
@@ -139,6 +192,12 @@ main(int argc, char **argv)
 					 &nthreads) != CP_OK)
 				return 2;
 			i++;
+		} else if (strcmp(argv[i], "--max-threads") == 0 &&
+			   i + 1 < argc) {
+			if (count_option(argv[i], argv[i + 1], MAX_THREADS,
+					 &nmax) != CP_OK)
+				return 2;
+			i++;
 		} else {
 			usage(stderr);
 			return 2;
@@ -148,8 +207,15 @@ main(int argc, char **argv)
 		fprintf(stderr, "cerebras-proxy: %s\n", err);
 		return 1;
 	}
+	/* The options win; the minimum wins over the maximum. */
 	if (nthreads > 0)
-		cfg.threads = (long)nthreads; /* the option wins */
+		cfg.threads = (long)nthreads;
+	if (nmax > 0)
+		cfg.max_threads = (long)nmax;
+	if (nthreads > 0 || nmax > 0)
+		cfg.threads_given = 1;
+	if (cfg.max_threads < cfg.threads)
+		cfg.max_threads = cfg.threads;
 	if (check_only) {
 		config_print(&cfg, stdout);
 		sched_local_name(&cfg, err, sizeof(err));
@@ -157,6 +223,7 @@ main(int argc, char **argv)
 		config_free(&cfg);
 		return 0;
 	}
+	size_for_descriptors(&cfg);
 	/* A dead client must never kill a worker (libfcgi also sees to it). */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
 		log_warn("signal SIGPIPE");
@@ -181,12 +248,18 @@ main(int argc, char **argv)
 	} else if ((listen_fd = systemd_fd(&cfg)) >= 0 || !FCGX_IsCGI()) {
 		if (listen_fd < 0)
 			listen_fd = 0; /* FCGI_LISTENSOCK_FILENO */
-		if (cfg.threads > 1 && listen_from_mod_fcgid(listen_fd))
-			log_warnx("started by Apache mod_fcgid, which sends a "
-				  "process one request at a time: %ld threads "
-				  "(WORKER_THREADS or --threads) serve no more "
-				  "than 1 would",
-				  cfg.threads);
+		if (listen_from_mod_fcgid(listen_fd)) {
+			/* One request per process: a pool would idle. */
+			if (cfg.threads_given && cfg.max_threads > 1)
+				log_warnx("started by Apache mod_fcgid, which "
+					  "sends a process one request at a "
+					  "time: serving with 1 thread, not "
+					  "WORKER_THREADS=%ld/WORKER_MAX_"
+					  "THREADS=%ld (size "
+					  "FcgidMaxProcessesPerClass instead)",
+					  cfg.threads, cfg.max_threads);
+			cfg.threads = cfg.max_threads = 1;
+		}
 		if (nproc_given)
 			rc = supervise(&cfg, listen_fd, (int)nproc);
 		else

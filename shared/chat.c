@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -25,7 +26,8 @@ struct chat {
 	struct upstream_res c_res;
 	int c_attempts_left; /* after the current one */
 	int c_held;	     /* the current answer is not for the client */
-	int64_t c_t0;
+	int64_t c_t0;	    /* accepted (or, if unknown, handed to us) */
+	int64_t c_thread_ns; /* of that, waiting for a thread */
 	char c_timing[64]; /* the Server-Timing line of this attempt */
 };
 
@@ -231,6 +233,44 @@ chat_wait(struct chat *c)
 	return CP_OK;
 }
 
+/*
+ * How long ago the web server took the request, from the X-Request-Start
+ * header it may add ("t=" and seconds, milliseconds or microseconds since
+ * the epoch, as nginx's $msec or Apache's %t give), as "12.3" or "-":
+ * the time before a thread accepted it.
+ */
+static const char *
+backlog_ms(const struct request_io *io, char *buf, size_t bufsz)
+{
+	const char *v = io->io_param(io->io_ctx, "HTTP_X_REQUEST_START");
+	struct timespec now;
+	char *end;
+	double t, age;
+
+	snprintf(buf, bufsz, "-");
+	if (v == NULL)
+		return buf;
+	if (strncmp(v, "t=", 2) == 0)
+		v += 2;
+	if (*v < '0' || *v > '9')
+		return buf;
+	errno = 0;
+	t = strtod(v, &end);
+	if (errno != 0 || *end != '\0' ||
+	    clock_gettime(CLOCK_REALTIME, &now) != 0)
+		return buf;
+	if (t >= 1e14)
+		t /= 1e6; /* microseconds */
+	else if (t >= 1e11)
+		t /= 1e3; /* milliseconds */
+	age = ((double)now.tv_sec + (double)now.tv_nsec / 1e9 - t) * 1e3;
+	/* A clock apart from ours, or a forged header: not a wait. */
+	if (age < -1.0 || age > 86400e3)
+		return buf;
+	snprintf(buf, bufsz, "%.1f", age < 0 ? 0.0 : age);
+	return buf;
+}
+
 static void
 chat_log(const struct chat *c, int status, const char *outcome)
 {
@@ -239,20 +279,23 @@ chat_log(const struct chat *c, int status, const char *outcome)
 	const struct upstream_res *res = &c->c_res;
 	const char *v;
 	char rid[80];
+	char backlog[32];
 
 	if (!cfg->log_requests)
 		return;
 	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
 	log_escape(v ? v : "-", rid, sizeof(rid));
 	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
-		 "sent_mono=%.6f status=%d "
-		 "ttfb_ms=%.1f total_ms=%.1f bytes=%zu new_conns=%ld %s",
+		 "sent_mono=%.6f status=%d ttfb_ms=%.1f total_ms=%.1f "
+		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f %s",
 		 rid, sl->s_key, cfg->key_fps[sl->s_key],
 		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
 		 (double)sl->s_late_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
 		 status, res->us_ttfb_ms, (double)(mono_ns() - c->c_t0) / 1e6,
-		 c->c_resp->r_bytes, res->us_connects, outcome);
+		 c->c_resp->r_bytes, res->us_connects,
+		 backlog_ms(c->c_io, backlog, sizeof(backlog)),
+		 (double)c->c_thread_ns / 1e6, outcome);
 }
 
 /* The sink: the upstream's answer goes to the client, unless held back. */
@@ -374,6 +417,10 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 	c.c_io = io;
 	c.c_resp = r;
 	c.c_t0 = mono_ns();
+	if (io->io_accepted_ns > 0 && io->io_accepted_ns <= c.c_t0) {
+		c.c_thread_ns = c.c_t0 - io->io_accepted_ns;
+		c.c_t0 = io->io_accepted_ns;
+	}
 	if (chat_read(&c) != CP_OK)
 		return;
 	/* A client that already left gets no slot and no upstream request. */

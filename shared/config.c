@@ -681,7 +681,10 @@ static const struct setting settings[] = {
 	STRING_SETTING("CORS_ALLOW_ORIGINS", cors_origins, "*", parse_origins,
 		       NULL),
 	BOOL_SETTING("LOG_REQUESTS", log_requests, 1),
-	INT_SETTING("WORKER_THREADS", threads, 1, 1024, 1),
+	INT_SETTING("WORKER_THREADS", threads, 1, 4096, 2),
+	INT_SETTING("WORKER_MAX_THREADS", max_threads, 1, 4096, 256),
+	INT_SETTING("WORKER_IDLE_TIMEOUT_MS", thread_idle_ms, 100, 86400000,
+		    30000),
 	INT_SETTING("DRAIN_TIMEOUT_MS", drain_timeout_ms, 0, 86400000, 10000),
 };
 
@@ -796,6 +799,12 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 			return e;
 		}
 	}
+
+	/* WORKER_MAX_THREADS below WORKER_THREADS: the minimum wins. */
+	if (c->max_threads < c->threads)
+		c->max_threads = c->threads;
+	c->threads_given = lookup("WORKER_THREADS", ctx) != NULL ||
+			   lookup("WORKER_MAX_THREADS", ctx) != NULL;
 
 	/*
 	 * Set by systemd, not by the user (so not in settings[] nor in

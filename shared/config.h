@@ -56,7 +56,10 @@ struct config {
 	long idle_timeout_ms; /* max upstream silence between two chunks */
 	long first_byte_timeout_ms; /* max wait for the answer's first byte */
 	long max_body_bytes;
-	long threads; /* WORKER_THREADS: requests one process serves at once */
+	long threads;	  /* WORKER_THREADS: worker threads kept per process */
+	long max_threads; /* WORKER_MAX_THREADS: the most a process grows to */
+	long thread_idle_ms; /* WORKER_IDLE_TIMEOUT_MS: idle extra threads end */
+	int threads_given;   /* either of the two above was set */
 	long drain_timeout_ms; /* SIGTERM: how long running requests may finish */
 	char *cors_origins;    /* owned: "*" or a comma-separated list */
 	int log_requests;

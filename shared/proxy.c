@@ -126,3 +126,28 @@ done:
 	buf_free(&extra);
 	resp_free(&r);
 }
+
+void
+proxy_refuse_saturated(const struct config *cfg, const struct request_io *io)
+{
+	const char *method = io->io_param(io->io_ctx, "REQUEST_METHOD");
+	const char *origin = io->io_param(io->io_ctx, "HTTP_ORIGIN");
+	int64_t cap = cfg->max_body_bytes;
+	struct resp r;
+	char sink[4096];
+	int n;
+
+	if (origin != NULL && !hdr_value_ok(origin, 1024))
+		origin = NULL;
+	/* The web server sent the whole body already: read it, bounded. */
+	while (cap > 0 && (n = io->io_read(io->io_ctx, sink, sizeof(sink))) > 0)
+		cap -= n;
+	resp_init(&r, io, cfg->cors_origins, origin,
+		  method != NULL && strcmp(method, "HEAD") == 0);
+	resp_error(&r, 429, "rate_limit_exceeded", "proxy_saturated",
+		   "the proxy is saturated: no worker thread came free within "
+		   "its queue time; retry after the time in Retry-After",
+		   "Retry-After: 1\r\n");
+	(void)resp_finish(&r);
+	resp_free(&r);
+}

@@ -40,4 +40,12 @@ void worker_warm(struct worker *w);
 /* Handles one request completely. */
 void proxy_handle(struct worker *w, const struct request_io *io);
 
+/*
+ * Answers a request that found no free thread within QUEUE_MAX_WAIT_MS:
+ * 429 proxy_saturated with Retry-After, after reading the body (a socket
+ * closed with unread input may lose the answer). Needs no worker.
+ */
+void proxy_refuse_saturated(const struct config *cfg,
+			    const struct request_io *io);
+
 #endif

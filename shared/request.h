@@ -38,6 +38,11 @@ struct request_io {
 	 */
 	int (*io_wait_gone)(void *ctx, int64_t until_ns);
 	void *io_ctx;
+	/*
+	 * CLOCK_MONOTONIC time the front end accepted the connection, or 0:
+	 * what lies between it and the handler is the wait for a thread.
+	 */
+	int64_t io_accepted_ns;
 };
 
 #endif
