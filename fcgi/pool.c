@@ -49,6 +49,12 @@
 #define TICK_NS (200 * 1000000LL)
 /* The same warning at most this often (the count says how many). */
 #define WARN_EVERY_NS (10 * 1000000000LL)
+/*
+ * At the thread cap the acceptor waits this long for a thread to come
+ * free before it takes the next connection, so that the web server's
+ * connections go to another process with a free thread, if there is one.
+ */
+#define CAP_PAUSE_NS (50 * 1000000LL)
 /* accept() out of descriptors or memory: pause, doubling up to 1 s. */
 #define ACCEPT_PAUSE_MIN_NS (10 * 1000000LL)
 #define ACCEPT_PAUSE_MAX_NS (1000 * 1000000LL)
@@ -127,6 +133,7 @@ static struct pool {
 	pthread_mutex_t p_lock;
 	int p_threads;	/* worker threads alive, starting ones included */
 	int p_starting; /* not yet ready for a request */
+	int p_exiting;	/* ended, still letting go of their connections */
 	int p_idle;	/* on the idle list */
 	int p_peak;
 	struct wthread *p_idle_head;
@@ -136,7 +143,7 @@ static struct pool {
 	int p_qlen;
 	struct conn *p_free; /* conns to reuse */
 	long p_conns;	     /* conns allocated and not free */
-	pthread_cond_t p_room; /* a conn came free (the acceptor waits) */
+	pthread_cond_t p_room; /* a conn or a thread came free */
 	int p_stopping;
 	struct warn_limit p_cap_warn;	 /* a POST waited for a thread */
 	struct warn_limit p_full_warn;	 /* the acceptor paused */
@@ -221,10 +228,19 @@ queue_take(struct pool *p)
 	return c;
 }
 
+/* Every thread the process may have is busy. Call with p_lock held. */
+static int
+at_cap(const struct pool *p)
+{
+	return p->p_idle == 0 && p->p_starting == 0 &&
+	       p->p_threads >= p->p_cfg->max_threads;
+}
+
 /*
  * A conn for the next accept, or NULL once a stop is requested. While
  * p_conn_max are in use it waits: new connections then stay in the
- * listen backlog.
+ * listen backlog. At the thread cap it first waits up to CAP_PAUSE_NS
+ * for a thread, so that connections may go to another process.
  */
 static struct conn *
 conn_get(struct pool *p)
@@ -258,6 +274,18 @@ conn_get(struct pool *p)
 	if (atomic_load(&stop_requested) || p->p_conns >= p->p_conn_max) {
 		pthread_mutex_unlock(&p->p_lock);
 		return NULL;
+	}
+	if (!p->p_inline && at_cap(p) &&
+	    clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+		ts.tv_nsec += CAP_PAUSE_NS;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		rc = 0;
+		while (at_cap(p) && rc == 0 && !atomic_load(&stop_requested))
+			rc = pthread_cond_timedwait(&p->p_room, &p->p_lock,
+						    &ts);
 	}
 	c = p->p_free;
 	if (c != NULL)
@@ -435,6 +463,7 @@ wait_job(struct pool *p, struct wthread *t)
 		}
 		t->t_job = NULL;
 		idle_push(p, t);
+		pthread_cond_signal(&p->p_room); /* the acceptor may wait */
 		rc = 0;
 		while (t->t_job == NULL && !p->p_stopping && rc == 0)
 			rc = pthread_cond_timedwait(&t->t_cv, &p->p_lock, &ts);
@@ -483,6 +512,9 @@ worker_thread(void *arg)
 			pthread_mutex_lock(&p->p_lock);
 		}
 	}
+	/* Counted out at once: the next idle thread decides with it. */
+	p->p_threads--;
+	p->p_exiting++;
 	pthread_mutex_unlock(&p->p_lock);
 	if (ok)
 		worker_free(&w);
@@ -490,7 +522,7 @@ worker_thread(void *arg)
 	free(t);
 	/* Last: the drain waits for this count to reach zero. */
 	pthread_mutex_lock(&p->p_lock);
-	p->p_threads--;
+	p->p_exiting--;
 	pthread_mutex_unlock(&p->p_lock);
 	return NULL;
 }
@@ -660,7 +692,7 @@ drain(struct pool *p)
 		for (t = p->p_idle_head; t != NULL; t = t->t_next)
 			pthread_cond_signal(&t->t_cv);
 		pthread_cond_broadcast(&p->p_room);
-		left = p->p_threads + p->p_qlen;
+		left = p->p_threads + p->p_exiting + p->p_qlen;
 		if (atomic_load(&p->p_acceptor_done) && p->p_threads == 0 &&
 		    p->p_qlen > 0)
 			left = 0; /* no thread left for them (cannot start) */
