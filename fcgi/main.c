@@ -212,7 +212,7 @@ main(int argc, char **argv)
 		cfg.threads = (long)nthreads;
 	if (nmax > 0)
 		cfg.max_threads = (long)nmax;
-	if (nthreads > 0 || nmax > 0)
+	if (nthreads > 1 || nmax > 1)
 		cfg.threads_given = 1;
 	if (cfg.max_threads < cfg.threads)
 		cfg.max_threads = cfg.threads;
@@ -250,7 +250,7 @@ main(int argc, char **argv)
 			listen_fd = 0; /* FCGI_LISTENSOCK_FILENO */
 		if (listen_from_mod_fcgid(listen_fd)) {
 			/* One request per process: a pool would idle. */
-			if (cfg.threads_given && cfg.max_threads > 1)
+			if (cfg.threads_given)
 				log_warnx("started by Apache mod_fcgid, which "
 					  "sends a process one request at a "
 					  "time: serving with 1 thread, not "

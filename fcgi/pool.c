@@ -495,6 +495,7 @@ worker_thread(void *arg)
 	int ok;
 
 	(void)pthread_detach(pthread_self());
+	(void)pthread_setname_np(pthread_self(), "cp-worker");
 	ok = worker_init(&w, p->p_cfg, errbuf, sizeof(errbuf)) == CP_OK;
 	if (ok)
 		worker_warm(&w);
@@ -545,6 +546,7 @@ acceptor_thread(void *arg)
 	unsigned long since = 0;
 	int rc;
 
+	(void)pthread_setname_np(pthread_self(), "cp-accept");
 	if (worker_init(&w, p->p_cfg, errbuf, sizeof(errbuf)) != CP_OK) {
 		log_warnx("worker setup failed: %s", errbuf);
 		atomic_store(&p->p_acceptor_failed, 1);
