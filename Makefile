@@ -87,9 +87,10 @@ unit: $(UNIT_BIN)
 # real nginx, worker processes, mock HTTPS upstream). One summary line at the end.
 test: test-deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@$(MAKE) --no-print-directory tsan
 	@if command -v clang-format >/dev/null; then $(MAKE) --no-print-directory check-format; \
 	 else echo "clang-format is not installed: code style not checked"; fi
-	@bash tests/run-all.sh $(BIN) $(UNIT_BIN)
+	@TSAN_BIN=build-tsan/cerebras-proxy bash tests/run-all.sh $(BIN) $(UNIT_BIN)
 
 test-multihost: test-deps
 	@$(MAKE) --no-print-directory all

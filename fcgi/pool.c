@@ -122,7 +122,7 @@ struct warn_limit {
 static struct pool {
 	const struct config *p_cfg;
 	int p_listen_fd;
-	int p_inline; /* WORKER_MAX_THREADS=1: the acceptor serves all */
+	int p_inline;	 /* WORKER_MAX_THREADS=1: the acceptor serves all */
 	long p_conn_max; /* in flight and queued together */
 	pthread_attr_t p_attr;
 	pthread_condattr_t p_cattr;
@@ -141,8 +141,8 @@ static struct pool {
 	struct conn *p_q_head; /* accepted, waiting for a thread */
 	struct conn *p_q_tail;
 	int p_qlen;
-	struct conn *p_free; /* conns to reuse */
-	long p_conns;	     /* conns allocated and not free */
+	struct conn *p_free;   /* conns to reuse */
+	long p_conns;	       /* conns allocated and not free */
 	pthread_cond_t p_room; /* a conn or a thread came free */
 	int p_stopping;
 	struct warn_limit p_cap_warn;	 /* a POST waited for a thread */
@@ -257,8 +257,7 @@ conn_get(struct pool *p)
 			  "in the listen backlog; raise WORKER_MAX_THREADS or "
 			  "add processes or hosts (%lu times)",
 			  p->p_conns, p->p_cfg->max_threads, since);
-	while (p->p_conns >= p->p_conn_max &&
-	       !atomic_load(&stop_requested)) {
+	while (p->p_conns >= p->p_conn_max && !atomic_load(&stop_requested)) {
 		/* Relative to the monotonic clock: a stop is seen soon. */
 		if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 			break;
@@ -295,9 +294,8 @@ conn_get(struct pool *p)
 	if (c != NULL)
 		return c;
 	c = calloc(1, sizeof(*c));
-	if (c == NULL ||
-	    FCGX_InitRequest(&c->c_req, p->p_listen_fd,
-			     FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
+	if (c == NULL || FCGX_InitRequest(&c->c_req, p->p_listen_fd,
+					  FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
 		log_warnx("out of memory for a connection");
 		free(c);
 		pthread_mutex_lock(&p->p_lock);
@@ -503,8 +501,8 @@ worker_thread(void *arg)
 	p->p_starting--;
 	if (!ok) {
 		if (warn_due(&p->p_spawn_warn, &since))
-			log_warnx("worker setup failed: %s (%lu times)",
-				  errbuf, since);
+			log_warnx("worker setup failed: %s (%lu times)", errbuf,
+				  since);
 	} else {
 		while ((c = wait_job(p, t)) != NULL) {
 			pthread_mutex_unlock(&p->p_lock);
@@ -586,8 +584,8 @@ acceptor_thread(void *arg)
 			/* Out of descriptors or memory: a pause, not an end. */
 			pause_ns = pause_ns == 0 ? ACCEPT_PAUSE_MIN_NS
 				   : pause_ns * 2 > ACCEPT_PAUSE_MAX_NS
-				       ? ACCEPT_PAUSE_MAX_NS
-				       : pause_ns * 2;
+					   ? ACCEPT_PAUSE_MAX_NS
+					   : pause_ns * 2;
 			pthread_mutex_lock(&p->p_lock);
 			rc = warn_due(&p->p_accept_warn, &since) ? rc : 0;
 			pthread_mutex_unlock(&p->p_lock);
@@ -809,8 +807,8 @@ worker_main(const struct config *cfg, int listen_fd)
 			 cfg->nkeys, cfg->threads, cfg->max_threads);
 	sigdelset(&sigs, WAKE_SIGNAL);
 	while (!atomic_load(&p->p_acceptor_done)) {
-		if (sigtimedwait(&sigs, &si, p->p_inline ? &slow_tick : &tick) >=
-		    0)
+		if (sigtimedwait(&sigs, &si,
+				 p->p_inline ? &slow_tick : &tick) >= 0)
 			break;
 		if (!p->p_inline)
 			sweep(p);

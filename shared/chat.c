@@ -26,9 +26,9 @@ struct chat {
 	struct upstream_res c_res;
 	int c_attempts_left; /* after the current one */
 	int c_held;	     /* the current answer is not for the client */
-	int64_t c_t0;	    /* accepted (or, if unknown, handed to us) */
+	int64_t c_t0;	     /* accepted (or, if unknown, handed to us) */
 	int64_t c_thread_ns; /* of that, waiting for a thread */
-	char c_timing[64]; /* the Server-Timing line of this attempt */
+	char c_timing[64];   /* the Server-Timing line of this attempt */
 };
 
 /*

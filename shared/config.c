@@ -803,8 +803,10 @@ config_load(struct config *c, config_lookup_fn lookup, void *ctx, char *err,
 	/* WORKER_MAX_THREADS below WORKER_THREADS: the minimum wins. */
 	if (c->max_threads < c->threads)
 		c->max_threads = c->threads;
-	c->threads_given = lookup("WORKER_THREADS", ctx) != NULL ||
-			   lookup("WORKER_MAX_THREADS", ctx) != NULL;
+	c->threads_given =
+		(lookup("WORKER_THREADS", ctx) != NULL && c->threads > 1) ||
+		(lookup("WORKER_MAX_THREADS", ctx) != NULL &&
+		 c->max_threads > 1);
 
 	/*
 	 * Set by systemd, not by the user (so not in settings[] nor in

@@ -59,7 +59,7 @@ struct config {
 	long threads;	  /* WORKER_THREADS: worker threads kept per process */
 	long max_threads; /* WORKER_MAX_THREADS: the most a process grows to */
 	long thread_idle_ms; /* WORKER_IDLE_TIMEOUT_MS: idle extra threads end */
-	int threads_given;   /* either of the two above was set */
+	int threads_given;   /* either of the two above was set above 1 */
 	long drain_timeout_ms; /* SIGTERM: how long running requests may finish */
 	char *cors_origins;    /* owned: "*" or a comma-separated list */
 	int log_requests;

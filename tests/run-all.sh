@@ -39,6 +39,25 @@ WORKER_THREADS=3 RUN_LABEL="nginx, threads" CEREBRAS_PROXY_BIN="$bin" PROXY_SERV
 	python3 "$here/integration/run.py" $proxy_tests 2>&1 | tee -a "$log"
 threads_rc=${PIPESTATUS[0]}
 
+# ThreadSanitizer build (make tsan; TSAN_BIN): the thread pool's tests and
+# the threaded drain, failing on any report ThreadSanitizer writes.
+tsan_rc=0
+if [ -n "${TSAN_BIN:-}" ]; then
+	echo "== the thread pool's tests again under ThreadSanitizer"
+	tsan_dir=$(mktemp -d)
+	TSAN_OPTIONS="log_path=$tsan_dir/report halt_on_error=0" RUN_LABEL="nginx, ThreadSanitizer" \
+		CEREBRAS_PROXY_BIN="$TSAN_BIN" PROXY_SERVER=nginx \
+		python3 "$here/integration/run.py" test_pool test_scheduling.TestThreads test_lifecycle.TestDrain \
+		2>&1 | tee -a "$log"
+	tsan_rc=${PIPESTATUS[0]}
+	if compgen -G "$tsan_dir/report*" >/dev/null; then
+		echo "ThreadSanitizer reported:"
+		cat "$tsan_dir"/report*
+		tsan_rc=1
+	fi
+	rm -rf "$tsan_dir"
+fi
+
 echo "== several hosts in network namespaces sharing one Redis"
 python3 "$here/multihost/run.py" "$bin" 2>&1 | tee -a "$log"
 multi_rc=${PIPESTATUS[0]}
@@ -49,7 +68,7 @@ while read -r p f; do
 	passed=$((passed + p))
 	failed=$((failed + f))
 done < <(sed -n 's/^\(unit\|integration\)[^:]*: \([0-9]*\) passed, \([0-9]*\) failed.*/\2 \3/p' "$log")
-if [ "$unit_rc" -ne 0 ] || [ "$redis_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ]; then
+if [ "$unit_rc" -ne 0 ] || [ "$redis_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ] || [ "$tsan_rc" -ne 0 ]; then
 	[ "$failed" -eq 0 ] && failed=1
 fi
 echo "== took $(( $(date +%s) - start )) s"
