@@ -94,6 +94,9 @@ class TestBurstAtDefaults(ProxyTest):
         # The schedule: one slot every 20 ms, exactly (Redis time) ...
         gaps = sorted(b - a for a, b in zip(sorted(slots.values()), sorted(slots.values())[1:]))
         self.assertEqual(gaps[0], spacing_ms * 1000, gaps[:5])
+        # ... nginx said when it handed each request over (X-Request-Start) ...
+        self.assertEqual(len(re.findall(r"chat id=burst-\d+ .* backlog_ms=\d+\.\d ",
+                                        ST.log_text())), n)
         # ... and no request waited long for a thread to take it.
         self.assertLess(max(waits.values()), THREAD_WAIT_MAX_MS, sorted(waits.values())[-5:])
         # Each first event reached the client soon after its request left
