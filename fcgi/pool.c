@@ -325,12 +325,17 @@ conn_close(FCGX_Request *req)
 	/*
 	 * Input read to its end: the web server sends nothing more, so close
 	 * at once, without libfcgi's shutdown and wait for the server's EOF
-	 * (a sleep and a wake-up per request).
+	 * (a sleep and a wake-up per request). A connection the web server
+	 * wants kept (nginx fastcgi_keep_conn) is closed as well: the next
+	 * request on it would be read by the accepting thread, which would
+	 * wait there instead of accepting.
 	 */
-	if (FCGX_HasSeenEOF(req->in) == EOF && FCGX_GetError(req->in) == 0)
+	if (req->keepConnection ||
+	    (FCGX_HasSeenEOF(req->in) == EOF && FCGX_GetError(req->in) == 0))
 		(void)FCGX_Detach(req);
 	else
-		(void)FCGX_Attach(req); /* a kept connection's */
+		(void)FCGX_Attach(req);
+	req->keepConnection = 0;
 	FCGX_Finish_r(req);
 }
 
@@ -626,7 +631,7 @@ static void
 sweep(struct pool *p)
 {
 	const struct config *cfg = p->p_cfg;
-	struct conn *c, **pp, *expired = NULL;
+	struct conn *c, **pp, *expired = NULL, *gone = NULL;
 	struct request_io io;
 	int64_t now = mono_ns();
 	int64_t max_ns = cfg->queue_max_wait_ms * 1000000LL;
@@ -637,15 +642,20 @@ sweep(struct pool *p)
 	pthread_mutex_lock(&p->p_lock);
 	for (pp = &p->p_q_head; (c = *pp) != NULL;) {
 		fcgi_io_init(&io, &c->c_req);
-		if (now - c->c_accepted_ns < max_ns && !io.io_gone(io.io_ctx)) {
+		if (io.io_gone(io.io_ctx)) {
+			*pp = c->c_next;
+			c->c_next = gone;
+			gone = c;
+		} else if (now - c->c_accepted_ns >= max_ns) {
+			*pp = c->c_next;
+			c->c_next = expired;
+			expired = c;
+			n++;
+		} else {
 			pp = &c->c_next;
 			continue;
 		}
-		*pp = c->c_next;
 		p->p_qlen--;
-		c->c_next = expired;
-		expired = c;
-		n++;
 	}
 	p->p_q_tail = NULL;
 	for (c = p->p_q_head; c != NULL; c = c->c_next)
@@ -663,6 +673,12 @@ sweep(struct pool *p)
 		fcgi_io_init(&io, &c->c_req);
 		io.io_accepted_ns = c->c_accepted_ns;
 		proxy_refuse_saturated(cfg, &io);
+		conn_close(&c->c_req);
+		conn_put(p, c);
+	}
+	/* Their clients left while they waited: nothing to answer. */
+	while ((c = gone) != NULL) {
+		gone = c->c_next;
 		conn_close(&c->c_req);
 		conn_put(p, c);
 	}
