@@ -475,6 +475,7 @@ LoadModule mpm_event_module %(m)s/mod_mpm_event.so
 LoadModule authz_core_module %(m)s/mod_authz_core.so
 LoadModule alias_module %(m)s/mod_alias.so
 LoadModule env_module %(m)s/mod_env.so
+LoadModule headers_module %(m)s/mod_headers.so
 LoadModule fcgid_module %(m)s/mod_fcgid.so
 LoadModule cgid_module %(m)s/mod_cgid.so
 ScriptSock %(dir)s/cgid.sock

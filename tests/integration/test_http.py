@@ -101,6 +101,22 @@ class TestForwarding(ProxyTest):
         self.assertEqual(r.header("x-ratelimit-remaining-requests-day"), "14399")
         self.assertEqual(r.header("X-Mock-Seq"), str(rec["seq"]))
 
+    def test_the_log_says_how_long_the_web_server_held_the_request(self):
+        # The shipped configs set X-Request-Start to when the web server
+        # handed the request over, replacing a client's (this one would
+        # make no sense: 1 s after the epoch, logged as "-").
+        r = self.chat(headers={"X-Request-Id": "held-1", "X-Request-Start": "t=1"})
+        self.assertEqual(r.status, 200)
+        lines = []
+        stack.wait_for(lambda: lines.extend(l for l in ST.log_text().splitlines()
+                                            if " chat id=held-1 " in l) or lines,
+                       10, "the request's log line")
+        m = re.search(r" backlog_ms=(\S+) thread_ms=(\S+) ok$", lines[0])
+        self.assertIsNotNone(m, lines[0])
+        self.assertRegex(m.group(1), r"^\d+\.\d$", lines[0])
+        self.assertLess(float(m.group(1)), 5000.0)
+        self.assertLess(float(m.group(2)), 5000.0)
+
     def test_upstream_status_and_error_body_pass_through(self):
         body = '{"message":"bad field","type":"invalid_request_error","param":"x","code":"wrong_api_format"}'
         r = self.chat(chat_body(mock={"status": 422, "error_body": body}))
