@@ -134,7 +134,7 @@ def render_apache_site(binary, env_file, max_procs, prefix=None, io_timeout=None
     sub("ScriptAlias / /usr/local/bin/cerebras-proxy/", alias)
     sub("<Directory /usr/local/bin>", "<Directory %s>" % bindir)
     sub('<Files "cerebras-proxy">', '<Files "%s">' % name)
-    sub("FcgidMaxProcessesPerClass 32", "FcgidMaxProcessesPerClass %d" % max_procs)
+    sub("FcgidMaxProcessesPerClass 256", "FcgidMaxProcessesPerClass %d" % max_procs)
     sub("FcgidMinProcessesPerClass 2", "FcgidMinProcessesPerClass %d" % min(2, max_procs))
     if io_timeout:
         sub("FcgidIOTimeout 600", "FcgidIOTimeout %d" % io_timeout)
