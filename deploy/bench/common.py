@@ -44,6 +44,14 @@ STREAMS = 10             # streams per path (50 events, 20 ms apart)
 CONC = 500               # concurrent streams
 CONC_EVENTS, CONC_GAP_MS = 100, 100
 REDIS_BENCH_N = 200000
+# Bursts: (streams, RATE_LIMIT_INTERVAL_MS) per case, all sent at once to
+# --processes 4 at the shipped thread defaults; each stream BURST_EVENTS
+# events BURST_GAP_MS apart (3 s).
+BURST_CASES = [(20, 200), (100, 20), (300, 10)]
+BURST_EVENTS, BURST_GAP_MS = 30, 100
+BURST_IDLE_TIMEOUT_MS = 2000   # WORKER_IDLE_TIMEOUT_MS: "after" within seconds
+BURST_SAMPLE_S = 0.1           # memory / thread sampling period during a burst
+BURST_TIMEOUT_S = 360          # a case's streams are cut off after this
 
 
 def progress(msg):

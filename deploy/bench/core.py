@@ -2,9 +2,11 @@
 (each phase is a method of one of the mixins it is made of)."""
 
 import os
+import time
 
 from client import Mock
 
+from .burst import BurstPhases
 from .clients import tls_context
 from .common import CHAT_PATH, progress, run
 from .latency import LatencyPhases
@@ -16,7 +18,7 @@ from .throughput import ThroughputPhases
 from .tools import Tools
 
 
-class Bench(LatencyPhases, ThroughputPhases, MemoryPhases, SchedulerPhases):
+class Bench(LatencyPhases, ThroughputPhases, MemoryPhases, SchedulerPhases, BurstPhases):
     def __init__(self, binary, outdir):
         self.binary = os.path.abspath(binary)
         self.outdir = outdir
@@ -77,6 +79,19 @@ class Bench(LatencyPhases, ThroughputPhases, MemoryPhases, SchedulerPhases):
         except OSError:
             return 0
 
+    def settle_warmups(self):
+        """Waits (up to 20 s) for the start-up warm-ups (HEAD requests to
+        the upstream) of freshly started workers to stop coming."""
+        last, stable_since = -1, time.monotonic()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            n = self.mock_warmups()
+            if n != last:
+                last, stable_since = n, time.monotonic()
+            elif time.monotonic() - stable_since > 1.0:
+                break
+            time.sleep(0.2)
+
     # ---- orchestration -------------------------------------------------------------
     def run_all(self):
         st = self.st
@@ -106,6 +121,7 @@ class Bench(LatencyPhases, ThroughputPhases, MemoryPhases, SchedulerPhases):
             ("redisbench", self.redis_bench),
             ("concurrency", self.concurrency),
             ("spacing", self.spacing),
+            ("burst", self.burst),
         ]
         for name, fn in phases:
             if only and name not in only:

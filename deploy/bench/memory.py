@@ -151,15 +151,7 @@ class MemoryPhases:
         self.mock.reset()
         st.start_bench_workers(shape[0], shape[1], upstream="mock")
         # Let start-up warm-ups (HEAD to the upstream), if any, settle.
-        last, stable_since = -1, time.monotonic()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            n = self.mock_warmups()
-            if n != last:
-                last, stable_since = n, time.monotonic()
-            elif time.monotonic() - stable_since > 1.0:
-                break
-            time.sleep(0.2)
+        self.settle_warmups()
         time.sleep(0.5)
         idle = self._mem_parts()
         peak = {"uss": 0, "pss": 0, "nginx_uss": 0}

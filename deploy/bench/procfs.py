@@ -57,3 +57,22 @@ def machine_busy():
         v = [int(x) for x in f.readline().split()[1:]]
     idle = v[3] + v[4]
     return sum(v) - idle, sum(v)
+
+
+def thread_count(pid):
+    """Threads of pid (entries of /proc/PID/task); 0 if it is gone."""
+    try:
+        return len(os.listdir("/proc/%d/task" % pid))
+    except OSError:
+        return 0
+
+
+def listen_overflows():
+    """Connections dropped so far because a listen queue was full, machine-wide
+    (TcpExt ListenOverflows in /proc/net/netstat; TCP only); None if unknown."""
+    try:
+        with open("/proc/net/netstat") as f:
+            rows = [line.split() for line in f if line.startswith("TcpExt:")]
+        return int(rows[1][rows[0].index("ListenOverflows")])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -1,6 +1,7 @@
 """The results as a markdown table with how each row was measured."""
 
-from .common import (CHAT_BODY, CONC, FAST_REPLY, LAT_N, LAT_ROUNDS, LAT_WARM, MIB,
+from .common import (BURST_EVENTS, BURST_GAP_MS, BURST_IDLE_TIMEOUT_MS, BURST_TIMEOUT_S,
+                     CHAT_BODY, CONC, FAST_REPLY, LAT_N, LAT_ROUNDS, LAT_WARM, MIB,
                      REDIS_BENCH_N, STREAMS, SWEEP, SWEEP_SECS, TPUT_SECS)
 
 
@@ -208,6 +209,15 @@ def report(R, threads_ok, extra_notes, elapsed):
             "after the slot p50 / max (ms)", up_mock, "", "", "%.2f / %.2f; %d; %.3f / %.3f"
             % (SP["send_min_ms"], SP["send_p50_ms"], SP["send_early_2ms"],
                SP["late_p50_ms"], SP["late_max_ms"]))
+    BU = R.get("burst")
+    for c in (BU or {}).get("cases", []):
+        row("9", "burst: %d streams at once, spacing %d ms (--processes %d, shipped thread "
+            "defaults): total (s); statuses; first event median / max (s); see the burst table"
+            % (c["streams"], c["spacing_ms"], BU["processes"]), up_mock, "", "",
+            "%s; %s; %s / %s" % (_f(c["total_s"], "%.2f"), _statuses(c),
+                                 _f(c["first_event_median_s"], "%.2f"),
+                                 _f(c["first_event_max_s"], "%.2f")),
+            "all 200, complete", _burst_ok(c))
     head = ("| # | Measure | Upstream | A direct (HTTPS) | B nginx proxy_pass "
             "| C cerebras-proxy | Target | Result |")
     lines = [head, "|---|---|---|---|---|---|---|---|"]
@@ -284,5 +294,85 @@ def report(R, threads_ok, extra_notes, elapsed):
                      "mode." % CONC)
     notes += extra_notes
     md = "# cerebras-proxy benchmark\n\n" + "\n".join(lines) + "\n\n" + \
-        "\n".join("- " + n for n in notes) + "\n"
+        burst_table(BU) + "\n".join("- " + n for n in notes) + "\n"
     return md, rows
+
+
+def _f(v, fmt):
+    return "n/a" if v is None else fmt % v
+
+
+def _statuses(c):
+    return ", ".join("%s: %d" % kv for kv in sorted(c["statuses"].items()))
+
+
+def _burst_ok(c):
+    return c["statuses"] == {"200": c["streams"]} and c["complete"] == c["streams"]
+
+
+def burst_table(BU):
+    """Section 9 as a table of its own (one row per case), with what each
+    column means; "" without burst results."""
+    if not BU or not BU.get("cases"):
+        return ""
+    lines = [
+        "## 9 Bursts: N streams sent at once (--processes %d, no --threads)" % BU["processes"],
+        "",
+        "| N x spacing | Total (s) | Statuses | First event median / max (s) "
+        "| Lateness median / max (ms) | Mock-side lateness median / max (ms) "
+        "| thread_ms max | backlog_ms / late_ms max | Workers USS idle / peak / after (MiB) "
+        "| Per request in flight (MiB) "
+        "| Threads idle / peak / after (retired after) | Requests per process |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in BU["cases"]:
+        lines.append("| %d x %d ms | %s | %s%s | %s / %s | %s / %s | %s / %s | %s | %s / %s | "
+                     "%.1f / %.1f / %.1f | %.3f | %d / %d / %d (%s) | %s |" % (
+                         c["streams"], c["spacing_ms"], _f(c["total_s"], "%.2f"), _statuses(c),
+                         "" if _burst_ok(c) else " (%d complete)" % c["complete"],
+                         _f(c["first_event_median_s"], "%.2f"),
+                         _f(c["first_event_max_s"], "%.2f"),
+                         _f(c["lateness_median_ms"], "%.0f"), _f(c["lateness_max_ms"], "%.0f"),
+                         _f(c["mock_lateness_median_ms"], "%.0f"),
+                         _f(c["mock_lateness_max_ms"], "%.0f"),
+                         _f(c["thread_ms_max"], "%.1f"), _f(c.get("backlog_ms_max"), "%.1f"),
+                         _f(c.get("late_ms_max"), "%.1f"),
+                         c["uss_idle"] / MIB, c["uss_peak"] / MIB, c["uss_after"] / MIB,
+                         c["uss_per_request"] / MIB, c["threads_idle"], c["threads_peak"],
+                         c["threads_after"], _f(c["threads_retired_after_s"], "%.1f s")
+                         if c["threads_retired_after_s"] is not None else "not retired",
+                         "/".join(str(x) for x in c["requests_per_process"])))
+    lines += [
+        "",
+        "- N x spacing: N streams (%d events %d ms apart from the Python mock, %.0f s each) "
+        "written on N connections to nginx opened beforehand, all in one go, with "
+        "RATE_LIMIT_INTERVAL_MS = spacing; the workers restarted for each case, thread "
+        "settings at the defaults, WORKER_IDLE_TIMEOUT_MS=%d (default 30000) so that 'after' "
+        "comes within seconds; each case cut off after %d s." % (
+            BURST_EVENTS, BURST_GAP_MS, BURST_EVENTS * BURST_GAP_MS / 1000.0,
+            BURST_IDLE_TIMEOUT_MS, BURST_TIMEOUT_S),
+        "- Total: from the first request written to the last byte of the last stream.",
+        "- Statuses: the HTTP status of every response (all must be 200, with %d events and "
+        "[DONE])." % BURST_EVENTS,
+        "- First event median / max: from the first request written to each stream's first "
+        "content event at the client.",
+        "- Lateness: first event - k x spacing, k = the rank of the request's slot (slot= in "
+        "the workers' log; the rank of the first events if a line is missing): the wait beyond "
+        "the request's place in the queue (ideally the upstream's time to first byte).",
+        "- Mock-side lateness: the same with the mock's send stamp of the first event "
+        "(mock_sent, the same clock): the part of the lateness before the upstream answered.",
+        "- thread_ms max: the longest a request waited for a worker thread after its process "
+        "accepted it (thread_ms= in the workers' log; n/a: the binary does not log it).",
+        "- backlog_ms / late_ms max: the longest wait of a connection before a worker "
+        "accepted it (backlog_ms=, from nginx's X-Request-Start; n/a without it) and the "
+        "latest a worker sent a request after its slot (late_ms=).",
+        "- Workers USS: Private_Clean+Private_Dirty (smaps_rollup) summed over the worker "
+        "processes (the supervisor's children): before the burst, the maximum of samples "
+        "every %.0f ms during it, and after the streams ended and the extra threads retired."
+        % (BU["sample_s"] * 1e3),
+        "- Per request in flight: (peak - idle) / N.",
+        "- Threads: /proc/PID/task entries summed over the worker processes at the same "
+        "instants; (retired after): seconds from the last stream's end until back at the "
+        "idle count.",
+        "- Requests per process: the burst's chat log lines per worker process.",
+        "", ""]
+    return "\n".join(lines)
