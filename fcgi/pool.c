@@ -34,6 +34,7 @@
 
 #include <errno.h>
 #include <fcgiapp.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -134,7 +135,8 @@ static struct pool {
 	int p_threads;	/* worker threads alive, starting ones included */
 	int p_starting; /* not yet ready for a request */
 	int p_exiting;	/* ended, still letting go of their connections */
-	int p_idle;	/* on the idle list */
+	unsigned long p_ended; /* worker threads that have ended, in all */
+	int p_idle;	       /* on the idle list */
 	int p_peak;
 	struct wthread *p_idle_head;
 	struct wthread *p_idle_tail;
@@ -527,6 +529,7 @@ worker_thread(void *arg)
 	/* Last: the drain waits for this count to reach zero. */
 	pthread_mutex_lock(&p->p_lock);
 	p->p_exiting--;
+	p->p_ended++;
 	pthread_mutex_unlock(&p->p_lock);
 	return NULL;
 }
@@ -685,6 +688,29 @@ sweep(struct pool *p)
 }
 
 /*
+ * Once threads have stopped ending (a tick without one after some did),
+ * gives the memory their requests used back to the system: glibc keeps
+ * freed memory in its per-thread arenas otherwise, and the process would
+ * stay at its peak after a burst.
+ */
+static void
+trim_after_retirement(struct pool *p, unsigned long *seen, int *pending)
+{
+	unsigned long ended;
+
+	pthread_mutex_lock(&p->p_lock);
+	ended = p->p_ended;
+	pthread_mutex_unlock(&p->p_lock);
+	if (ended != *seen) {
+		*seen = ended;
+		*pending = 1;
+	} else if (*pending) {
+		*pending = 0;
+		(void)malloc_trim(0);
+	}
+}
+
+/*
  * After a stop request: wakes the acceptor until it has ended, lets the
  * worker threads finish what they hold and what is queued, or exits the
  * process once DRAIN_TIMEOUT_MS have passed with requests still running.
@@ -770,6 +796,8 @@ worker_main(const struct config *cfg, int listen_fd)
 	siginfo_t si;
 	struct timespec tick = {0, TICK_NS};
 	struct timespec slow_tick = {1, 0};
+	unsigned long ended_seen = 0;
+	int trim_pending = 0;
 	int rc;
 
 	/*
@@ -826,8 +854,10 @@ worker_main(const struct config *cfg, int listen_fd)
 		if (sigtimedwait(&sigs, &si,
 				 p->p_inline ? &slow_tick : &tick) >= 0)
 			break;
-		if (!p->p_inline)
+		if (!p->p_inline) {
 			sweep(p);
+			trim_after_retirement(p, &ended_seen, &trim_pending);
+		}
 	}
 	drain(p);
 	return atomic_load(&p->p_acceptor_failed) ? 1 : 0;

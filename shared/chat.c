@@ -28,6 +28,7 @@ struct chat {
 	int c_held;	     /* the current answer is not for the client */
 	int64_t c_t0;	     /* accepted (or, if unknown, handed to us) */
 	int64_t c_thread_ns; /* of that, waiting for a thread */
+	double c_backlog_ms; /* before the accept, or -1 if unknown */
 	char c_timing[64];   /* the Server-Timing line of this attempt */
 };
 
@@ -234,41 +235,41 @@ chat_wait(struct chat *c)
 }
 
 /*
- * How long ago the web server took the request, from the X-Request-Start
- * header it may add ("t=" and seconds, milliseconds or microseconds since
- * the epoch, as nginx's $msec or Apache's %t give), as "12.3" or "-":
- * the time before a thread accepted it.
+ * How long the request waited before it was accepted, in ms, or -1 if
+ * unknown: from the X-Request-Start header the web server may add ("t="
+ * and seconds, milliseconds or microseconds since the epoch, as nginx's
+ * $msec or Apache's %t give), taken when the handler starts, less the
+ * wait for a thread since the accept.
  */
-static const char *
-backlog_ms(const struct request_io *io, char *buf, size_t bufsz)
+static double
+backlog_ms(const struct request_io *io, int64_t thread_ns)
 {
 	const char *v = io->io_param(io->io_ctx, "HTTP_X_REQUEST_START");
 	struct timespec now;
 	char *end;
 	double t, age;
 
-	snprintf(buf, bufsz, "-");
 	if (v == NULL)
-		return buf;
+		return -1;
 	if (strncmp(v, "t=", 2) == 0)
 		v += 2;
 	if (*v < '0' || *v > '9')
-		return buf;
+		return -1;
 	errno = 0;
 	t = strtod(v, &end);
 	if (errno != 0 || *end != '\0' ||
 	    clock_gettime(CLOCK_REALTIME, &now) != 0)
-		return buf;
+		return -1;
 	if (t >= 1e14)
 		t /= 1e6; /* microseconds */
 	else if (t >= 1e11)
 		t /= 1e3; /* milliseconds */
-	age = ((double)now.tv_sec + (double)now.tv_nsec / 1e9 - t) * 1e3;
+	age = ((double)now.tv_sec + (double)now.tv_nsec / 1e9 - t) * 1e3 -
+	      (double)thread_ns / 1e6;
 	/* A clock apart from ours, or a forged header: not a wait. */
 	if (age < -1.0 || age > 86400e3)
-		return buf;
-	snprintf(buf, bufsz, "%.1f", age < 0 ? 0.0 : age);
-	return buf;
+		return -1;
+	return age < 0 ? 0.0 : age;
 }
 
 static void
@@ -283,6 +284,10 @@ chat_log(const struct chat *c, int status, const char *outcome)
 
 	if (!cfg->log_requests)
 		return;
+	if (c->c_backlog_ms < 0)
+		snprintf(backlog, sizeof(backlog), "-");
+	else
+		snprintf(backlog, sizeof(backlog), "%.1f", c->c_backlog_ms);
 	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
 	log_escape(v ? v : "-", rid, sizeof(rid));
 	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
@@ -293,8 +298,7 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		 (double)sl->s_late_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
 		 status, res->us_ttfb_ms, (double)(mono_ns() - c->c_t0) / 1e6,
-		 c->c_resp->r_bytes, res->us_connects,
-		 backlog_ms(c->c_io, backlog, sizeof(backlog)),
+		 c->c_resp->r_bytes, res->us_connects, backlog,
 		 (double)c->c_thread_ns / 1e6, outcome);
 }
 
@@ -421,6 +425,7 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 		c.c_thread_ns = c.c_t0 - io->io_accepted_ns;
 		c.c_t0 = io->io_accepted_ns;
 	}
+	c.c_backlog_ms = backlog_ms(io, c.c_thread_ns);
 	if (chat_read(&c) != CP_OK)
 		return;
 	/* A client that already left gets no slot and no upstream request. */

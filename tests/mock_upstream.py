@@ -664,7 +664,8 @@ class MockServer(http.server.ThreadingHTTPServer):
     """Threading HTTPS server; the TLS handshake runs in the worker thread."""
 
     daemon_threads = True
-    request_queue_size = 128
+    # A burst of new worker threads connects at once (hundreds).
+    request_queue_size = 1024
 
     def __init__(self, addr: tuple[str, int], ctx: ssl.SSLContext, state: MockState):
         self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
