@@ -380,6 +380,9 @@ static const struct bad_case bad_cases[] = {
 	    "/nonexistent/cerebras-proxy-test/ca.pem"),
 	BAD("REDIS_PREFIX", "", NULL),
 	BAD("REDIS_PREFIX", "a b", NULL),
+	BAD("WORKER_MAX_THREADS", "0", "1"),
+	BAD("WORKER_MAX_THREADS", "5000", "4096"),
+	BAD("WORKER_IDLE_TIMEOUT_MS", "10", "100"),
 	BAD("LOG_REQUESTS", "maybe", NULL),
 	BAD("LOG_REQUESTS", "", NULL),
 	BAD("CORS_ALLOW_ORIGINS", "", NULL),
@@ -627,6 +630,8 @@ test_config_print_every_setting(void **state)
 		{"CORS_ALLOW_ORIGINS", "https://a.example"},
 		{"LOG_REQUESTS", "no"},
 		{"WORKER_THREADS", "12"},
+		{"WORKER_MAX_THREADS", "14"},
+		{"WORKER_IDLE_TIMEOUT_MS", "150"},
 		{"DRAIN_TIMEOUT_MS", "13"},
 		{"LISTEN_PID", "1"},
 		{"LISTEN_FDS", "1"},
@@ -653,6 +658,8 @@ test_config_print_every_setting(void **state)
 		"CORS_ALLOW_ORIGINS=https://a.example\n"
 		"LOG_REQUESTS=0\n"
 		"WORKER_THREADS=12\n"
+		"WORKER_MAX_THREADS=14\n"
+		"WORKER_IDLE_TIMEOUT_MS=150\n"
 		"DRAIN_TIMEOUT_MS=13\n";
 	char fp0[9];
 	char fp1[9];
@@ -680,15 +687,19 @@ test_config_print_every_setting(void **state)
 
 struct print_case {
 	struct env env[3];
-	const char *lines[8]; /* each a whole line of the output */
+	const char *lines[10]; /* each a whole line of the output */
 };
 
 static const struct print_case print_cases[] = {
 	{{KEY},
 	 {"CEREBRAS_CA_FILE=(libcurl default store)",
 	  "REDIS_URL=redis://127.0.0.1:6379/0", "REDIS_FALLBACK=local",
-	  "RATE_LIMIT_SCOPE=global", "LOG_REQUESTS=1", "WORKER_THREADS=1",
+	  "RATE_LIMIT_SCOPE=global", "LOG_REQUESTS=1", "WORKER_THREADS=2",
+	  "WORKER_MAX_THREADS=256", "WORKER_IDLE_TIMEOUT_MS=30000",
 	  "DRAIN_TIMEOUT_MS=10000"}},
+	/* the minimum wins over a lower maximum */
+	{{KEY, {"WORKER_THREADS", "300"}},
+	 {"WORKER_THREADS=300", "WORKER_MAX_THREADS=300"}},
 	{{KEY, {"REDIS_URL", "none"}},
 	 {"REDIS_URL=none (per-host scheduling only)"}},
 	{{KEY, {"REDIS_URL", "unix:///tmp/r.sock?db=3"}},
