@@ -69,7 +69,7 @@ usage(FILE *fp)
 		"2)\n"
 		"  --max-threads N let a process grow to N threads, one per\n"
 		"                  request in flight (1..4096; default\n"
-		"                  WORKER_MAX_THREADS, 256)\n"
+		"                  WORKER_MAX_THREADS, 512)\n"
 		"  --check-config  print the effective configuration, secrets\n"
 		"                  masked, and exit\n"
 		"  --help          this text\n"

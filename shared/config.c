@@ -682,7 +682,7 @@ static const struct setting settings[] = {
 		       NULL),
 	BOOL_SETTING("LOG_REQUESTS", log_requests, 1),
 	INT_SETTING("WORKER_THREADS", threads, 1, 4096, 2),
-	INT_SETTING("WORKER_MAX_THREADS", max_threads, 1, 4096, 256),
+	INT_SETTING("WORKER_MAX_THREADS", max_threads, 1, 4096, 512),
 	INT_SETTING("WORKER_IDLE_TIMEOUT_MS", thread_idle_ms, 100, 86400000,
 		    30000),
 	INT_SETTING("DRAIN_TIMEOUT_MS", drain_timeout_ms, 0, 86400000, 10000),

@@ -250,7 +250,7 @@ class TestDescriptors(ProxyTest):
             self.restart_workers(self.env)
         finally:
             ST.binary = real
-        stack.wait_for(lambda: "WORKER_MAX_THREADS=256 lowered to 9: the open-file limit is 80"
+        stack.wait_for(lambda: "WORKER_MAX_THREADS=512 lowered to 9: the open-file limit is 80"
                        in ST.log_text(), 10, "the lowered cap logged")
         n = 20
         with concurrent.futures.ThreadPoolExecutor(n) as ex:
@@ -307,14 +307,14 @@ class TestSettings(unittest.TestCase):
     def test_defaults_and_options(self):
         out = self.check().stdout
         self.assertIn("WORKER_THREADS=2\n", out)
-        self.assertIn("WORKER_MAX_THREADS=256\n", out)
+        self.assertIn("WORKER_MAX_THREADS=512\n", out)
         self.assertIn("WORKER_IDLE_TIMEOUT_MS=30000\n", out)
         out = self.check("--threads", "8", "--max-threads", "64").stdout
         self.assertIn("WORKER_THREADS=8\n", out)
         self.assertIn("WORKER_MAX_THREADS=64\n", out)
         # The minimum wins over a lower maximum.
-        out = self.check(WORKER_THREADS="300").stdout
-        self.assertIn("WORKER_MAX_THREADS=300\n", out)
+        out = self.check(WORKER_THREADS="600").stdout
+        self.assertIn("WORKER_MAX_THREADS=600\n", out)
 
     def test_bad_values_stop_the_start(self):
         r = self.check(WORKER_MAX_THREADS="0")
