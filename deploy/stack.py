@@ -559,9 +559,10 @@ def run(binary):
         sys.stdout.flush()
         st.start_workers(workers, env, stderr=sys.stderr)
         st.start_nginx(port=port)
-        threads = os.environ.get("WORKER_THREADS")
-        print("Workers: %d processes%s, state dir: %s" % (
-            workers, " x %s threads" % threads if threads else "", st.dir))
+        print("Workers: %d processes, each with %s to %s threads as the load needs "
+              "(WORKER_THREADS, WORKER_MAX_THREADS), state dir: %s" % (
+                  workers, os.environ.get("WORKER_THREADS", "2"),
+                  os.environ.get("WORKER_MAX_THREADS", "512"), st.dir))
         print("Listening on http://localhost:%d/" % port)
         print("Press Ctrl-C to stop.")
         sys.stdout.flush()
