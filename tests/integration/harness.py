@@ -16,6 +16,7 @@ import glob
 import os
 import re
 import sys
+import threading
 import time
 import unittest
 
@@ -213,6 +214,25 @@ class ProxyTest(unittest.TestCase):
 
     def chat(self, body=None, headers=None, path="/v1/chat/completions", **kw):
         return self.req("POST", path, body if body is not None else chat_body(), headers, **kw)
+
+    @staticmethod
+    def once_all_streaming(n, action):
+        """An on_data hook for n concurrent streams: calls action() once
+        each of n responses has had its first event; the hook's .seen
+        holds those seen."""
+        lock = threading.Lock()
+        seen = set()
+
+        def on_data(resp):
+            if b"mock_index" in resp.body:
+                with lock:
+                    if id(resp) not in seen:
+                        seen.add(id(resp))
+                        if len(seen) == n:
+                            action()
+            return False
+        on_data.seen = seen
+        return on_data
 
     @staticmethod
     def sigterm_on_first_event(p, marks):

@@ -5,7 +5,6 @@ processes, and threads within one), and Redis going away and coming back.
 import concurrent.futures
 import os
 import sys
-import threading
 import time
 import unittest
 
@@ -30,19 +29,10 @@ class TestDrain(ProxyTest):
         self.restart_workers(self.env, n=1)
         p = ST.procs["workers"]
         n = 3
-        lock = threading.Lock()
-        started = set()
-
-        def on_data(resp):
-            # SIGTERM once all three streams are running (each has had an
-            # event): a request not yet accepted would rightly be refused.
-            if b"mock_index" in resp.body:
-                with lock:
-                    if id(resp) not in started:
-                        started.add(id(resp))
-                        if len(started) == n:
-                            p.terminate()
-            return False
+        # SIGTERM once all three streams are running (each has had an
+        # event): a request not yet accepted would rightly be refused.
+        on_data = self.once_all_streaming(n, p.terminate)
+        started = on_data.seen
 
         with concurrent.futures.ThreadPoolExecutor(n) as ex:
             rs = list(ex.map(lambda _: self.chat(

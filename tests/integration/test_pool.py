@@ -63,11 +63,16 @@ def first_event_time(resp):
 
 
 @unittest.skipIf(APACHE, "mod_fcgid: one request per process, no thread pool")
-class TestBurstAtDefaults(ProxyTest):
+class PoolTest(ProxyTest):
+    """One worker process by default, started again as the class ends."""
+    workers = 1
+    restores_workers = True
+
+
+class TestBurstAtDefaults(PoolTest):
     """`make run`'s shape: 4 processes, no thread settings (the defaults)."""
     workers = 4
     env = {"RATE_LIMIT_INTERVAL_MS": "20"}
-    restores_workers = True
 
     def test_hundred_streams_each_first_event_at_its_slot(self):
         n, spacing_ms = 100, 20
@@ -111,11 +116,8 @@ class TestBurstAtDefaults(ProxyTest):
         self.assertLess(last_first, (n - 1) * spacing_ms / 1000 + THREAD_WAIT_MAX_MS / 1000 + 1.0)
 
 
-@unittest.skipIf(APACHE, "mod_fcgid: one request per process, no thread pool")
-class TestElasticPool(ProxyTest):
-    workers = 1
+class TestElasticPool(PoolTest):
     env = {"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "2", "WORKER_IDLE_TIMEOUT_MS": "1000"}
-    restores_workers = True
 
     def test_threads_grow_with_the_load_then_retire(self):
         self.restart_workers(self.env)
@@ -124,17 +126,8 @@ class TestElasticPool(ProxyTest):
         stack.wait_for(lambda: task_count(pid) == 2, 10, "2 threads at rest")
         n = 30
         peak = []
-        lock = threading.Lock()
-        seen = set()
-
-        def on_data(resp):
-            if b"mock_index" in resp.body:
-                with lock:
-                    if id(resp) not in seen:
-                        seen.add(id(resp))
-                        if len(seen) == n:   # all 30 streaming now
-                            peak.append(task_count(pid))
-            return False
+        # Counted once all 30 stream at once.
+        on_data = self.once_all_streaming(n, lambda: peak.append(task_count(pid)))
 
         with concurrent.futures.ThreadPoolExecutor(n) as ex:
             rs = list(ex.map(lambda i: self.chat(
@@ -158,11 +151,8 @@ class TestElasticPool(ProxyTest):
         self.assertEqual(self.chat().status, 200)
 
 
-@unittest.skipIf(APACHE, "mod_fcgid: one request per process, no thread pool")
-class TestCap(ProxyTest):
-    workers = 1
+class TestCap(PoolTest):
     env = {"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "1", "WORKER_MAX_THREADS": "2"}
-    restores_workers = True
 
     def streams(self, n, prefix, events=20, **kw):
         """n concurrent 100 ms-gap streams, started in order, each once the
@@ -232,11 +222,8 @@ class TestCap(ProxyTest):
             self.assertEqual(f.result(60).status, 200)
 
 
-@unittest.skipIf(APACHE, "mod_fcgid: one request per process, no thread pool")
-class TestDescriptors(ProxyTest):
-    workers = 1
+class TestDescriptors(PoolTest):
     env = {"RATE_LIMIT_INTERVAL_MS": "0"}
-    restores_workers = True
 
     def test_the_open_file_limit_sizes_the_cap_and_nothing_is_lost(self):
         # 80 descriptors: (80 - 32) / 5 = 9 requests in flight at most.
@@ -263,27 +250,15 @@ class TestDescriptors(ProxyTest):
         self.assertLessEqual(task_count(pid), 9)
 
 
-@unittest.skipIf(APACHE, "mod_fcgid: one request per process, no thread pool")
-class TestDrainUnderLoad(ProxyTest):
-    workers = 1
+class TestDrainUnderLoad(PoolTest):
     env = {"RATE_LIMIT_INTERVAL_MS": "0"}
-    restores_workers = True
 
     def test_sigterm_finishes_what_the_grown_pool_serves(self):
         self.restart_workers(self.env)
         p = ST.procs["workers"]
         n = 12   # the pool starts with 2 threads and grows to 12 and more
-        lock = threading.Lock()
-        seen = set()
-
-        def on_data(resp):
-            if b"mock_index" in resp.body:
-                with lock:
-                    if id(resp) not in seen:
-                        seen.add(id(resp))
-                        if len(seen) == n:
-                            p.terminate()
-            return False
+        on_data = self.once_all_streaming(n, p.terminate)
+        seen = on_data.seen
 
         with concurrent.futures.ThreadPoolExecutor(n) as ex:
             rs = list(ex.map(lambda i: self.chat(
