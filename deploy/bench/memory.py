@@ -9,7 +9,7 @@ import time
 from .clients import MockEvents, stream_request
 from .common import (BIG_BYTES, CHAT_PATH, CONC, CONC_EVENTS, CONC_GAP_MS, MEM_REQUESTS, MIB,
                      pct, progress)
-from .procfs import smaps
+from .procfs import smaps, thread_count
 
 
 class MemoryPhases:
@@ -17,15 +17,16 @@ class MemoryPhases:
         st = self.st
         progress("memory: idle, after %d requests, during/after a 100 MiB stream "
                  "(--processes %d, fast upstream)" % (MEM_REQUESTS, self.best_p))
-        self.workers(self.best_p)
+        # Extra threads retire after 1 s idle (default 30 s), so that the
+        # leak check compares pools of the same size, each after load.
+        self.workers(self.best_p, env={"WORKER_IDLE_TIMEOUT_MS": "1000"})
         time.sleep(0.5)
         res = {"processes": self.best_p}
         res["idle"] = self._mem_parts()
         # The pools grow to what 32 connections need (a thread per request
-        # in flight): a short run first, so that the leak check below
-        # compares the same pools, not an idle pool with a grown one.
+        # in flight) and shrink back: the baseline of the leak check.
         self.tools.wrk(self.url(st.port), 32, 2)
-        time.sleep(0.5)
+        res["warm_threads"] = self._settle_threads(res["idle"])
         res["warm"] = self._mem_parts()
         # 100k requests: each wrk thread stops after its share.
         done, rps = 0, max(500.0, tput_c32)
@@ -41,12 +42,25 @@ class MemoryPhases:
             rps = max(200.0, d["requests"] / (d["duration_us"] / 1e6))
         res["requests_done"] = done
         res["requests_secs"] = round(time.monotonic() - t_start, 1)
-        time.sleep(0.5)
+        res["after_threads"] = self._settle_threads(res["idle"])
         res["after_100k"] = self._mem_parts()
         progress("  %d requests in %.1f s" % (done, res["requests_secs"]))
         res["big"] = self._big_stream()
         self.R["memory"] = res
         return res
+
+    def _settle_threads(self, idle):
+        """Waits (up to 15 s) until the workers have as many threads as when
+        idle, plus 1 s for the memory to be given back; returns the count."""
+        want = idle["workers"]["threads"]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            n = sum(thread_count(p) for p in self.st.worker_pids())
+            if n <= want:
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+        return sum(thread_count(p) for p in self.st.worker_pids())
 
     def _mem_parts(self):
         """USS/PSS per part, and per process in "per_pid" (bytes)."""
@@ -61,7 +75,8 @@ class MemoryPhases:
                                      for k, v in m.items()}}
         w = self.mem(st.worker_pids())
         s = smaps(sup) or {"uss": 0, "pss": 0}
-        out["workers"] = {"uss": sum(x["uss"] for x in w.values()),
+        out["workers"] = {"threads": sum(thread_count(p) for p in w),
+                          "uss": sum(x["uss"] for x in w.values()),
                           "pss": sum(x["pss"] for x in w.values()), "n": len(w),
                           "max_uss": max((x["uss"] for x in w.values()), default=0),
                           "per_pid": {str(k): {"uss": v["uss"], "pss": v["pss"]}

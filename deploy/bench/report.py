@@ -140,7 +140,8 @@ def report(R, threads_ok, extra_notes, elapsed):
         base = M.get("warm", idle)
         g = aft["workers"]["uss"] / max(1, base["workers"]["uss"]) - 1
         row("4", "workers USS after %d requests (MiB)%s" % (
-            M["requests_done"], ", from the pools grown by a 2 s run" if "warm" in M else ""),
+            M["requests_done"], ", both after a load and its threads retired (%d, %d)" % (
+                M["warm_threads"], M["after_threads"]) if "warm" in M else ""),
             up_fast, "", "", "%.2f -> %.2f (%+.1f%%); nginx %.2f -> %.2f; redis %.2f -> %.2f"
             % (base["workers"]["uss"] / MIB, aft["workers"]["uss"] / MIB, 100 * g,
                idle["nginx"]["uss"] / MIB, aft["nginx"]["uss"] / MIB,
