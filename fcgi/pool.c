@@ -737,7 +737,7 @@ drain(struct pool *p)
 		left = p->p_threads + p->p_exiting + p->p_qlen;
 		if (atomic_load(&p->p_acceptor_done) && p->p_threads == 0 &&
 		    p->p_qlen > 0)
-			left = 0; /* no thread left for them (cannot start) */
+			left = p->p_exiting; /* none left to serve them */
 		pthread_mutex_unlock(&p->p_lock);
 		if (left == 0 && atomic_load(&p->p_acceptor_done))
 			break;
