@@ -12,6 +12,7 @@ module runs behind nginx only.
 import concurrent.futures
 import os
 import re
+import resource
 import subprocess
 import threading
 import time
@@ -248,6 +249,35 @@ class TestDescriptors(PoolTest):
         self.assertNotIn("accept failed", ST.log_text())
         pid, = worker_pids()
         self.assertLessEqual(task_count(pid), 9)
+
+
+    def test_out_of_descriptors_accept_pauses_and_goes_on(self):
+        self.restart_workers(self.env)
+        pid, = worker_pids()
+        self.assertEqual(self.chat().status, 200)   # every thread connected
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        # The limit bounds descriptor numbers: set it to the lowest free
+        # one. The accept() waiting now has that number already (a kernel
+        # takes it before it waits), so one more connection gets in, and
+        # the next finds no number left: EMFILE, with the connection left
+        # in the listen backlog.
+        fds = set(int(x) for x in os.listdir("/proc/%d/fd" % pid))
+        free = min(set(range(len(fds) + 1)) - fds)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (free, hard))
+        try:
+            self.assertEqual(self.chat().status, 200)
+            ex = concurrent.futures.ThreadPoolExecutor(1)
+            self.addCleanup(ex.shutdown)
+            fut = ex.submit(self.chat, headers={"X-Request-Id": "emfile-1"}, timeout=60)
+            stack.wait_for(lambda: "accept: Too many open files" in ST.log_text(), 10,
+                           "the failed accept logged")
+            self.assertFalse(fut.done())
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        # The acceptor tries again within a second: the request is served.
+        self.assertEqual(fut.result(30).status, 200)
+        self.assertNotIn("stops accepting", ST.log_text())
+        self.assertEqual(worker_pids(), [pid])
 
 
 class TestDrainUnderLoad(PoolTest):
