@@ -28,9 +28,11 @@ endif
 pc_cflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
 pc_libs   = $(or $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null),$(2))
 
-DEP_CFLAGS := $(call pc_cflags,libcurl) $(call pc_cflags,hiredis) $(call pc_cflags,libssl)
+DEP_CFLAGS := $(call pc_cflags,libcurl) $(call pc_cflags,hiredis) $(call pc_cflags,libssl) \
+              $(call pc_cflags,jansson)
 DEP_LIBS   := $(call pc_libs,libcurl,-lcurl) $(call pc_libs,hiredis,-lhiredis) \
-              $(call pc_libs,libssl,-lssl) $(call pc_libs,libcrypto,-lcrypto) -lfcgi -pthread
+              $(call pc_libs,libssl,-lssl) $(call pc_libs,libcrypto,-lcrypto) \
+              $(call pc_libs,jansson,-ljansson) -lfcgi -pthread
 
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -iquote shared $(DEP_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(LDFLAGS)

@@ -6,7 +6,7 @@
 # prints the exact command to run.
 set -eu
 
-PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libhiredis-dev libssl-dev \
+PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libhiredis-dev libssl-dev libjansson-dev \
 nginx redis-server redis-tools python3 openssl ca-certificates"
 if [ "${1:-}" = test ]; then
 	PKGS="$PKGS libcmocka-dev chromium apache2 libapache2-mod-fcgid systemd libfcgi-bin iproute2 wrk faketime"

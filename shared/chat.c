@@ -6,6 +6,7 @@
 #include "headers.h"
 #include "log.h"
 #include "retry.h"
+#include "usage.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -24,12 +25,13 @@ struct chat {
 	struct resp *c_resp;
 	struct slot c_slot;
 	struct upstream_res c_res;
-	int c_attempts_left; /* after the current one */
-	int c_held;	     /* the current answer is not for the client */
-	int64_t c_t0;	     /* accepted (or, if unknown, handed to us) */
-	int64_t c_thread_ns; /* of that, waiting for a thread */
-	double c_backlog_ms; /* before the accept, or -1 if unknown */
-	char c_timing[64];   /* the Server-Timing line of this attempt */
+	int c_attempts_left;	  /* after the current one */
+	int c_held;		  /* the current answer is not for the client */
+	int64_t c_t0;		  /* accepted (or, if unknown, handed to us) */
+	int64_t c_thread_ns;	  /* of that, waiting for a thread */
+	double c_backlog_ms;	  /* before the accept, or -1 if unknown */
+	char c_timing[64];	  /* the Server-Timing line of this attempt */
+	struct usage_scan c_scan; /* tokens, read from the relayed answer */
 };
 
 /*
@@ -272,6 +274,50 @@ backlog_ms(const struct request_io *io, int64_t thread_ns)
 	return age < 0 ? 0.0 : age;
 }
 
+/* "12" or "-" */
+static const char *
+count_str(long long v, char *buf, size_t bufsz)
+{
+	if (v < 0)
+		snprintf(buf, bufsz, "-");
+	else
+		snprintf(buf, bufsz, "%lld", v);
+	return buf;
+}
+
+/*
+ * The announced limit with the least left of it, as "tokens-minute:
+ * 59000/60000", from this request's last upstream answer; "-" if none.
+ */
+static const char *
+budget_str(const struct chat *c, char *buf, size_t bufsz)
+{
+	const char *hdrs = c->c_w->w_up.up_hdrs.b_p;
+	struct hdr_limit l[HDR_NLIMITS];
+	double share, least = 2.0;
+	size_t i, pick = 0;
+
+	snprintf(buf, bufsz, "-");
+	if (c->c_res.us_status == 0 || hdrs == NULL)
+		return buf;
+	hdr_limits(hdrs, l);
+	for (i = 0; i < HDR_NLIMITS; i++) {
+		if (!l[i].hl_known)
+			continue;
+		share = l[i].hl_limit > 0 ? (double)l[i].hl_remaining /
+						    (double)l[i].hl_limit
+					  : 0.0;
+		if (share < least) {
+			least = share;
+			pick = i;
+		}
+	}
+	if (least <= 1.0)
+		snprintf(buf, bufsz, "%s:%lld/%lld", hdr_limit_names[pick],
+			 l[pick].hl_remaining, l[pick].hl_limit);
+	return buf;
+}
+
 static void
 chat_log(const struct chat *c, int status, const char *outcome)
 {
@@ -281,6 +327,9 @@ chat_log(const struct chat *c, int status, const char *outcome)
 	const char *v;
 	char rid[80];
 	char backlog[32];
+	char ptok[24];
+	char ctok[24];
+	char budget[64];
 
 	if (!cfg->log_requests)
 		return;
@@ -292,14 +341,18 @@ chat_log(const struct chat *c, int status, const char *outcome)
 	log_escape(v ? v : "-", rid, sizeof(rid));
 	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
 		 "sent_mono=%.6f status=%d ttfb_ms=%.1f total_ms=%.1f "
-		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f %s",
+		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f "
+		 "prompt_tokens=%s completion_tokens=%s budget=%s %s",
 		 rid, sl->s_key, cfg->key_fps[sl->s_key],
 		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
 		 (double)sl->s_late_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
 		 status, res->us_ttfb_ms, (double)(mono_ns() - c->c_t0) / 1e6,
 		 c->c_resp->r_bytes, res->us_connects, backlog,
-		 (double)c->c_thread_ns / 1e6, outcome);
+		 (double)c->c_thread_ns / 1e6,
+		 count_str(c->c_scan.sc_usage.u_prompt, ptok, sizeof(ptok)),
+		 count_str(c->c_scan.sc_usage.u_completion, ctok, sizeof(ctok)),
+		 budget_str(c, budget, sizeof(budget)), outcome);
 }
 
 /* The sink: the upstream's answer goes to the client, unless held back. */
@@ -316,6 +369,8 @@ sink_begin(void *ctx, long status, int sse, const char *hdrs)
 	c->c_held = !retry_relays(status, c->c_attempts_left);
 	if (c->c_held)
 		return CP_OK;
+	usage_scan_free(&c->c_scan);
+	usage_scan_init(&c->c_scan, sse);
 	return resp_relay_begin(c->c_resp, status, sse, hdrs, c->c_timing);
 }
 
@@ -323,10 +378,15 @@ static enum cp_err
 sink_body(void *ctx, const char *data, size_t len)
 {
 	struct chat *c = ctx;
+	enum cp_err err;
 
 	if (c->c_held)
 		return CP_OK;
-	return resp_write(c->c_resp, data, len);
+	err = resp_write(c->c_resp, data, len);
+	/* Only what went out: a failed write ends the stream anyway. */
+	if (err == CP_OK)
+		usage_scan_feed(&c->c_scan, data, len);
+	return err;
 }
 
 static int
@@ -395,6 +455,7 @@ chat_finish(struct chat *c, const struct retry_verdict *v)
 	else if (v->rv_action == RETRY_CUT)
 		resp_cut(r);
 	err = resp_finish(r);
+	usage_scan_end(&c->c_scan);
 	if (v->rv_action == RETRY_GONE || err == CP_ERR_HUP)
 		chat_log(c, r->r_started ? r->r_status : 499, "client left");
 	else if (v->rv_action == RETRY_RELAY)
@@ -404,10 +465,12 @@ chat_finish(struct chat *c, const struct retry_verdict *v)
 			 attempt_detail(c, detail, sizeof(detail)));
 }
 
-void
-chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
+/* Reads, reserves, waits, forwards (again on another key), finishes. */
+static void
+chat_run(struct chat *c)
 {
-	struct chat c;
+	struct worker *w = c->c_w;
+	const struct request_io *io = c->c_io;
 	struct retry_verdict v;
 	char detail[64];
 	char line[CURL_ERROR_SIZE + 64];
@@ -415,6 +478,42 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 	int attempts = w->w_cfg->max_attempts < w->w_cfg->nkeys
 			       ? (int)w->w_cfg->max_attempts
 			       : w->w_cfg->nkeys;
+
+	if (chat_read(c) != CP_OK)
+		return;
+	/* A client that already left gets no slot and no upstream request. */
+	if (io->io_gone(io->io_ctx))
+		return;
+	for (c->c_attempts_left = attempts - 1;; c->c_attempts_left--) {
+		if (chat_reserve(c) != CP_OK)
+			return;
+		err = chat_wait(c);
+		c->c_slot.s_late_us =
+			(mono_ns() - c->c_slot.s_deadline_ns) / 1000;
+		if (err == CP_ERR_HUP) {
+			/* Its slot can go to the next request, if still last. */
+			sched_release(&w->w_sched, &c->c_slot);
+			memset(&c->c_res, 0, sizeof(c->c_res));
+			chat_log(c, 499, "client left while queued");
+			return;
+		}
+		err = chat_forward(c);
+		v = retry_decide(err, c->c_res.us_status, c->c_resp->r_started,
+				 c->c_attempts_left);
+		if (v.rv_action != RETRY_AGAIN)
+			break;
+		snprintf(line, sizeof(line), "%s; retrying on another key",
+			 attempt_detail(c, detail, sizeof(detail)));
+		chat_log(c, c->c_res.us_status ? (int)c->c_res.us_status : 502,
+			 line);
+	}
+	chat_finish(c, &v);
+}
+
+void
+chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
+{
+	struct chat c;
 
 	memset(&c, 0, sizeof(c));
 	c.c_w = w;
@@ -426,33 +525,7 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 		c.c_t0 = io->io_accepted_ns;
 	}
 	c.c_backlog_ms = backlog_ms(io, c.c_thread_ns);
-	if (chat_read(&c) != CP_OK)
-		return;
-	/* A client that already left gets no slot and no upstream request. */
-	if (io->io_gone(io->io_ctx))
-		return;
-	for (c.c_attempts_left = attempts - 1;; c.c_attempts_left--) {
-		if (chat_reserve(&c) != CP_OK)
-			return;
-		err = chat_wait(&c);
-		c.c_slot.s_late_us =
-			(mono_ns() - c.c_slot.s_deadline_ns) / 1000;
-		if (err == CP_ERR_HUP) {
-			/* Its slot can go to the next request, if still last. */
-			sched_release(&w->w_sched, &c.c_slot);
-			memset(&c.c_res, 0, sizeof(c.c_res));
-			chat_log(&c, 499, "client left while queued");
-			return;
-		}
-		err = chat_forward(&c);
-		v = retry_decide(err, c.c_res.us_status, r->r_started,
-				 c.c_attempts_left);
-		if (v.rv_action != RETRY_AGAIN)
-			break;
-		snprintf(line, sizeof(line), "%s; retrying on another key",
-			 attempt_detail(&c, detail, sizeof(detail)));
-		chat_log(&c, c.c_res.us_status ? (int)c.c_res.us_status : 502,
-			 line);
-	}
-	chat_finish(&c, &v);
+	usage_scan_init(&c.c_scan, 0);
+	chat_run(&c);
+	usage_scan_free(&c.c_scan);
 }

@@ -152,13 +152,67 @@ block_get(const char *block, const char *name, const char **v, size_t *n)
 	return 0;
 }
 
+const char *const hdr_limit_names[HDR_NLIMITS] = {
+	"requests-minute", "tokens-minute", "requests-hour",
+	"tokens-hour",	   "requests-day",  "tokens-day",
+};
+
+/* A count header (digits only, bounded); -1 if absent or not one. */
+static long long
+block_count(const char *block, const char *name)
+{
+	char tmp[24];
+	const char *v;
+	size_t n;
+	size_t i;
+
+	if (!block_get(block, name, &v, &n))
+		return -1;
+	while (n > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	if (n == 0 || n > 15)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+	memcpy(tmp, v, n);
+	tmp[n] = '\0';
+	return strtoll(tmp, NULL, 10);
+}
+
+void
+hdr_limits(const char *block, struct hdr_limit out[HDR_NLIMITS])
+{
+	char name[64];
+	const char *v;
+	size_t n;
+	size_t i;
+
+	for (i = 0; i < HDR_NLIMITS; i++) {
+		struct hdr_limit *l = &out[i];
+
+		snprintf(name, sizeof(name), "x-ratelimit-limit-%s",
+			 hdr_limit_names[i]);
+		l->hl_limit = block_count(block, name);
+		snprintf(name, sizeof(name), "x-ratelimit-remaining-%s",
+			 hdr_limit_names[i]);
+		l->hl_remaining = block_count(block, name);
+		l->hl_known = l->hl_limit >= 0 && l->hl_remaining >= 0 &&
+			      l->hl_remaining <= l->hl_limit;
+		snprintf(name, sizeof(name), "x-ratelimit-reset-%s",
+			 hdr_limit_names[i]);
+		l->hl_reset_ms = block_get(block, name, &v, &n)
+					 ? seconds_to_ms(v, n)
+					 : -1;
+	}
+}
+
 long
 hdr_cooldown_ms(const char *block)
 {
-	static const char *const limits[] = {
-		"requests-minute", "tokens-minute", "requests-hour",
-		"tokens-hour",	   "requests-day",  "tokens-day",
-	};
+	const char *const *limits = hdr_limit_names;
 	char name[64];
 	const char *v;
 	size_t n;
@@ -171,7 +225,7 @@ hdr_cooldown_ms(const char *block)
 		if (ms >= 0)
 			return ms;
 	}
-	for (i = 0; i < NELEM(limits); i++) {
+	for (i = 0; i < HDR_NLIMITS; i++) {
 		snprintf(name, sizeof(name), "x-ratelimit-remaining-%s",
 			 limits[i]);
 		if (!block_get(block, name, &v, &n) || seconds_to_ms(v, n) != 0)

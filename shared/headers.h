@@ -34,6 +34,25 @@ size_t hdr_trim_eol(const char *line, size_t len);
 long hdr_cooldown_ms(const char *block);
 
 /*
+ * The limits Cerebras announces on an answer, x-ratelimit-limit-<what>,
+ * x-ratelimit-remaining-<what> and x-ratelimit-reset-<what> (seconds,
+ * fractional), for each <what> in hdr_limit_names; each pair is used only
+ * if present and sane.
+ */
+#define HDR_NLIMITS 6
+extern const char *const hdr_limit_names[HDR_NLIMITS]; /* "tokens-minute"... */
+
+struct hdr_limit {
+	int hl_known;		/* limit and remaining both given */
+	long long hl_limit;	/* the bucket's capacity */
+	long long hl_remaining; /* what is left of it now */
+	long hl_reset_ms;	/* until it is full again; -1 unknown */
+};
+
+/* Fills out[] from a response's header block ("Name: value\r\n" lines). */
+void hdr_limits(const char *block, struct hdr_limit out[HDR_NLIMITS]);
+
+/*
  * A client header value that may be copied into an upstream request:
  * no control characters, at most max bytes.
  */

@@ -104,7 +104,10 @@ CONN_ERRORS = (
 
 # Response headers the proxy is expected to filter or pass through.
 STANDARD_HEADERS = [
+    ("x-ratelimit-limit-requests-day", "14400"),
     ("x-ratelimit-remaining-requests-day", "14399"),
+    ("x-ratelimit-limit-tokens-minute", "60000"),
+    ("x-ratelimit-remaining-tokens-minute", "59970"),
     ("x-ratelimit-reset-tokens-minute", "11.38"),
     ("Keep-Alive", "timeout=60"),
     ("Set-Cookie", "mock=1; Path=/"),

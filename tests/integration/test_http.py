@@ -113,7 +113,7 @@ class TestForwarding(ProxyTest):
         stack.wait_for(lambda: lines.extend(l for l in ST.log_text().splitlines()
                                             if " chat id=held-1 " in l) or lines,
                        10, "the request's log line")
-        m = re.search(r" backlog_ms=(\S+) thread_ms=(\S+) ok$", lines[0])
+        m = re.search(r" backlog_ms=(\S+) thread_ms=(\S+) ", lines[0])
         self.assertIsNotNone(m, lines[0])
         self.assertRegex(m.group(1), r"^\d+\.\d$", lines[0])
         self.assertLess(float(m.group(1)), 1000.0)
@@ -220,6 +220,29 @@ class TestForwarding(ProxyTest):
 
 
 class TestStreaming(ProxyTest):
+    def log_line(self, rid):
+        lines = []
+        stack.wait_for(lambda: lines.extend(l for l in ST.log_text().splitlines()
+                                            if " chat id=%s " % rid in l) or lines,
+                       10, "the request's log line")
+        return lines[0]
+
+    def test_usage_and_budget_are_read_in_passing(self):
+        # A stream: usage comes in its last event; a JSON answer: in it.
+        for rid, body in (("use-s", chat_body(stream=True, mock={"events": 7})),
+                          ("use-j", chat_body(mock={"reply": "one two three"}))):
+            MOCK.reset()
+            r = self.chat(body, headers={"X-Request-Id": rid})
+            self.assertEqual(r.status, 200)
+            want = re.findall(r'"usage": ?\{"prompt_tokens": ?(\d+), ?"completion_tokens": ?(\d+)',
+                              r.body.decode())
+            self.assertEqual(len(want), 1, r.body[-400:])
+            line = self.log_line(rid)
+            self.assertIn(" prompt_tokens=%s completion_tokens=%s " % want[0], line)
+            # The tightest of the limits the mock announced.
+            self.assertIn(" budget=tokens-minute:59970/60000 ", line)
+        self.assertEqual(want[0][1], "3")
+
     def test_each_event_arrives_before_the_next_is_sent(self):
         r = self.chat(chat_body(stream=True, mock={"events": 10, "gap_ms": 150}))
         self.assertEqual(r.status, 200)

@@ -328,6 +328,53 @@ test_hdr_cooldown_ms(void **state)
 	}
 }
 
+/* hdr_limits: every announced pair, only sane ones known */
+
+static void
+test_hdr_limits(void **state)
+{
+	static const char block[] =
+		"x-ratelimit-limit-requests-day: 14400\r\n"
+		"x-ratelimit-remaining-requests-day: 14399\r\n"
+		"x-ratelimit-reset-requests-day: 33011.38\r\n"
+		"X-RateLimit-Limit-Tokens-Minute: 60000\r\n"
+		"x-ratelimit-remaining-tokens-minute: 0\r\n"
+		"x-ratelimit-reset-tokens-minute: 11.38\r\n"
+		"x-ratelimit-limit-requests-minute: 30\r\n"
+		"x-ratelimit-remaining-requests-minute: 31\r\n"
+		"x-ratelimit-limit-tokens-hour: 1e6\r\n"
+		"x-ratelimit-remaining-tokens-hour: 5\r\n"
+		"x-ratelimit-remaining-tokens-day: 7\r\n";
+	struct hdr_limit l[HDR_NLIMITS];
+	size_t i;
+
+	(void)state;
+	hdr_limits(block, l);
+	for (i = 0; i < HDR_NLIMITS; i++) {
+		const char *n = hdr_limit_names[i];
+
+		if (strcmp(n, "requests-day") == 0) {
+			assert_true(l[i].hl_known);
+			assert_int_equal(l[i].hl_limit, 14400);
+			assert_int_equal(l[i].hl_remaining, 14399);
+			assert_int_equal(l[i].hl_reset_ms, 33011380);
+		} else if (strcmp(n, "tokens-minute") == 0) {
+			/* names are case-insensitive; 0 left is known */
+			assert_true(l[i].hl_known);
+			assert_int_equal(l[i].hl_limit, 60000);
+			assert_int_equal(l[i].hl_remaining, 0);
+			assert_int_equal(l[i].hl_reset_ms, 11380);
+		} else {
+			/* more left than the limit, a float count, a pair
+			 * without its limit, nothing at all: unknown */
+			if (l[i].hl_known)
+				fail_msg("%s: known", n);
+			if (strcmp(n, "requests-hour") == 0)
+				assert_int_equal(l[i].hl_reset_ms, -1);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -338,6 +385,7 @@ main(void)
 		cmocka_unit_test(test_hdr_value_ok),
 		cmocka_unit_test(test_hdr_request_allowed),
 		cmocka_unit_test(test_hdr_cooldown_ms),
+		cmocka_unit_test(test_hdr_limits),
 	};
 
 	return cmocka_run_group_tests_name("test_headers", tests, NULL, NULL);
