@@ -360,6 +360,8 @@ static enum cp_err
 sink_begin(void *ctx, long status, int sse, const char *hdrs)
 {
 	struct chat *c = ctx;
+	char extra[sizeof(c->c_timing) + 40];
+	long ms;
 
 	/*
 	 * An answer that will be retried never reaches the client, nor does
@@ -371,6 +373,19 @@ sink_begin(void *ctx, long status, int sse, const char *hdrs)
 		return CP_OK;
 	usage_scan_free(&c->c_scan);
 	usage_scan_init(&c->c_scan, sse);
+	/*
+	 * A 429 relayed after the last attempt: Cerebras sends no
+	 * Retry-After, so it is the reset of the limit that ran out (else
+	 * how long the proxy rests such a key), for the SDKs that wait on it.
+	 */
+	if (status == 429 && !hdr_has(hdrs, "retry-after")) {
+		ms = hdr_cooldown_ms(hdrs);
+		if (ms < 0)
+			ms = c->c_w->w_cfg->key_cooldown_ms;
+		snprintf(extra, sizeof(extra), "%sRetry-After: %ld\r\n",
+			 c->c_timing, ms < 1000 ? 1 : (ms + 999) / 1000);
+		return resp_relay_begin(c->c_resp, status, sse, hdrs, extra);
+	}
 	return resp_relay_begin(c->c_resp, status, sse, hdrs, c->c_timing);
 }
 

@@ -152,6 +152,15 @@ block_get(const char *block, const char *name, const char **v, size_t *n)
 	return 0;
 }
 
+int
+hdr_has(const char *block, const char *name)
+{
+	const char *v;
+	size_t n;
+
+	return block_get(block, name, &v, &n);
+}
+
 const char *const hdr_limit_names[HDR_NLIMITS] = {
 	"requests-minute", "tokens-minute", "requests-hour",
 	"tokens-hour",	   "requests-day",  "tokens-day",

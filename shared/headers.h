@@ -33,6 +33,9 @@ size_t hdr_trim_eol(const char *line, size_t len);
  */
 long hdr_cooldown_ms(const char *block);
 
+/* 1 if the header block has a header called name (case-insensitive). */
+int hdr_has(const char *block, const char *name);
+
 /*
  * The limits Cerebras announces on an answer, x-ratelimit-limit-<what>,
  * x-ratelimit-remaining-<what> and x-ratelimit-reset-<what> (seconds,

@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from harness import MOCK, ST, setUpModule, tearDownModule  # noqa: E402,F401 (module fixtures)
-from harness import APACHE, KEYS, ROOT, ProxyTest, chat_body, slots_from_log  # noqa: E402
+from harness import APACHE, KEYS, REDIS_PREFIX, ROOT, ProxyTest, chat_body, slots_from_log  # noqa: E402
 import stack  # noqa: E402 (deploy/, put on the path by harness)
 
 
@@ -204,6 +204,25 @@ class TestKeyHealth(ProxyTest):
         err = self.assertOpenAIError(r, 429, "all_keys_cooling_down")
         self.assertIn(int(r.header("Retry-After")), (4, 5))
         self.assertEqual(MOCK.requests(), [])
+
+    def test_a_relayed_429_says_when_to_come_back(self):
+        # Cerebras sends no Retry-After: the reset of the limit that ran out
+        # (0 remaining) becomes one, rounded up.
+        MOCK.config({k: {"status": 429, "headers": {
+            "x-ratelimit-remaining-tokens-minute": "0",
+            "x-ratelimit-reset-tokens-minute": "7.20"}} for k in KEYS})
+        r = self.chat()
+        self.assertEqual(r.status, 429)
+        self.assertEqual(r.header("Retry-After"), "8")
+        self.assertCors(r)
+        # Nothing said at all: the proxy's own rest for such a key.
+        ST.redis_cli("DEL", REDIS_PREFIX + ":keys")
+        MOCK.reset()
+        MOCK.config({k: {"status": 429, "headers": {
+            "x-ratelimit-remaining-tokens-minute": "5"}} for k in KEYS})
+        r = self.chat()
+        self.assertEqual(r.status, 429)
+        self.assertEqual(r.header("Retry-After"), str(int(self.env.get("KEY_COOLDOWN_MS", 60000)) // 1000))
 
     def test_500_fails_over_and_does_not_rest_the_key(self):
         MOCK.config({KEYS[0]: {"status": 500}})
