@@ -5,6 +5,7 @@
 
 #include "headers.h"
 #include "log.h"
+#include "reqbody.h"
 #include "retry.h"
 #include "usage.h"
 
@@ -32,6 +33,8 @@ struct chat {
 	double c_backlog_ms;	  /* before the accept, or -1 if unknown */
 	char c_timing[64];	  /* the Server-Timing line of this attempt */
 	struct usage_scan c_scan; /* tokens, read from the relayed answer */
+	struct reqbody c_req;	  /* model and token estimate of the body */
+	int c_req_ok;		  /* the body was a chat request */
 };
 
 /*
@@ -135,6 +138,9 @@ chat_read(struct chat *c)
 			   "bad_headers", "request headers too large", NULL);
 		return err;
 	}
+	/* Read for the log (and the budgets to come); sent unchanged. */
+	c->c_req_ok = reqbody_read(w->w_body.b_p, w->w_body.b_len, &c->c_req,
+				   msg, sizeof(msg)) == CP_OK;
 	return CP_OK;
 }
 
@@ -330,6 +336,8 @@ chat_log(const struct chat *c, int status, const char *outcome)
 	char ptok[24];
 	char ctok[24];
 	char budget[64];
+	char model[REQBODY_MODEL_MAX];
+	char est[48];
 
 	if (!cfg->log_requests)
 		return;
@@ -339,17 +347,28 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		snprintf(backlog, sizeof(backlog), "%.1f", c->c_backlog_ms);
 	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
 	log_escape(v ? v : "-", rid, sizeof(rid));
+	log_escape(c->c_req_ok && c->c_req.rb_model[0] ? c->c_req.rb_model
+						       : "-",
+		   model, sizeof(model));
+	if (!c->c_req_ok)
+		snprintf(est, sizeof(est), "-");
+	else if (c->c_req.rb_max_completion < 0)
+		snprintf(est, sizeof(est), "%lld+?", c->c_req.rb_prompt_est);
+	else
+		snprintf(est, sizeof(est), "%lld+%lld", c->c_req.rb_prompt_est,
+			 c->c_req.rb_max_completion);
 	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
 		 "sent_mono=%.6f status=%d ttfb_ms=%.1f total_ms=%.1f "
 		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f "
-		 "prompt_tokens=%s completion_tokens=%s budget=%s %s",
+		 "model=%s est_tokens=%s prompt_tokens=%s completion_tokens=%s "
+		 "budget=%s %s",
 		 rid, sl->s_key, cfg->key_fps[sl->s_key],
 		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
 		 (double)sl->s_late_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
 		 status, res->us_ttfb_ms, (double)(mono_ns() - c->c_t0) / 1e6,
 		 c->c_resp->r_bytes, res->us_connects, backlog,
-		 (double)c->c_thread_ns / 1e6,
+		 (double)c->c_thread_ns / 1e6, model, est,
 		 count_str(c->c_scan.sc_usage.u_prompt, ptok, sizeof(ptok)),
 		 count_str(c->c_scan.sc_usage.u_completion, ctok, sizeof(ctok)),
 		 budget_str(c, budget, sizeof(budget)), outcome);

@@ -239,6 +239,9 @@ class TestStreaming(ProxyTest):
             self.assertEqual(len(want), 1, r.body[-400:])
             line = self.log_line(rid)
             self.assertIn(" prompt_tokens=%s completion_tokens=%s " % want[0], line)
+            # The body as the proxy read it: "Hello proxy", 11 bytes, 3
+            # tokens + 4 for the message; no max asked for.
+            self.assertIn(" model=llama3.1-8b est_tokens=7+? ", line)
             # The tightest of the limits the mock announced.
             self.assertIn(" budget=tokens-minute:59970/60000 ", line)
         self.assertEqual(want[0][1], "3")

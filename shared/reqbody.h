@@ -1,0 +1,36 @@
+/*
+ * reqbody.h - what the proxy reads of a chat request's body: the model,
+ * an estimate of the prompt's tokens, and the completion tokens asked
+ * for. The body itself is forwarded unchanged.
+ *
+ * The estimate is deliberately cheap (no tokenizer): the bytes of the
+ * messages' text (a string content, or the "text" of each part of an
+ * array content), divided by 4 and rounded up, plus 4 per message for the
+ * role and framing. It errs on the high side for English text, which is
+ * what a budget wants.
+ */
+#ifndef CP_REQBODY_H
+#define CP_REQBODY_H
+
+#include "util.h"
+
+#include <stddef.h>
+
+#define REQBODY_MODEL_MAX 128
+
+struct reqbody {
+	char rb_model[REQBODY_MODEL_MAX]; /* "" if not a (short) string */
+	long long rb_prompt_est;	  /* estimated prompt tokens */
+	long long rb_max_completion;	  /* max_completion_tokens, else
+					max_tokens; -1 if neither */
+	int rb_messages;		  /* number of messages */
+};
+
+/*
+ * Reads body. CP_OK with rb filled; CP_ERR_BADREQ, with why, if the body
+ * is not a JSON object with a string "model" and a "messages" array.
+ */
+enum cp_err reqbody_read(const char *body, size_t len, struct reqbody *rb,
+			 char *why, size_t whysz);
+
+#endif

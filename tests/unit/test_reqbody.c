@@ -1,0 +1,117 @@
+/*
+ * test_reqbody.c - the model and token estimate read from a chat body, and
+ * the bodies that are not chat requests.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+
+#include "reqbody.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "unit.h"
+
+struct rb_case {
+	const char *body;
+	enum cp_err ret;
+	const char *model;    /* or the reason's text, on CP_ERR_BADREQ */
+	long long prompt_est; /* ceil(text bytes / 4) + 4 per message */
+	long long max_completion;
+};
+
+static const struct rb_case rb_cases[] = {
+	{"{\"model\":\"llama3.1-8b\",\"messages\":[{\"role\":\"user\","
+	 "\"content\":\"Hello proxy\"}]}",
+	 CP_OK, "llama3.1-8b", 3 + 4, -1},
+	/* two messages, 8 + 1 bytes; max_completion_tokens wins */
+	{"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":"
+	 "\"12345678\"},{\"role\":\"user\",\"content\":\"x\"}],"
+	 "\"max_tokens\":10,\"max_completion_tokens\":20}",
+	 CP_OK, "m", 3 + 8, 20},
+	/* parts: only their text counts; max_tokens alone */
+	{"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+	 "{\"type\":\"text\",\"text\":\"abcd\"},{\"type\":\"image_url\"},"
+	 "{\"type\":\"text\",\"text\":\"e\"}]}],\"max_tokens\":5}",
+	 CP_OK, "m", 2 + 4, 5},
+	/* no messages at all; a negative or fractional max is no max */
+	{"{\"model\":\"m\",\"messages\":[],\"max_tokens\":-3}", CP_OK, "m", 0,
+	 -1},
+	{"{\"model\":\"m\",\"messages\":[],\"max_completion_tokens\":1.5}",
+	 CP_OK, "m", 0, -1},
+	/* not chat requests */
+	{"[]", CP_ERR_BADREQ, "JSON object", 0, -1},
+	{"{\"messages\":[]}", CP_ERR_BADREQ, "\"model\"", 0, -1},
+	{"{\"model\":\"\",\"messages\":[]}", CP_ERR_BADREQ, "\"model\"", 0, -1},
+	{"{\"model\":7,\"messages\":[]}", CP_ERR_BADREQ, "\"model\"", 0, -1},
+	{"{\"model\":\"m\",\"messages\":{}}", CP_ERR_BADREQ, "\"messages\"", 0,
+	 -1},
+	{"{\"model\":\"m\",\"model\":\"n\",\"messages\":[]}", CP_ERR_BADREQ,
+	 "not valid JSON", 0, -1},
+	{"{\"model\":\"m\",", CP_ERR_BADREQ, "not valid JSON", 0, -1},
+	{"", CP_ERR_BADREQ, "not valid JSON", 0, -1},
+};
+
+static void
+test_reqbody_read(void **state)
+{
+	struct reqbody rb;
+	char why[160];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NELEM(rb_cases); i++) {
+		const struct rb_case *t = &rb_cases[i];
+		enum cp_err ret;
+
+		why[0] = '\0';
+		ret = reqbody_read(t->body, strlen(t->body), &rb, why,
+				   sizeof(why));
+		if (ret != t->ret)
+			fail_msg("row %zu: returned %d (%s)", i, (int)ret, why);
+		if (ret != CP_OK) {
+			if (strstr(why, t->model) == NULL)
+				fail_msg("row %zu: reason \"%s\"", i, why);
+			continue;
+		}
+		if (strcmp(rb.rb_model, t->model) != 0 ||
+		    rb.rb_prompt_est != t->prompt_est ||
+		    rb.rb_max_completion != t->max_completion)
+			fail_msg("row %zu: %s %lld %lld", i, rb.rb_model,
+				 rb.rb_prompt_est, rb.rb_max_completion);
+	}
+}
+
+/* A model name too long to keep is read as unknown, not cut. */
+static void
+test_reqbody_long_model(void **state)
+{
+	char body[512];
+	char model[300];
+	struct reqbody rb;
+	char why[160];
+
+	(void)state;
+	memset(model, 'a', sizeof(model) - 1);
+	model[sizeof(model) - 1] = '\0';
+	snprintf(body, sizeof(body), "{\"model\":\"%s\",\"messages\":[]}",
+		 model);
+	assert_int_equal(
+		reqbody_read(body, strlen(body), &rb, why, sizeof(why)), CP_OK);
+	assert_string_equal(rb.rb_model, "");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_reqbody_read),
+		cmocka_unit_test(test_reqbody_long_model),
+	};
+
+	return cmocka_run_group_tests_name("test_reqbody", tests, NULL, NULL);
+}
