@@ -138,9 +138,19 @@ chat_read(struct chat *c)
 			   "bad_headers", "request headers too large", NULL);
 		return err;
 	}
-	/* Read for the log (and the budgets to come); sent unchanged. */
+	/* Read for the log (and the budgets to come). */
 	c->c_req_ok = reqbody_read(w->w_body.b_p, w->w_body.b_len, &c->c_req,
 				   msg, sizeof(msg)) == CP_OK;
+	/*
+	 * Without a max, Cerebras reserves the model's whole sequence
+	 * length: DEFAULT_MAX_COMPLETION_TOKENS, when set, is added. The
+	 * only change the proxy ever makes to a body.
+	 */
+	if (c->c_req_ok && c->c_req.rb_max_completion < 0 &&
+	    w->w_cfg->default_max_completion > 0 &&
+	    reqbody_add_max(&w->w_body, w->w_cfg->default_max_completion) ==
+		    CP_OK)
+		c->c_req.rb_max_completion = w->w_cfg->default_max_completion;
 	return CP_OK;
 }
 

@@ -676,6 +676,8 @@ static const struct setting settings[] = {
 		    86400000, 120000),
 	INT_SETTING("UPSTREAM_IDLE_TIMEOUT_MS", idle_timeout_ms, 1, 86400000,
 		    120000),
+	INT_SETTING("DEFAULT_MAX_COMPLETION_TOKENS", default_max_completion, 0,
+		    1000000, 0),
 	INT_SETTING("MAX_BODY_BYTES", max_body_bytes, 1024, 1073741824,
 		    16777216),
 	STRING_SETTING("CORS_ALLOW_ORIGINS", cors_origins, "*", parse_origins,

@@ -55,6 +55,8 @@ struct config {
 	long connect_timeout_ms;
 	long idle_timeout_ms; /* max upstream silence between two chunks */
 	long first_byte_timeout_ms; /* max wait for the answer's first byte */
+	long default_max_completion; /* 0: unset; else added to bodies
+					without a max (the only change) */
 	long max_body_bytes;
 	long threads;	  /* WORKER_THREADS: worker threads kept per process */
 	long max_threads; /* WORKER_MAX_THREADS: the most a process grows to */

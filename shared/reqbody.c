@@ -45,6 +45,31 @@ count_field(json_t *root, const char *name)
 }
 
 enum cp_err
+reqbody_add_max(struct buf *body, long long n)
+{
+	char member[48];
+	const char *brace;
+	size_t at;
+	size_t mlen;
+	enum cp_err err;
+
+	brace = memchr(body->b_p, '{', body->b_len);
+	if (brace == NULL)
+		return CP_ERR_INVAL;
+	at = (size_t)(brace - body->b_p) + 1;
+	/* The object has members ("model", "messages"): a comma follows. */
+	mlen = (size_t)snprintf(member, sizeof(member),
+				"\"max_completion_tokens\":%lld,", n);
+	err = buf_reserve(body, mlen);
+	if (err)
+		return err;
+	memmove(body->b_p + at + mlen, body->b_p + at, body->b_len - at);
+	memcpy(body->b_p + at, member, mlen);
+	buf_commit(body, mlen);
+	return CP_OK;
+}
+
+enum cp_err
 reqbody_read(const char *body, size_t len, struct reqbody *rb, char *why,
 	     size_t whysz)
 {

@@ -33,4 +33,12 @@ struct reqbody {
 enum cp_err reqbody_read(const char *body, size_t len, struct reqbody *rb,
 			 char *why, size_t whysz);
 
+/*
+ * For a body read as a chat request without max_completion_tokens or
+ * max_tokens: inserts "max_completion_tokens": n as the object's first
+ * member, every other byte left as it was. CP_ERR_TOOBIG if body cannot
+ * grow that much.
+ */
+enum cp_err reqbody_add_max(struct buf *body, long long n);
+
 #endif

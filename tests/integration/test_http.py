@@ -219,6 +219,26 @@ class TestForwarding(ProxyTest):
         self.assertEqual(conns, [0] * 12, lines)
 
 
+class TestDefaultMaxCompletion(ProxyTest):
+    env = {"RATE_LIMIT_INTERVAL_MS": "0", "DEFAULT_MAX_COMPLETION_TOKENS": "256"}
+
+    def test_added_only_to_a_request_that_sets_no_max(self):
+        body = json.dumps(chat_body()).encode()
+        self.assertEqual(self.chat(body, headers={"Content-Type": "application/json"}).status, 200)
+        sent = MOCK.requests()[0]["body"]
+        self.assertEqual(sent, '{"max_completion_tokens":256,' + body.decode()[1:])
+        for field in ("max_tokens", "max_completion_tokens"):
+            MOCK.reset()
+            body = json.dumps(chat_body(**{field: 9})).encode()
+            self.assertEqual(self.chat(body, headers={"Content-Type": "application/json"}).status,
+                             200)
+            self.assertEqual(MOCK.requests()[0]["body_sha256"], hashlib.sha256(body).hexdigest())
+        # Not a chat request: forwarded as it came.
+        MOCK.reset()
+        self.chat(b"not json", headers={"Content-Type": "application/json"})
+        self.assertEqual(MOCK.requests()[0]["body"], "not json")
+
+
 class TestStreaming(ProxyTest):
     def log_line(self, rid):
         lines = []

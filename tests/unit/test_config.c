@@ -626,6 +626,7 @@ test_config_print_every_setting(void **state)
 		{"UPSTREAM_CONNECT_TIMEOUT_MS", "9"},
 		{"UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "10"},
 		{"UPSTREAM_IDLE_TIMEOUT_MS", "11"},
+		{"DEFAULT_MAX_COMPLETION_TOKENS", "99"},
 		{"MAX_BODY_BYTES", "2048"},
 		{"CORS_ALLOW_ORIGINS", "https://a.example"},
 		{"LOG_REQUESTS", "no"},
@@ -654,6 +655,7 @@ test_config_print_every_setting(void **state)
 		"UPSTREAM_CONNECT_TIMEOUT_MS=9\n"
 		"UPSTREAM_FIRST_BYTE_TIMEOUT_MS=10\n"
 		"UPSTREAM_IDLE_TIMEOUT_MS=11\n"
+		"DEFAULT_MAX_COMPLETION_TOKENS=99\n"
 		"MAX_BODY_BYTES=2048\n"
 		"CORS_ALLOW_ORIGINS=https://a.example\n"
 		"LOG_REQUESTS=0\n"

@@ -105,12 +105,42 @@ test_reqbody_long_model(void **state)
 	assert_string_equal(rb.rb_model, "");
 }
 
+/* The max goes in first; every other byte stays. */
+static void
+test_reqbody_add_max(void **state)
+{
+	static const char body[] =
+		"  {\"model\":\"m\",\"messages\":[{\"content\":\"{x\"}]}\n";
+	struct reqbody rb;
+	struct buf b;
+	char why[160];
+
+	(void)state;
+	buf_init(&b, 1024);
+	assert_int_equal(buf_adds(&b, body), CP_OK);
+	assert_int_equal(reqbody_add_max(&b, 256), CP_OK);
+	assert_string_equal(b.b_p,
+			    "  {\"max_completion_tokens\":256,\"model\":"
+			    "\"m\",\"messages\":[{\"content\":\"{x\"}]}\n");
+	assert_int_equal(reqbody_read(b.b_p, b.b_len, &rb, why, sizeof(why)),
+			 CP_OK);
+	assert_int_equal(rb.rb_max_completion, 256);
+	buf_free(&b);
+	/* No room under the body's cap: left as it was. */
+	buf_init(&b, sizeof(body) - 1);
+	assert_int_equal(buf_adds(&b, body), CP_OK);
+	assert_int_equal(reqbody_add_max(&b, 256), CP_ERR_TOOBIG);
+	assert_string_equal(b.b_p, body);
+	buf_free(&b);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reqbody_read),
 		cmocka_unit_test(test_reqbody_long_model),
+		cmocka_unit_test(test_reqbody_add_max),
 	};
 
 	return cmocka_run_group_tests_name("test_reqbody", tests, NULL, NULL);
