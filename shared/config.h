@@ -54,7 +54,7 @@ struct config {
 	long redis_timeout_ms;
 	long connect_timeout_ms;
 	long idle_timeout_ms; /* max upstream silence between two chunks */
-	long first_byte_timeout_ms; /* max wait for the answer's first byte */
+	long first_byte_timeout_ms;  /* max wait for the answer's first byte */
 	long default_max_completion; /* 0: unset; else added to bodies
 					without a max (the only change) */
 	long max_body_bytes;
