@@ -49,15 +49,102 @@ Endpoints
     (``GET /__mock/warmups`` returns {"warmups": n}).
 
 ``GET /__mock/requests``   all records (JSON array, arrival order).
-``POST /__mock/reset``     clear records and key rules, seq back to 0.
+``POST /__mock/reset``     clear records and key rules, seq back to 0, and
+                           turn the rate-limit emulation off (configuration,
+                           buckets and counters gone).  With the body
+                           ``{"keep_limits": true}`` the limits configuration
+                           and the bucket levels stay; only the limits
+                           counters are cleared.
 ``POST /__mock/config``    ``{"keys": {"<bearer key>": {mock fields}}}``
                            replaces the per-key rules.
+``POST /__mock/limits``    configure the rate-limit emulation (below); the
+                           body ``{}`` turns it off.  400 on a bad body.
+``GET /__mock/limits``     the emulation's state (below).
 Control endpoints are not recorded.  Anything else: 404 JSON.
+
+Rate-limit emulation (off by default)
+-------------------------------------
+Emulates Cerebras' limits per organisation and model.  While it is off the
+chat answers carry the fixed x-ratelimit-* headers of STANDARD_HEADERS and
+nothing below applies.  ``POST /__mock/limits`` body::
+
+    {"orgs": {"org-a": {
+        "keys":   ["sk-1", "sk-2"],
+        "limits": {"requests-minute": 30, "tokens-minute": 60000},
+        "models": {"big-model": {"limits": {"tokens-minute": 1000},
+                                 "max_seq_len": 4096}}}}}
+
+    keys        bearer keys of the organisation (a key in one org only).  A
+                key listed nowhere is unlimited.
+    limits      any of requests-minute, tokens-minute, requests-hour,
+                tokens-hour, requests-day, tokens-day: positive integers.
+    models      per-model overrides, merged by limit name over the org's
+                limits (a null value drops that limit for the model);
+                max_seq_len (default 8192) is the completion charge of a
+                request without max_completion_tokens / max_tokens.
+
+The emulation is on while at least one org is configured; ``{}`` or
+``{"orgs": {}}`` turns it off.  Every POST replaces the whole configuration
+and starts afresh: all buckets full, counters zero.
+
+Each (org, model, limit) is a token bucket of capacity = limit, refilled
+continuously at limit / window (60, 3600, 86400 s; time.monotonic()),
+created full on first use.  A chat request (the model is the body's
+"model", default llama3.1-8b) of a limited key is admitted when every
+bucket holds its charge: 1 on request buckets, on token buckets the prompt
+estimate plus max_completion_tokens (else max_tokens, else max_seq_len).
+Admitted: every bucket is charged at once and the answer follows the
+``mock`` steering as usual.  When the answer ends (completed, aborted or
+the client gone) the token buckets are settled with the charged completion
+tokens minus the real ones (content events sent for a stream, the reply's
+word count for a JSON answer, 0 for a mock error status); a bucket never
+exceeds its capacity but may go below 0 when more was produced than
+charged.  Refused: nothing is charged, ``delay_ms`` and all other ``mock``
+steering are ignored, and the answer is at once a 429 with no Retry-After
+and the flat body
+``{"message":"Tokens per minute limit exceeded - too many tokens processed.","type":"too_many_requests_error","param":"quota","code":"token_quota_exceeded"}``
+(request limits: ``"Requests per minute limit exceeded - too many requests
+sent."``, code ``request_quota_exceeded``; hour/day likewise).  The buckets
+are checked in the order requests-minute, tokens-minute, requests-hour,
+tokens-hour, requests-day, tokens-day; the first one short is the refusing
+limit.  A request charging more than a bucket's capacity is always refused.
+
+Prompt estimate (while the emulation is on, for every chat request, limited
+key or not): the characters of all message contents (a string content, or
+the "text" strings of a list of parts) // 4, at least 1.  The answer's
+usage.prompt_tokens reports exactly this (while off it stays body_len // 4).
+
+Headers: every chat answer of a limited key, 200 or 429, carries for each
+limit L configured for its (org, model) ``x-ratelimit-limit-L`` (integer),
+``x-ratelimit-remaining-L`` (floor of the level after this request's
+charge, at least 0) and ``x-ratelimit-reset-L`` (seconds until the bucket is
+full, 2 decimals), taken at admission, grouped limit / remaining / reset
+in the order above.  They replace the x-ratelimit-* headers of
+STANDARD_HEADERS (the other standard headers stay); an unlimited key's
+answers carry no x-ratelimit-* header.  ``mock.headers`` still overrides.
+
+``GET /__mock/limits`` returns::
+
+    {"enabled": bool, "t": now, "admitted": n, "refused": n,
+     "orgs": {org: {"keys": [...], "models": {model: {
+         "max_seq_len": n,
+         "limits": {L: {"limit": n, "window": s, "level": float,
+                        "remaining": n, "reset": float}},
+         "admitted": n, "refused": {L: n}, "refusal_times": [t, ...]}}}}}
+
+listing the configured models and every model used since; levels are
+refilled to "t".
 
 Record fields: seq, t, method, path, headers, key, body_len, body_sha256,
 body (the body as text, null above 1 MiB), mock (effective mock fields),
 stream, status, response_body, event_times, closed_by_client,
-closed_by_server, finished, t_done.  All times are time.monotonic()
+closed_by_server, finished, t_done, and for the limits emulation: org
+(null: emulation off or unlimited key), model (chat: the body's model or
+the default; else null), admitted (false only for a refusal),
+refused_limit (the refusing limit or null), charged_tokens (prompt plus
+completion charge at admission; 0 when not charged), returned_tokens
+(given back to the token buckets when the answer ended; negative when
+more was produced than charged).  All times are time.monotonic()
 (CLOCK_MONOTONIC, system-wide on Linux) in float seconds.
 """
 
@@ -67,6 +154,7 @@ import argparse
 import hashlib
 import http.server
 import json
+import math
 import os
 import signal
 import socket
@@ -117,6 +205,17 @@ STANDARD_HEADERS = [
 # Headers a "mock.headers" override may not touch: they define the framing.
 FRAMING_HEADERS = {"content-length", "transfer-encoding"}
 
+# STANDARD_HEADERS without its rate-limit headers: the base of the headers of
+# a chat answer while the limits emulation is on.
+NON_LIMIT_HEADERS = [(k, v) for k, v in STANDARD_HEADERS
+                     if not k.lower().startswith("x-ratelimit-")]
+
+# Rate-limit emulation: limit names in check / header order, and windows.
+LIMIT_NAMES = ("requests-minute", "tokens-minute", "requests-hour",
+               "tokens-hour", "requests-day", "tokens-day")
+LIMIT_WINDOWS = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
+DEFAULT_MAX_SEQ_LEN = 8192
+
 
 class ClientGone(Exception):
     """A write to the client failed: it closed or reset the connection."""
@@ -132,6 +231,301 @@ class BadRequestBody(Exception):
 
 
 # --------------------------------------------------------------------------
+# Rate-limit emulation
+# --------------------------------------------------------------------------
+
+class LimitsConfigError(ValueError):
+    """A ``POST /__mock/limits`` body that does not fit the schema."""
+
+
+def _limit_window(name: str) -> float:
+    return LIMIT_WINDOWS[name.split("-", 1)[1]]
+
+
+def _refusal_body(name: str) -> bytes:
+    """The flat 429 body Cerebras sends when limit ``name`` refuses."""
+    kind, per = name.split("-", 1)
+    if kind == "tokens":
+        msg = f"Tokens per {per} limit exceeded - too many tokens processed."
+        code = "token_quota_exceeded"
+    else:
+        msg = f"Requests per {per} limit exceeded - too many requests sent."
+        code = "request_quota_exceeded"
+    return json.dumps({"message": msg, "type": "too_many_requests_error",
+                       "param": "quota", "code": code},
+                      separators=(",", ":")).encode()
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _parse_limit_map(obj: Any, where: str, allow_null: bool) -> dict[str, int | None]:
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise LimitsConfigError(f"{where}: limits must be an object")
+    out: dict[str, int | None] = {}
+    for name, v in obj.items():
+        if name not in LIMIT_NAMES:
+            raise LimitsConfigError(f"{where}: unknown limit {name!r}")
+        if v is None and allow_null:
+            out[name] = None
+        elif _positive_int(v):
+            out[name] = v
+        else:
+            raise LimitsConfigError(f"{where}: {name} must be a positive integer")
+    return out
+
+
+def _prompt_estimate(req: dict[str, Any]) -> int:
+    """Characters of all message contents // 4, at least 1."""
+    chars = 0
+    msgs = req.get("messages")
+    for m in msgs if isinstance(msgs, list) else []:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                text = part.get("text") if isinstance(part, dict) else None
+                if isinstance(text, str):
+                    chars += len(text)
+    return max(1, chars // 4)
+
+
+def _completion_request(req: dict[str, Any]) -> int | None:
+    """max_completion_tokens, else max_tokens (non-negative ints), else None."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        v = req.get(name)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+    return None
+
+
+class _Bucket:
+    """A token bucket refilled continuously at capacity / window."""
+
+    __slots__ = ("capacity", "window", "rate", "level", "t")
+
+    def __init__(self, capacity: int, window: float, now: float):
+        self.capacity = capacity
+        self.window = window
+        self.rate = capacity / window
+        self.level = float(capacity)
+        self.t = now
+
+    def refill(self, now: float) -> None:
+        if now > self.t:
+            self.level = min(float(self.capacity),
+                             self.level + (now - self.t) * self.rate)
+            self.t = now
+
+    def remaining(self) -> int:
+        return max(0, math.floor(self.level))
+
+    def reset_in(self) -> float:
+        return max(0.0, (self.capacity - self.level) / self.rate)
+
+
+class Admission:
+    """The outcome of one limited chat request's admission check."""
+
+    def __init__(self, org: str, model: str):
+        self.org = org
+        self.model = model
+        self.admitted = False
+        self.refused_limit: str | None = None
+        self.charged = 0               # prompt + completion charge
+        self.completion_charged = 0
+        self.headers: list[tuple[str, str]] = []
+        self.token_buckets: list[_Bucket] = []
+        self.settled = False
+
+
+class Limits:
+    """Thread-safe rate-limit emulation: configuration, buckets, counters."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        self.orgs: dict[str, dict[str, Any]] = {}
+        self.key_org: dict[str, str] = {}
+        self.buckets: dict[tuple[str, str], dict[str, _Bucket]] = {}
+        self.counters: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        with self.lock:
+            return bool(self.orgs)
+
+    def configure(self, cfg: Any) -> None:
+        """Replace the configuration; buckets full, counters zero."""
+        if not isinstance(cfg, dict):
+            raise LimitsConfigError("expected a JSON object")
+        orgs_in = cfg.get("orgs", {})
+        if orgs_in is None:
+            orgs_in = {}
+        if not isinstance(orgs_in, dict):
+            raise LimitsConfigError('"orgs" must be an object')
+        orgs: dict[str, dict[str, Any]] = {}
+        key_org: dict[str, str] = {}
+        for org, oc in orgs_in.items():
+            if not isinstance(oc, dict):
+                raise LimitsConfigError(f"org {org!r}: must be an object")
+            keys = oc.get("keys", [])
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise LimitsConfigError(f"org {org!r}: keys must be a list of strings")
+            for k in keys:
+                if key_org.get(k, org) != org:
+                    raise LimitsConfigError(f"key {k!r} is in two orgs")
+                key_org[k] = org
+            limits = _parse_limit_map(oc.get("limits"), f"org {org!r}", False)
+            models_in = oc.get("models", {})
+            if models_in is None:
+                models_in = {}
+            if not isinstance(models_in, dict):
+                raise LimitsConfigError(f"org {org!r}: models must be an object")
+            models: dict[str, dict[str, Any]] = {}
+            for model, mc in models_in.items():
+                where = f"org {org!r} model {model!r}"
+                if not isinstance(mc, dict):
+                    raise LimitsConfigError(f"{where}: must be an object")
+                msl = mc.get("max_seq_len", DEFAULT_MAX_SEQ_LEN)
+                if not _positive_int(msl):
+                    raise LimitsConfigError(f"{where}: max_seq_len must be a positive integer")
+                models[model] = {"limits": _parse_limit_map(mc.get("limits"), where, True),
+                                 "max_seq_len": msl}
+            orgs[org] = {"keys": list(keys), "limits": limits, "models": models}
+        now = time.monotonic()
+        with self.lock:
+            self._clear()
+            self.orgs = orgs
+            self.key_org = key_org
+            for org, oc in orgs.items():
+                for model in oc["models"]:
+                    self._buckets_for(org, model, now)
+
+    def reset(self, keep_config: bool) -> None:
+        """Clear the counters; unless ``keep_config`` also turn it off."""
+        with self.lock:
+            if keep_config:
+                self.counters.clear()
+            else:
+                self._clear()
+
+    # -- under self.lock --------------------------------------------------
+
+    def _effective(self, org: str, model: str) -> tuple[dict[str, int], int]:
+        """The limits (in LIMIT_NAMES order) and max_seq_len of (org, model)."""
+        oc = self.orgs[org]
+        merged: dict[str, int | None] = dict(oc["limits"])
+        mc = oc["models"].get(model)
+        if mc is not None:
+            merged.update(mc["limits"])
+        limits = {n: merged[n] for n in LIMIT_NAMES if merged.get(n) is not None}
+        return limits, (mc["max_seq_len"] if mc is not None else DEFAULT_MAX_SEQ_LEN)
+
+    def _buckets_for(self, org: str, model: str, now: float) -> dict[str, _Bucket]:
+        b = self.buckets.get((org, model))
+        if b is None:
+            limits, _ = self._effective(org, model)
+            b = {n: _Bucket(cap, _limit_window(n), now) for n, cap in limits.items()}
+            self.buckets[(org, model)] = b
+        for bucket in b.values():
+            bucket.refill(now)
+        return b
+
+    def _counters_for(self, org: str, model: str) -> dict[str, Any]:
+        c = self.counters.get((org, model))
+        if c is None:
+            c = {"admitted": 0, "refused": {}, "refusal_times": []}
+            self.counters[(org, model)] = c
+        return c
+
+    # -- per request ------------------------------------------------------
+
+    def admit(self, key: str | None, model: str, prompt_tokens: int,
+              completion: int | None, now: float) -> Admission | None:
+        """Check and charge; None when the key is unlimited (or it is off)."""
+        with self.lock:
+            org = self.key_org.get(key) if key is not None else None
+            if org is None:
+                return None
+            _, max_seq_len = self._effective(org, model)
+            adm = Admission(org, model)
+            adm.completion_charged = max_seq_len if completion is None else completion
+            charge = prompt_tokens + adm.completion_charged
+            buckets = self._buckets_for(org, model, now)
+            counters = self._counters_for(org, model)
+            for name, b in buckets.items():
+                need = charge if name.startswith("tokens-") else 1
+                if b.level < need:
+                    adm.refused_limit = name
+                    break
+            if adm.refused_limit is None:
+                adm.admitted = True
+                adm.charged = charge
+                for name, b in buckets.items():
+                    b.level -= charge if name.startswith("tokens-") else 1
+                    if name.startswith("tokens-"):
+                        adm.token_buckets.append(b)
+                counters["admitted"] += 1
+            else:
+                r = counters["refused"]
+                r[adm.refused_limit] = r.get(adm.refused_limit, 0) + 1
+                counters["refusal_times"].append(now)
+            hdr = adm.headers
+            hdr += [(f"x-ratelimit-limit-{n}", str(b.capacity)) for n, b in buckets.items()]
+            hdr += [(f"x-ratelimit-remaining-{n}", str(b.remaining())) for n, b in buckets.items()]
+            hdr += [(f"x-ratelimit-reset-{n}", f"{b.reset_in():.2f}") for n, b in buckets.items()]
+            return adm
+
+    def settle(self, adm: Admission, completion_tokens: int, now: float) -> int:
+        """Give back the unused completion charge; returns the tokens given."""
+        with self.lock:
+            if adm.settled or not adm.admitted:
+                return 0
+            adm.settled = True
+            back = adm.completion_charged - completion_tokens
+            for b in adm.token_buckets:   # buckets replaced since: harmless
+                b.refill(now)
+                b.level = min(float(b.capacity), b.level + back)
+            return back
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        with self.lock:
+            out: dict[str, Any] = {"enabled": bool(self.orgs), "t": now,
+                                   "admitted": 0, "refused": 0, "orgs": {}}
+            for org, oc in self.orgs.items():
+                out["orgs"][org] = {"keys": list(oc["keys"]), "models": {}}
+            pairs = sorted(set(self.buckets) | set(self.counters))
+            for org, model in pairs:
+                if org not in self.orgs:
+                    continue
+                _, msl = self._effective(org, model)
+                buckets = self._buckets_for(org, model, now)
+                c = self.counters.get((org, model),
+                                      {"admitted": 0, "refused": {}, "refusal_times": []})
+                out["orgs"][org]["models"][model] = {
+                    "max_seq_len": msl,
+                    "limits": {n: {"limit": b.capacity, "window": b.window,
+                                   "level": b.level, "remaining": b.remaining(),
+                                   "reset": round(b.reset_in(), 2)}
+                               for n, b in buckets.items()},
+                    "admitted": c["admitted"],
+                    "refused": dict(c["refused"]),
+                    "refusal_times": list(c["refusal_times"]),
+                }
+                out["admitted"] += c["admitted"]
+                out["refused"] += sum(c["refused"].values())
+            return out
+
+
+# --------------------------------------------------------------------------
 # Shared state: records, per-key rules, optional log file
 # --------------------------------------------------------------------------
 
@@ -144,6 +538,7 @@ class MockState:
         self.rules: dict[str, dict[str, Any]] = {}
         self.seq = 0
         self.warmups = 0
+        self.limits = Limits()
         # Line-buffered append; opened up front so a bad path fails at start.
         self.log = open(log_path, "a", buffering=1, encoding="utf-8") if log_path else None
 
@@ -171,12 +566,13 @@ class MockState:
         with self.lock:
             self.rules = {k: dict(v) for k, v in rules.items()}
 
-    def reset(self) -> None:
+    def reset(self, keep_limits: bool = False) -> None:
         with self.lock:
             self.records.clear()
             self.rules.clear()
             self.seq = 0
             self.warmups = 0
+        self.limits.reset(keep_limits)
 
     def dump_records(self) -> bytes:
         # Serialise under the lock: handler threads mutate records in place.
@@ -330,7 +726,12 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         h = [("Server", self.server_version),
              ("Date", formatdate(usegmt=True))]
         if seq is not None:
-            h += STANDARD_HEADERS + [("X-Mock-Seq", str(seq))]
+            # A chat answer while the limits emulation is on: the headers of
+            # its (org, model) (none for an unlimited key) replace the fixed
+            # rate-limit headers.
+            limit_headers = self._limit_headers
+            std = STANDARD_HEADERS if limit_headers is None else NON_LIMIT_HEADERS + limit_headers
+            h += std + [("X-Mock-Seq", str(seq))]
         return h
 
     def _send_body(self, status: int, body: bytes, seq: int | None = None,
@@ -419,6 +820,11 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
     # ---- dispatch -------------------------------------------------------
 
     def _dispatch(self) -> None:
+        # Per-request limits state (the handler serves a whole connection).
+        self._limit_headers: list[tuple[str, str]] | None = None
+        self._admission: Admission | None = None
+        self._prompt_tokens: int | None = None
+        self._completion_tokens = 0
         try:
             body = self._read_body()
         except BadRequestBody as e:
@@ -449,10 +855,19 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             except ClientGone:
                 pass
         elif path == "/__mock/reset" and method == "POST":
-            self.state.reset()
+            try:
+                opts = json.loads(body) if body.strip() else {}
+            except (ValueError, RecursionError):
+                opts = {}
+            keep = isinstance(opts, dict) and opts.get("keep_limits") is True
+            self.state.reset(keep_limits=keep)
             self._send_control(200, {"ok": True})
         elif path == "/__mock/config" and method == "POST":
             self._handle_config(body)
+        elif path == "/__mock/limits" and method == "POST":
+            self._handle_limits(body)
+        elif path == "/__mock/limits" and method == "GET":
+            self._send_control(200, self.state.limits.snapshot())
         elif path.endswith("/chat/completions") and method == "POST":
             self._recorded(body, t, self._chat)
         elif path.endswith("/models") and method == "GET":
@@ -475,6 +890,20 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             return
         self.state.set_rules(keys)
         self._send_control(200, {"ok": True})
+
+    def _handle_limits(self, body: bytes) -> None:
+        try:
+            cfg = json.loads(body) if body.strip() else {}
+            self.state.limits.configure(cfg)
+        except LimitsConfigError as e:
+            self._send_control(400, _error_obj(f"limits: {e}",
+                                               "invalid_request_error", "mock_400"))
+            return
+        except (ValueError, RecursionError):
+            self._send_control(400, _error_obj("limits: body is not valid JSON",
+                                               "invalid_request_error", "mock_400"))
+            return
+        self._send_control(200, {"ok": True, "enabled": self.state.limits.enabled})
 
     # ---- recorded endpoints ---------------------------------------------
 
@@ -511,6 +940,12 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             closed_by_server=False,
             finished=False,
             t_done=None,
+            org=None,
+            model=None,
+            admitted=True,
+            refused_limit=None,
+            charged_tokens=0,
+            returned_tokens=0,
         )
         try:
             responder(rec, body)
@@ -520,6 +955,11 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         except ClientGone:
             self.state.update(rec, closed_by_client=True)
         finally:
+            adm = self._admission
+            if adm is not None and adm.admitted:
+                back = self.state.limits.settle(adm, self._completion_tokens,
+                                                time.monotonic())
+                self.state.update(rec, returned_tokens=back)
             self.state.finish(rec)
 
     def _send_recorded(self, rec: dict[str, Any], status: int, body: bytes,
@@ -557,6 +997,21 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             status = 200
         overrides = mock.get("headers")
         model = req.get("model") if isinstance(req.get("model"), str) else DEFAULT_MODEL
+        self.state.update(rec, model=model)
+
+        if self.state.limits.enabled:
+            self._prompt_tokens = _prompt_estimate(req)
+            adm = self.state.limits.admit(rec["key"], model, self._prompt_tokens,
+                                          _completion_request(req), time.monotonic())
+            self._limit_headers = adm.headers if adm is not None else []
+            if adm is not None:
+                self._admission = adm
+                self.state.update(rec, org=adm.org, admitted=adm.admitted,
+                                  refused_limit=adm.refused_limit,
+                                  charged_tokens=adm.charged)
+                if not adm.admitted:
+                    self._send_recorded(rec, 429, _refusal_body(adm.refused_limit))
+                    return
 
         _sleep_ms(_number(mock, "delay_ms", 0))
 
@@ -570,6 +1025,7 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         else:
             reply = mock.get("reply", DEFAULT_REPLY)
             reply = reply if isinstance(reply, str) else json.dumps(reply)
+            self._completion_tokens = max(1, len(reply.split()))
             out = {
                 "id": f"chatcmpl-mock-{seq}-{uuid.uuid4().hex[:12]}",
                 "object": "chat.completion",
@@ -582,11 +1038,15 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
                     "finish_reason": "stop",
                     "logprobs": None,
                 }],
-                "usage": _usage(max(1, len(body) // 4), max(1, len(reply.split()))),
+                "usage": _usage(self._prompt(len(body)), self._completion_tokens),
                 "time_info": _time_info(),
                 "mock_seq": seq,
             }
             self._send_recorded(rec, status, json.dumps(out).encode(), overrides)
+
+    def _prompt(self, body_len: int) -> int:
+        """usage.prompt_tokens: the limits estimate while on, else body_len // 4."""
+        return self._prompt_tokens if self._prompt_tokens is not None else max(1, body_len // 4)
 
     def _stream(self, rec: dict[str, Any], status: int, model: str,
                 mock: dict[str, Any], overrides: Any) -> None:
@@ -639,6 +1099,7 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
                 "mock_sent": sent_at,
             }
             self._write(_chunk(b"data: " + json.dumps(event).encode() + b"\n\n"))
+            self._completion_tokens = i + 1
             self.state.append_event_time(rec, sent_at)
             if not checkpoint(i + 1):
                 return
@@ -650,7 +1111,7 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             "model": model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
             "choices": [],
-            "usage": _usage(max(1, rec["body_len"] // 4), events),
+            "usage": _usage(self._prompt(rec["body_len"]), events),
             "time_info": _time_info(),
             "mock_seq": seq,
         }
