@@ -462,7 +462,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
     failed = results.count(False)
-    print(f"mock limits: {len(results) - failed} passed, {failed} failed "
+    print(f"integration (mock limits): {len(results) - failed} passed, {failed} failed "
           f"({time.monotonic() - t_start:.1f} s)")
     return 1 if failed or not results else 0
 

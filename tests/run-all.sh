@@ -26,6 +26,10 @@ echo "== the Lua scripts (shared/lua/) on a real redis-server"
 python3 "$here/redis/run.py" 2>&1 | tee -a "$log"
 redis_rc=${PIPESTATUS[0]}
 
+echo "== the mock upstream's emulation of Cerebras' rate limits (tests/mock_limits_check.py)"
+python3 "$here/mock_limits_check.py" 2>&1 | tee -a "$log"
+mock_rc=${PIPESTATUS[0]}
+
 echo "== integration tests behind nginx (redis-server, workers, mock HTTPS upstream)"
 CEREBRAS_PROXY_BIN="$bin" PROXY_SERVER=nginx python3 "$here/integration/run.py" 2>&1 | tee -a "$log"
 int_rc=${PIPESTATUS[0]}
@@ -68,7 +72,7 @@ while read -r p f; do
 	passed=$((passed + p))
 	failed=$((failed + f))
 done < <(sed -n 's/^\(unit\|integration\)[^:]*: \([0-9]*\) passed, \([0-9]*\) failed.*/\2 \3/p' "$log")
-if [ "$unit_rc" -ne 0 ] || [ "$redis_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ] || [ "$tsan_rc" -ne 0 ]; then
+if [ "$unit_rc" -ne 0 ] || [ "$redis_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ] || [ "$tsan_rc" -ne 0 ] || [ "$mock_rc" -ne 0 ]; then
 	[ "$failed" -eq 0 ] && failed=1
 fi
 echo "== took $(( $(date +%s) - start )) s"
