@@ -18,7 +18,10 @@ from harness import (MOCK, ST, setUpModule, tearDownModule,  # noqa: E402,F401
 
 
 class TestRotation(ProxyTest):
-    env = {"RATE_LIMIT_INTERVAL_MS": "20"}
+    # One request at a time per process, so that the twelve spread over the
+    # four processes and the rotation is shown across them (with thread
+    # pools, one process may well take them all).
+    env = {"RATE_LIMIT_INTERVAL_MS": "20", "WORKER_THREADS": "1", "WORKER_MAX_THREADS": "1"}
 
     def test_three_keys_in_strict_rotation_across_four_workers(self):
         n = 12
