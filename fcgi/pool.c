@@ -109,7 +109,6 @@ struct wthread {
 	struct conn *t_job;	/* handed over by the acceptor */
 	struct wthread *t_prev; /* the idle list, most recent first */
 	struct wthread *t_next;
-	int t_idle; /* on the idle list */
 };
 
 /* A warning given at most every WARN_EVERY_NS, with a count. */
@@ -137,7 +136,6 @@ static struct pool {
 	int p_exiting;	/* ended, still letting go of their connections */
 	unsigned long p_ended; /* worker threads that have ended, in all */
 	int p_idle;	       /* on the idle list */
-	int p_peak;
 	struct wthread *p_idle_head;
 	struct wthread *p_idle_tail;
 	struct conn *p_q_head; /* accepted, waiting for a thread */
@@ -172,6 +170,18 @@ warn_due(struct warn_limit *wl, unsigned long *since)
 	return 1;
 }
 
+/* The CLOCK_MONOTONIC time ns from now, for pthread_cond_timedwait. */
+static struct timespec
+deadline_in(int64_t ns)
+{
+	int64_t at = mono_ns() + ns;
+	struct timespec ts;
+
+	ts.tv_sec = (time_t)(at / 1000000000);
+	ts.tv_nsec = (long)(at % 1000000000);
+	return ts;
+}
+
 /* The idle list: push at the head, take from the head, retire the tail. */
 static void
 idle_push(struct pool *p, struct wthread *t)
@@ -183,7 +193,6 @@ idle_push(struct pool *p, struct wthread *t)
 	else
 		p->p_idle_tail = t;
 	p->p_idle_head = t;
-	t->t_idle = 1;
 	p->p_idle++;
 }
 
@@ -199,7 +208,6 @@ idle_remove(struct pool *p, struct wthread *t)
 	else
 		p->p_idle_tail = t->t_prev;
 	t->t_prev = t->t_next = NULL;
-	t->t_idle = 0;
 	p->p_idle--;
 }
 
@@ -260,14 +268,8 @@ conn_get(struct pool *p)
 			  "add processes or hosts (%lu times)",
 			  p->p_conns, p->p_cfg->max_threads, since);
 	while (p->p_conns >= p->p_conn_max && !atomic_load(&stop_requested)) {
-		/* Relative to the monotonic clock: a stop is seen soon. */
-		if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-			break;
-		ts.tv_nsec += 100 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		/* Short waits: a stop is seen soon. */
+		ts = deadline_in(100 * 1000000LL);
 		rc = pthread_cond_timedwait(&p->p_room, &p->p_lock, &ts);
 		if (rc != 0 && rc != ETIMEDOUT)
 			break;
@@ -276,13 +278,8 @@ conn_get(struct pool *p)
 		pthread_mutex_unlock(&p->p_lock);
 		return NULL;
 	}
-	if (!p->p_inline && at_cap(p) &&
-	    clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
-		ts.tv_nsec += CAP_PAUSE_NS;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+	if (!p->p_inline && at_cap(p)) {
+		ts = deadline_in(CAP_PAUSE_NS);
 		rc = 0;
 		while (at_cap(p) && rc == 0 && !atomic_load(&stop_requested))
 			rc = pthread_cond_timedwait(&p->p_room, &p->p_lock,
@@ -368,8 +365,6 @@ spawn_one(struct pool *p)
 
 	p->p_threads++;
 	p->p_starting++;
-	if (p->p_threads > p->p_peak)
-		p->p_peak = p->p_threads;
 	pthread_mutex_unlock(&p->p_lock);
 	t = calloc(1, sizeof(*t));
 	if (t != NULL) {
@@ -458,14 +453,7 @@ wait_job(struct pool *p, struct wthread *t)
 			return c;
 		if (p->p_stopping)
 			return NULL;
-		if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-			return NULL;
-		ts.tv_sec += cfg->thread_idle_ms / 1000;
-		ts.tv_nsec += (cfg->thread_idle_ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = deadline_in(cfg->thread_idle_ms * 1000000LL);
 		t->t_job = NULL;
 		idle_push(p, t);
 		pthread_cond_signal(&p->p_room); /* the acceptor may wait */

@@ -138,9 +138,11 @@ chat_read(struct chat *c)
 			   "bad_headers", "request headers too large", NULL);
 		return err;
 	}
-	/* Read for the log (and the budgets to come). */
-	c->c_req_ok = reqbody_read(w->w_body.b_p, w->w_body.b_len, &c->c_req,
-				   msg, sizeof(msg)) == CP_OK;
+	/* Read only for what uses it: the log, the default max. */
+	if (w->w_cfg->log_requests || w->w_cfg->default_max_completion > 0)
+		c->c_req_ok =
+			reqbody_read(w->w_body.b_p, w->w_body.b_len, &c->c_req,
+				     msg, sizeof(msg)) == CP_OK;
 	/*
 	 * Without a max, Cerebras reserves the model's whole sequence
 	 * length: DEFAULT_MAX_COMPLETION_TOKENS, when set, is added. The
@@ -427,8 +429,8 @@ sink_body(void *ctx, const char *data, size_t len)
 	if (c->c_held)
 		return CP_OK;
 	err = resp_write(c->c_resp, data, len);
-	/* Only what went out: a failed write ends the stream anyway. */
-	if (err == CP_OK)
+	/* Only what went out, and only for the log line. */
+	if (err == CP_OK && c->c_w->w_cfg->log_requests)
 		usage_scan_feed(&c->c_scan, data, len);
 	return err;
 }

@@ -181,6 +181,8 @@ block_count(const char *block, const char *name)
 		v++;
 		n--;
 	}
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
 	if (n == 0 || n > 15)
 		return -1;
 	for (i = 0; i < n; i++)
@@ -221,8 +223,7 @@ hdr_limits(const char *block, struct hdr_limit out[HDR_NLIMITS])
 long
 hdr_cooldown_ms(const char *block)
 {
-	const char *const *limits = hdr_limit_names;
-	char name[64];
+	struct hdr_limit l[HDR_NLIMITS];
 	const char *v;
 	size_t n;
 	size_t i;
@@ -234,17 +235,9 @@ hdr_cooldown_ms(const char *block)
 		if (ms >= 0)
 			return ms;
 	}
-	for (i = 0; i < HDR_NLIMITS; i++) {
-		snprintf(name, sizeof(name), "x-ratelimit-remaining-%s",
-			 limits[i]);
-		if (!block_get(block, name, &v, &n) || seconds_to_ms(v, n) != 0)
-			continue; /* not this limit that ran out */
-		snprintf(name, sizeof(name), "x-ratelimit-reset-%s", limits[i]);
-		if (block_get(block, name, &v, &n)) {
-			ms = seconds_to_ms(v, n);
-			if (ms > best)
-				best = ms;
-		}
-	}
+	hdr_limits(block, l);
+	for (i = 0; i < HDR_NLIMITS; i++)
+		if (l[i].hl_remaining == 0 && l[i].hl_reset_ms > best)
+			best = l[i].hl_reset_ms; /* this one ran out */
 	return best;
 }

@@ -53,6 +53,25 @@ worker_free(struct worker *w)
 	buf_free(&w->w_hdrs);
 }
 
+/*
+ * Starts r for the request on io: its CORS origin (if sane) and whether
+ * it is a HEAD. Returns the method, "" if none.
+ */
+static const char *
+resp_open(struct resp *r, const struct config *cfg, const struct request_io *io)
+{
+	const char *method = io->io_param(io->io_ctx, "REQUEST_METHOD");
+	const char *origin = io->io_param(io->io_ctx, "HTTP_ORIGIN");
+
+	if (method == NULL)
+		method = "";
+	if (origin != NULL && !hdr_value_ok(origin, 1024))
+		origin = NULL;
+	resp_init(r, io, cfg->cors_origins, origin,
+		  strcmp(method, "HEAD") == 0);
+	return method;
+}
+
 void
 proxy_handle(struct worker *w, const struct request_io *io)
 {
@@ -61,18 +80,11 @@ proxy_handle(struct worker *w, const struct request_io *io)
 	struct resp r;
 	struct buf extra;
 	char path[PATH_MAX_LEN];
-	const char *method = io->io_param(io->io_ctx, "REQUEST_METHOD");
-	const char *origin = io->io_param(io->io_ctx, "HTTP_ORIGIN");
+	const char *method = resp_open(&r, cfg, io);
 	const char *allow;
 	char msg[160];
 	char esc[64];
 
-	if (method == NULL)
-		method = "";
-	if (origin != NULL && !hdr_value_ok(origin, 1024))
-		origin = NULL;
-	resp_init(&r, io, cfg->cors_origins, origin,
-		  strcmp(method, "HEAD") == 0);
 	buf_init(&extra, 8192);
 	rv.rv_script_name = io->io_param(io->io_ctx, "SCRIPT_NAME");
 	rv.rv_path_info = io->io_param(io->io_ctx, "PATH_INFO");
@@ -130,20 +142,15 @@ done:
 void
 proxy_refuse_saturated(const struct config *cfg, const struct request_io *io)
 {
-	const char *method = io->io_param(io->io_ctx, "REQUEST_METHOD");
-	const char *origin = io->io_param(io->io_ctx, "HTTP_ORIGIN");
 	int64_t cap = cfg->max_body_bytes;
 	struct resp r;
 	char sink[4096];
 	int n;
 
-	if (origin != NULL && !hdr_value_ok(origin, 1024))
-		origin = NULL;
 	/* The web server sent the whole body already: read it, bounded. */
 	while (cap > 0 && (n = io->io_read(io->io_ctx, sink, sizeof(sink))) > 0)
 		cap -= n;
-	resp_init(&r, io, cfg->cors_origins, origin,
-		  method != NULL && strcmp(method, "HEAD") == 0);
+	(void)resp_open(&r, cfg, io);
 	resp_error(&r, 429, "rate_limit_exceeded", "proxy_saturated",
 		   "the proxy is saturated: no worker thread came free within "
 		   "its queue time; retry after the time in Retry-After",

@@ -171,14 +171,20 @@ def chat_body(**kw):
     return body
 
 
+def log_fields(id_prefix, field):
+    """{request id: float(field)} from the workers' chat log lines of the
+    requests whose id starts with id_prefix."""
+    out = {}
+    for line in ST.log_text().splitlines():
+        m = re.search(r"chat id=(%s\S*) .*\b%s=([-\d.]+)" % (re.escape(id_prefix), field), line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
 def slots_from_log(id_prefix):
     """{request id: slot (Redis time, us)} from the workers' request log."""
-    slot_of = {}
-    for line in ST.log_text().splitlines():
-        m = re.search(r"chat id=(%s\S+) .* slot=(\d+)" % re.escape(id_prefix), line)
-        if m:
-            slot_of[m.group(1)] = int(m.group(2))
-    return slot_of
+    return {rid: int(v) for rid, v in log_fields(id_prefix, "slot").items()}
 
 
 class ProxyTest(unittest.TestCase):

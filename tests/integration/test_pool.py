@@ -18,8 +18,8 @@ import threading
 import time
 import unittest
 
-from harness import (APACHE, BINARY, MOCK, ST, ProxyTest, chat_body, setUpModule,  # noqa: F401
-                     stack, tearDownModule)
+from harness import (APACHE, BINARY, MOCK, ST, ProxyTest, chat_body, log_fields,  # noqa: F401
+                     setUpModule, stack, tearDownModule)
 
 # A request waits for a worker thread at most this long in a burst on this
 # 2-core machine (threads are started and warmed while the requests queue);
@@ -46,16 +46,6 @@ def task_count(pid):
     except FileNotFoundError:
         pass
     return n
-
-
-def log_fields(id_prefix, field):
-    """{request id: float(field)} from the chat log lines of id_prefix."""
-    out = {}
-    for line in ST.log_text().splitlines():
-        m = re.search(r"chat id=(%s\S*) .*\b%s=([-\d.]+)" % (re.escape(id_prefix), field), line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
 
 
 def first_event_time(resp):
