@@ -18,6 +18,13 @@
 
 #define READ_CHUNK    8192 /* request body read size */
 #define HDR_VALUE_MAX 4096
+/*
+ * The completion tokens charged to a request that sets no maximum (and
+ * no DEFAULT_MAX_COMPLETION_TOKENS applies): Cerebras then reserves the
+ * model's remaining sequence length, unknown here. The answer's headers
+ * correct the budget either way.
+ */
+#define UNSET_MAX_TOKENS 8192
 
 /* One chat request in flight: what the sink and the log line need. */
 struct chat {
@@ -35,6 +42,9 @@ struct chat {
 	struct usage_scan c_scan; /* tokens, read from the relayed answer */
 	struct reqbody c_req;	  /* model and token estimate of the body */
 	int c_req_ok;		  /* the body was a chat request */
+	struct sched_request c_sreq; /* what the budgets are charged */
+	int64_t c_hdr_ns;	     /* when this attempt's headers came */
+	int c_learned;		     /* a probe's headers were settled */
 };
 
 /*
@@ -138,11 +148,8 @@ chat_read(struct chat *c)
 			   "bad_headers", "request headers too large", NULL);
 		return err;
 	}
-	/* Read only for what uses it: the log, the default max. */
-	if (w->w_cfg->log_requests || w->w_cfg->default_max_completion > 0)
-		c->c_req_ok =
-			reqbody_read(w->w_body.b_p, w->w_body.b_len, &c->c_req,
-				     msg, sizeof(msg)) == CP_OK;
+	c->c_req_ok = reqbody_read(w->w_body.b_p, w->w_body.b_len, &c->c_req,
+				   msg, sizeof(msg)) == CP_OK;
 	/*
 	 * Without a max, Cerebras reserves the model's whole sequence
 	 * length: DEFAULT_MAX_COMPLETION_TOKENS, when set, is added. The
@@ -153,53 +160,54 @@ chat_read(struct chat *c)
 	    reqbody_add_max(&w->w_body, w->w_cfg->default_max_completion) ==
 		    CP_OK)
 		c->c_req.rb_max_completion = w->w_cfg->default_max_completion;
+	/*
+	 * The budgets' charge: the prompt's estimate plus the completion
+	 * tokens asked for, as Cerebras charges at admission (reqbody.h).
+	 */
+	c->c_sreq.sr_model = c->c_req_ok ? c->c_req.rb_model : "";
+	c->c_sreq.sr_tokens =
+		!c->c_req_ok ? 1
+		: c->c_req.rb_prompt_est +
+			  (c->c_req.rb_max_completion >= 0
+				   ? c->c_req.rb_max_completion
+				   : UNSET_MAX_TOKENS);
 	return CP_OK;
 }
 
-/* 429 when no slot could be had: all keys resting, or the queue is full. */
+/* 429 when no slot could be had: no key in time, or the queue is full. */
 static void
-refuse_busy(struct resp *r, const struct slot *sl)
+refuse_busy(struct chat *c)
 {
+	const struct slot *sl = &c->c_slot;
 	char extra[64];
+	char msg[256];
 	long secs = (long)((sl->s_wait_us + 999999) / 1000000);
 
 	if (secs < 1)
 		secs = 1;
 	snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", secs);
-	if (sl->s_key == SLOT_ALL_RESTING)
-		resp_error(r, 429, "rate_limit_exceeded",
-			   "all_keys_cooling_down",
-			   "every API key of the proxy is resting after a rate "
-			   "limit; retry after the time in Retry-After",
-			   extra);
-	else
+	if (sl->s_key != SLOT_ALL_RESTING) {
 		resp_error(
-			r, 429, "rate_limit_exceeded", "proxy_saturated",
+			c->c_resp, 429, "rate_limit_exceeded", "proxy_saturated",
 			"the proxy is saturated: the next free slot is "
 			"further away than its queue allows; retry after the "
 			"time in Retry-After",
 			extra);
-}
-
-/* A slot for the next attempt, or the refusal answered. */
-static enum cp_err
-chat_reserve(struct chat *c)
-{
-	enum cp_err err = sched_reserve(&c->c_w->w_sched, &c->c_slot);
-
-	if (err) {
-		resp_error(c->c_resp, 503, "service_unavailable",
-			   "scheduler_unavailable",
-			   "the proxy cannot reach its scheduler (Redis); try "
-			   "again shortly",
-			   "Retry-After: 1\r\n");
-		return err;
+		return;
 	}
-	if (c->c_slot.s_key < 0) {
-		refuse_busy(c->c_resp, &c->c_slot);
-		return CP_ERR_BADREQ;
-	}
-	return CP_OK;
+	if (sl->s_why >= 0 && sl->s_why < HDR_NLIMITS)
+		snprintf(msg, sizeof(msg),
+			 "the %s limit of every API key's organisation is "
+			 "spent for this model; retry after the time in "
+			 "Retry-After",
+			 hdr_limit_names[sl->s_why]);
+	else
+		snprintf(msg, sizeof(msg),
+			 "every API key of the proxy is resting after a rate "
+			 "limit or refusal; retry after the time in "
+			 "Retry-After");
+	resp_error(c->c_resp, 429, "rate_limit_exceeded",
+		   "all_keys_cooling_down", msg, extra);
 }
 
 static atomic_int abs_sleep_failed; /* logged once per process */
@@ -251,6 +259,47 @@ chat_wait(struct chat *c)
 							     left / 500) != 0)
 		return CP_ERR_HUP;
 	sleep_until(deadline_ns);
+	return CP_OK;
+}
+
+/*
+ * A slot for the next attempt, or the refusal answered. While a probe
+ * is out for the request's budget, asks again every SCHED_POLL_US, as
+ * long as QUEUE_MAX_WAIT_MS allows; CP_ERR_HUP if the client leaves.
+ */
+static enum cp_err
+chat_reserve(struct chat *c)
+{
+	struct worker *w = c->c_w;
+	const struct request_io *io = c->c_io;
+	int64_t now;
+	enum cp_err err;
+
+	for (;;) {
+		err = sched_reserve(&w->w_sched, &c->c_sreq, &c->c_slot);
+		if (err) {
+			resp_error(c->c_resp, 503, "service_unavailable",
+				   "scheduler_unavailable",
+				   "the proxy cannot reach its scheduler "
+				   "(Redis); try again shortly",
+				   "Retry-After: 1\r\n");
+			return err;
+		}
+		if (c->c_slot.s_key != SLOT_POLL)
+			break;
+		now = mono_ns();
+		if (now - c->c_t0 > w->w_cfg->queue_max_wait_ms * 1000000) {
+			c->c_slot.s_key = SLOT_TOO_FAR;
+			break;
+		}
+		if (io->io_wait_gone(io->io_ctx,
+				     now + c->c_slot.s_wait_us * 1000) != 0)
+			return CP_ERR_HUP;
+	}
+	if (c->c_slot.s_key < 0) {
+		refuse_busy(c);
+		return CP_ERR_BADREQ;
+	}
 	return CP_OK;
 }
 
@@ -373,7 +422,7 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		 "sent_mono=%.6f status=%d ttfb_ms=%.1f total_ms=%.1f "
 		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f "
 		 "model=%s est_tokens=%s prompt_tokens=%s completion_tokens=%s "
-		 "budget=%s %s",
+		 "budget=%s waited_for=%s %s",
 		 rid, sl->s_key, cfg->key_fps[sl->s_key],
 		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
 		 (double)sl->s_late_us / 1000.0,
@@ -383,7 +432,8 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		 (double)c->c_thread_ns / 1e6, model, est,
 		 count_str(c->c_scan.sc_usage.u_prompt, ptok, sizeof(ptok)),
 		 count_str(c->c_scan.sc_usage.u_completion, ctok, sizeof(ctok)),
-		 budget_str(c, budget, sizeof(budget)), outcome);
+		 budget_str(c, budget, sizeof(budget)),
+		 sl->s_wait_us > 0 ? slot_why_name(sl->s_why) : "-", outcome);
 }
 
 /* The sink: the upstream's answer goes to the client, unless held back. */
@@ -392,8 +442,25 @@ sink_begin(void *ctx, long status, int sse, const char *hdrs)
 {
 	struct chat *c = ctx;
 	char extra[sizeof(c->c_timing) + 40];
+	struct sched_outcome so;
 	long ms;
 
+	c->c_hdr_ns = mono_ns();
+	/*
+	 * A probe's headers are what the requests waiting for it need: they
+	 * are settled now, its usage when it ends.
+	 */
+	if (c->c_slot.s_probe && !c->c_learned) {
+		memset(&so, 0, sizeof(so));
+		so.so_mode = SETTLE_ANSWER;
+		so.so_status = status;
+		so.so_rest_ms = hdr_cooldown_ms(hdrs);
+		so.so_hdrs = hdrs;
+		so.so_hdr_ns = c->c_hdr_ns;
+		so.so_used = -1;
+		sched_settle(&c->c_w->w_sched, &c->c_slot, &so);
+		c->c_learned = 1;
+	}
 	/*
 	 * An answer that will be retried never reaches the client, nor does
 	 * a refusal of our key (upstream error bodies have been known to
@@ -429,8 +496,8 @@ sink_body(void *ctx, const char *data, size_t len)
 	if (c->c_held)
 		return CP_OK;
 	err = resp_write(c->c_resp, data, len);
-	/* Only what went out, and only for the log line. */
-	if (err == CP_OK && c->c_w->w_cfg->log_requests)
+	/* Only what went out: for the budgets and the log line. */
+	if (err == CP_OK)
 		usage_scan_feed(&c->c_scan, data, len);
 	return err;
 }
@@ -461,9 +528,21 @@ chat_forward(struct chat *c)
 	ur.ur_body = w->w_body.b_p;
 	ur.ur_body_len = w->w_body.b_len;
 	c->c_held = 0;
+	c->c_hdr_ns = 0;
+	c->c_learned = 0;
 	err = upstream_forward(&w->w_up, &ur, &sink, &c->c_res);
+	usage_scan_end(&c->c_scan);
+	memset(&so, 0, sizeof(so));
+	so.so_mode = c->c_learned ? SETTLE_USAGE : SETTLE_ANSWER;
 	so.so_status = c->c_res.us_status;
 	so.so_rest_ms = c->c_res.us_rest_ms;
+	so.so_hdrs = c->c_res.us_status != 0 ? w->w_up.up_hdrs.b_p : NULL;
+	so.so_hdr_ns = c->c_hdr_ns;
+	so.so_used = -1;
+	if (!c->c_held && c->c_scan.sc_usage.u_prompt >= 0 &&
+	    c->c_scan.sc_usage.u_completion >= 0)
+		so.so_used = c->c_scan.sc_usage.u_prompt +
+			     c->c_scan.sc_usage.u_completion;
 	sched_settle(&w->w_sched, &c->c_slot, &so);
 	return err;
 }

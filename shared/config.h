@@ -32,10 +32,36 @@ struct redis_addr {
 	int ra_db;
 };
 
+/*
+ * Cerebras' limits, in the order of headers.h's hdr_limit_names:
+ * requests-minute, tokens-minute, requests-hour, tokens-hour,
+ * requests-day, tokens-day (CEREBRAS_LIMITS names them rpm, tpm, rph,
+ * tph, rpd, tpd).
+ */
+#define CONFIG_NLIMITS 6
+
+/* One entry of CEREBRAS_LIMITS: limits declared before any answer. */
+struct declared_limits {
+	char *dl_model;			  /* owned; NULL: every model */
+	long long dl_cap[CONFIG_NLIMITS]; /* 0: not declared */
+};
+
 struct config {
 	char **keys;	    /* owned; nkeys secrets, never logged */
 	char (*key_fps)[9]; /* owned: key i's fingerprint, what logs show */
 	int nkeys;
+	/*
+	 * Organisations: keys joined by '|' in CEREBRAS_API_KEYS share one
+	 * organisation's budgets. key_org[i] is key i's organisation, 0 ..
+	 * norgs-1, numbered in order of first appearance; org_fps[o] is
+	 * organisation o's id in logs and Redis key names: the fingerprint
+	 * of its keys joined by '|' in the order given.
+	 */
+	int *key_org;	    /* owned, nkeys entries */
+	char (*org_fps)[9]; /* owned, norgs entries */
+	int norgs;
+	struct declared_limits *limits; /* owned: CEREBRAS_LIMITS entries */
+	int nlimits;
 	char *api_base;	 /* owned, no trailing '/' */
 	char *chat_url;	 /* owned, api_base + "/chat/completions" */
 	char *ca_file;	 /* owned, NULL = libcurl's default store */
@@ -90,6 +116,14 @@ enum cp_err config_load(struct config *c, config_lookup_fn lookup, void *ctx,
 enum cp_err config_load_env(struct config *c, char *err, size_t errsz);
 
 void config_free(struct config *c);
+
+/*
+ * The limits declared for model (CEREBRAS_LIMITS): the model's own entry
+ * merged over the entry for every model; out[i] is 0 where nothing is
+ * declared.
+ */
+void config_declared(const struct config *c, const char *model,
+		     long long out[CONFIG_NLIMITS]);
 
 /*
  * The process environment as a request's CGI variables (plain CGI mode):

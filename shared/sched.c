@@ -3,9 +3,13 @@
  */
 #include "sched.h"
 
+#include "headers.h"
 #include "log.h"
 
 #include <string.h>
+
+_Static_assert(CONFIG_NLIMITS == HDR_NLIMITS,
+	       "config's and headers' limits are the same six");
 
 #define REDIS_BACKOFF_MIN_NS (100 * 1000000LL)
 #define REDIS_BACKOFF_MAX_NS (5000 * 1000000LL)
@@ -81,14 +85,15 @@ redis_failed(struct sched *s, int64_t now, const char *why)
 }
 
 enum cp_err
-sched_reserve(struct sched *s, struct slot *out)
+sched_reserve(struct sched *s, const struct sched_request *rq,
+	      struct slot *out)
 {
 	const struct config *cfg = s->s_cfg;
 	char errbuf[256];
 	int64_t now = mono_ns();
 
 	if (cfg->redis_enabled && now >= s->s_retry_ns) {
-		if (sched_redis_reserve(&s->s_redis, out, errbuf,
+		if (sched_redis_reserve(&s->s_redis, rq, out, errbuf,
 					sizeof(errbuf)) == CP_OK) {
 			if (s->s_backoff_ns != 0)
 				log_info("Redis is back: scheduling across "
@@ -100,22 +105,34 @@ sched_reserve(struct sched *s, struct slot *out)
 	}
 	if ((!cfg->redis_enabled || cfg->redis_fallback) &&
 	    s->s_local.sl_state != NULL) {
-		sched_local_reserve(&s->s_local, out);
+		sched_local_reserve(&s->s_local, rq, out);
 		return CP_OK;
 	}
 	return CP_ERR_REDIS;
 }
 
+/* Settles sl's charge where it was made; settle.lua's answer, or -1. */
+static int
+settle(struct sched *s, const struct slot *sl, const char *mode,
+       const struct sched_outcome *o)
+{
+	char errbuf[256];
+	int ran_out = -1;
+
+	if (sl->s_local)
+		return sched_local_settle(&s->s_local, sl, mode, o);
+	if (sched_redis_settle(&s->s_redis, sl, mode, o, &ran_out, errbuf,
+			       sizeof(errbuf)) != CP_OK)
+		log_warnx("could not settle a request's budget in Redis: %s",
+			  errbuf);
+	return ran_out;
+}
+
 void
 sched_release(struct sched *s, const struct slot *sl)
 {
-	char errbuf[256];
-
-	if (sl->s_local)
-		sched_local_release(&s->s_local, sl);
-	else if (sched_redis_release(&s->s_redis, sl, errbuf, sizeof(errbuf)) !=
-		 CP_OK)
-		log_warnx("could not give back a slot: %s", errbuf);
+	if (sl->s_key >= 0)
+		(void)settle(s, sl, "release", NULL);
 }
 
 void
@@ -137,19 +154,52 @@ sched_settle(struct sched *s, const struct slot *sl,
 {
 	const struct config *cfg = s->s_cfg;
 	const char *fp = cfg->key_fps[sl->s_key];
+	const char *model = sl->s_req->sr_model[0] ? sl->s_req->sr_model : "-";
+	int ran_out;
 	long ms;
 
+	ran_out = settle(s, sl, o->so_mode == SETTLE_USAGE ? "usage" : "answer",
+			 o);
+	if (o->so_mode == SETTLE_USAGE)
+		return;
 	if (o->so_status == 401 || o->so_status == 403) {
 		ms = cfg->key_disable_ms;
 		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
 			  "disabled for %ld s; check or replace it",
 			  sl->s_key, fp, o->so_status, ms / 1000);
+		sched_rest(s, sl->s_key, ms);
+	} else if (o->so_status == 429 && ran_out >= 0 &&
+		   ran_out < HDR_NLIMITS) {
+		log_info("API key #%d (%s) rate limited (429) on model %s: its "
+			 "organisation (%s) spent its %s budget; waiting for "
+			 "it to refill",
+			 sl->s_key, fp, model, cfg->org_fps[cfg->key_org[sl->s_key]],
+			 hdr_limit_names[ran_out]);
 	} else if (o->so_status == 429) {
 		ms = o->so_rest_ms > 0 ? o->so_rest_ms : cfg->key_cooldown_ms;
-		log_info("API key #%d (%s) rate limited (429): resting %ld ms",
-			 sl->s_key, fp, ms);
-	} else {
-		return;
+		log_info("API key #%d (%s) rate limited (429) on model %s, no "
+			 "budget shown spent: its organisation (%s) rests %ld "
+			 "ms for that model",
+			 sl->s_key, fp, model, cfg->org_fps[cfg->key_org[sl->s_key]],
+			 ms);
 	}
-	sched_rest(s, sl->s_key, ms);
+}
+
+const char *
+slot_why_name(int why)
+{
+	if (why >= 0 && why < HDR_NLIMITS)
+		return hdr_limit_names[why];
+	switch (why) {
+	case SLOT_WHY_SPACING:
+		return "spacing";
+	case SLOT_WHY_DISABLED:
+		return "disabled-keys";
+	case SLOT_WHY_REST:
+		return "rest-after-429";
+	case SLOT_WHY_PROBE:
+		return "probe";
+	default:
+		return "-";
+	}
 }

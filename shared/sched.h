@@ -29,12 +29,6 @@ struct sched {
 	int64_t s_logged_ns;	    /* last "Redis unavailable" line */
 };
 
-/* What an upstream answer tells the scheduler (see sched_settle). */
-struct sched_outcome {
-	long so_status;	 /* the upstream's HTTP status, 0 if none */
-	long so_rest_ms; /* a 429's Retry-After or reset time; -1 none */
-};
-
 /*
  * Sets s up: Redis connection state, and the per-host state mapped.
  * Without Redis the per-host state is required; with it, its absence is
@@ -49,23 +43,32 @@ void sched_free(struct sched *s);
 void sched_warm(struct sched *s);
 
 /*
- * Reserves a slot: from Redis, else (as configured) from the host's
- * shared state. CP_ERR_REDIS when neither can give one; CP_OK with
- * s_key < 0 when nothing was reserved (SLOT_ALL_RESTING, SLOT_TOO_FAR:
- * s_wait_us says how long until one might be).
+ * Reserves a slot for rq, charging its organisation's budgets for
+ * rq's model: from Redis, else (as configured) from the host's shared
+ * state. CP_ERR_REDIS when neither can give one; CP_OK with s_key < 0
+ * when nothing was reserved (SLOT_ALL_RESTING, SLOT_TOO_FAR, SLOT_POLL:
+ * s_wait_us says how long until one might be). rq must outlive the slot.
  */
-enum cp_err sched_reserve(struct sched *s, struct slot *out);
+enum cp_err sched_reserve(struct sched *s, const struct sched_request *rq,
+			  struct slot *out);
 
-/* Gives back a slot that will not be used (its client left). */
+/*
+ * Gives back a slot that will not be used (its client left): the slot
+ * is unbooked, the charge given back.
+ */
 void sched_release(struct sched *s, const struct slot *sl);
 
 /* Rests key for ms, on this host and (when Redis answers) on all. */
 void sched_rest(struct sched *s, int key, long ms);
 
 /*
- * Learns from the answer a slot's request got: a 429 rests the key (as
- * long as the upstream said, else KEY_COOLDOWN_MS), a 401/403 disables it
- * for KEY_DISABLE_MS. Logs either by key index and fingerprint.
+ * Learns from the answer a slot's request got (one Redis round trip):
+ * the budgets' levels from the x-ratelimit-* headers, allowing for the
+ * requests still in flight; the charge settled with the real usage; a
+ * 429 shows which budget ran out (whose level the headers corrected),
+ * and one that shows none rests that organisation and model (as long as
+ * the upstream said, else KEY_COOLDOWN_MS). A 401/403 disables the key
+ * for KEY_DISABLE_MS. Logs these by key index and fingerprint.
  */
 void sched_settle(struct sched *s, const struct slot *sl,
 		  const struct sched_outcome *o);

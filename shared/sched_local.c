@@ -184,19 +184,22 @@ reserve_locked(struct sched_local_state *st, const struct config *c,
 }
 
 void
-sched_local_reserve(struct sched_local *l, struct slot *out)
+sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
+		    struct slot *out)
 {
 	struct sched_local_state *st = l->sl_state;
 
 	memset(out, 0, sizeof(*out));
 	out->s_local = 1;
+	out->s_req = rq;
+	out->s_why = SLOT_WHY_NONE;
 	state_lock(st);
 	reserve_locked(st, l->sl_cfg, l->sl_now(), out);
 	state_unlock(st);
 }
 
-void
-sched_local_release(struct sched_local *l, const struct slot *sl)
+static void
+release(struct sched_local *l, const struct slot *sl)
 {
 	const struct config *c = l->sl_cfg;
 	struct sched_local_state *st = l->sl_state;
@@ -231,4 +234,14 @@ sched_local_rest(struct sched_local *l, int key, long ms)
 	if (st->st_key_rest_ns[key] < till)
 		st->st_key_rest_ns[key] = till;
 	state_unlock(st);
+}
+
+int
+sched_local_settle(struct sched_local *l, const struct slot *sl,
+		   const char *mode, const struct sched_outcome *o)
+{
+	(void)o;
+	if (strcmp(mode, "release") == 0)
+		release(l, sl);
+	return -1;
 }

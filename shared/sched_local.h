@@ -44,10 +44,16 @@ void sched_local_close(struct sched_local *l);
  * Reserves a slot as reserve.lua does, on the host's clock: s_at_us is
  * the slot on CLOCK_MONOTONIC (us), s_deadline_ns the same in ns.
  */
-void sched_local_reserve(struct sched_local *l, struct slot *out);
+void sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
+			 struct slot *out);
 
-/* Gives back an unused slot, as release.lua does. */
-void sched_local_release(struct sched_local *l, const struct slot *sl);
+/*
+ * Settles a slot's charge as settle.lua does: mode "release" (never
+ * sent: unbooked, charge given back), "answer" or "usage" with o (NULL
+ * for a release). Returns settle.lua's answer.
+ */
+int sched_local_settle(struct sched_local *l, const struct slot *sl,
+		       const char *mode, const struct sched_outcome *o);
 
 /* Rests key for ms on this host (never shortens a rest). */
 void sched_local_rest(struct sched_local *l, int key, long ms);

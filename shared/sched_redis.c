@@ -4,6 +4,8 @@
  */
 #include "sched_redis.h"
 
+#include "headers.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,19 +26,48 @@ join_key(const char *prefix, const char *name)
 enum cp_err
 sched_redis_init(struct sched_redis *s, const struct config *cfg)
 {
+	size_t mapsz = (size_t)cfg->nkeys * 4 + 1;
+	int i;
+	int o;
+
 	memset(s, 0, sizeof(*s));
 	s->sc_cfg = cfg;
 	s->sc_reserve.ss_text = sched_lua_reserve;
 	s->sc_rest.ss_text = sched_lua_rest;
-	s->sc_release.ss_text = sched_lua_release;
+	s->sc_settle.ss_text = sched_lua_settle;
 	s->sc_key_rr = join_key(cfg->redis_prefix, "rr");
 	s->sc_key_slot = join_key(cfg->redis_prefix, "slot");
 	s->sc_key_state = join_key(cfg->redis_prefix, "keys");
+	s->sc_key_kslot = join_key(cfg->redis_prefix, "kslot");
+	s->sc_key_budget = calloc((size_t)cfg->norgs, sizeof(char *));
+	s->sc_argv = calloc((size_t)cfg->norgs + 20, sizeof(char *));
+	s->sc_orgmap = malloc(mapsz);
 	if (s->sc_key_rr == NULL || s->sc_key_slot == NULL ||
-	    s->sc_key_state == NULL) {
+	    s->sc_key_state == NULL || s->sc_key_kslot == NULL ||
+	    s->sc_key_budget == NULL || s->sc_argv == NULL ||
+	    s->sc_orgmap == NULL) {
 		sched_redis_free(s);
 		return CP_ERR_NOMEM;
 	}
+	/* <prefix>:b:<org fingerprint>:<model, at most 255 bytes> */
+	s->sc_budget_sz = strlen(cfg->redis_prefix) + 4 + 8 + 1 + 256;
+	for (o = 0; o < cfg->norgs; o++) {
+		s->sc_key_budget[o] = malloc(s->sc_budget_sz);
+		if (s->sc_key_budget[o] == NULL) {
+			sched_redis_free(s);
+			return CP_ERR_NOMEM;
+		}
+	}
+	s->sc_orgmap[0] = '\0';
+	for (i = 0; i < cfg->nkeys; i++)
+		snprintf(s->sc_orgmap + strlen(s->sc_orgmap),
+			 mapsz - strlen(s->sc_orgmap), "%s%d", i ? "," : "",
+			 cfg->key_org[i]);
+	/* A probe holds its budget at most as long as its answer may take. */
+	snprintf(s->sc_probe_us, sizeof(s->sc_probe_us), "%lld",
+		 (long long)(cfg->connect_timeout_ms +
+			     cfg->first_byte_timeout_ms + 1000) *
+			 1000);
 	snprintf(s->sc_interval_us, sizeof(s->sc_interval_us), "%lld",
 		 (long long)cfg->interval_ms * 1000);
 	snprintf(s->sc_nkeys, sizeof(s->sc_nkeys), "%d", cfg->nkeys);
@@ -58,13 +89,26 @@ sched_redis_disconnect(struct sched_redis *s)
 void
 sched_redis_free(struct sched_redis *s)
 {
+	int o;
+
 	sched_redis_disconnect(s);
 	free(s->sc_key_rr);
 	free(s->sc_key_slot);
 	free(s->sc_key_state);
+	free(s->sc_key_kslot);
+	if (s->sc_key_budget != NULL)
+		for (o = 0; o < s->sc_cfg->norgs; o++)
+			free(s->sc_key_budget[o]);
+	free(s->sc_key_budget);
+	free(s->sc_argv);
+	free(s->sc_orgmap);
 	s->sc_key_rr = NULL;
 	s->sc_key_slot = NULL;
 	s->sc_key_state = NULL;
+	s->sc_key_kslot = NULL;
+	s->sc_key_budget = NULL;
+	s->sc_argv = NULL;
+	s->sc_orgmap = NULL;
 }
 
 /* Monotonic clocks of two hosts drift apart by far less than this. */
@@ -219,6 +263,17 @@ sched_redis_warm(struct sched_redis *s, char *errbuf, size_t errsz)
 	return sched_redis_connect(s, errbuf, errsz);
 }
 
+static int
+reply_ints(const redisReply *r, size_t from, size_t to)
+{
+	size_t i;
+
+	for (i = from; i < to; i++)
+		if (r->element[i]->type != REDIS_REPLY_INTEGER)
+			return 0;
+	return 1;
+}
+
 enum cp_err
 sched_redis_decode(const redisReply *r, int nkeys, struct slot *out,
 		   char *errbuf, size_t errsz)
@@ -227,21 +282,30 @@ sched_redis_decode(const redisReply *r, int nkeys, struct slot *out,
 		snprintf(errbuf, errsz, "script: %.200s", r->str);
 		return CP_ERR_REDIS;
 	}
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-	    r->element[0]->type != REDIS_REPLY_INTEGER ||
-	    r->element[1]->type != REDIS_REPLY_INTEGER ||
-	    r->element[2]->type != REDIS_REPLY_INTEGER) {
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
+	    !reply_ints(r, 0, 4) ||
+	    (r->element[0]->integer >= 0 &&
+	     (r->elements != 8 || !reply_ints(r, 4, 8)))) {
 		snprintf(errbuf, errsz, "script: unexpected reply shape");
 		return CP_ERR_REDIS;
 	}
-	if (r->element[0]->integer < SLOT_TOO_FAR ||
-	    r->element[0]->integer >= nkeys || r->element[1]->integer < 0) {
+	if (r->element[0]->integer < SLOT_POLL ||
+	    r->element[0]->integer >= nkeys || r->element[1]->integer < 0 ||
+	    r->element[3]->integer < SLOT_WHY_NONE ||
+	    r->element[3]->integer > SLOT_WHY_PROBE) {
 		snprintf(errbuf, errsz, "script: reply out of range");
 		return CP_ERR_REDIS;
 	}
 	out->s_key = (int)r->element[0]->integer;
 	out->s_wait_us = r->element[1]->integer;
 	out->s_at_us = r->element[2]->integer;
+	out->s_why = (int)r->element[3]->integer;
+	if (out->s_key >= 0) {
+		out->s_probe = r->element[4]->integer != 0;
+		out->s_cq = r->element[5]->integer;
+		out->s_ct = r->element[6]->integer;
+		out->s_rt = r->element[7]->integer;
+	}
 	return CP_OK;
 }
 
@@ -280,32 +344,75 @@ sched_redis_eval(struct sched_redis *s, struct sched_redis_script *sc, int argc,
 	return r;
 }
 
-enum cp_err
-sched_redis_reserve(struct sched_redis *s, struct slot *out, char *errbuf,
-		    size_t errsz)
+/* Fills the budget hashes' names for model, one per organisation. */
+static void
+budget_keys(struct sched_redis *s, const char *model)
 {
-	const char *argv[11];
+	int o;
+
+	for (o = 0; o < s->sc_cfg->norgs; o++)
+		snprintf(s->sc_key_budget[o], s->sc_budget_sz, "%s:b:%s:%.255s",
+			 s->sc_cfg->redis_prefix, s->sc_cfg->org_fps[o],
+			 model[0] ? model : "-");
+}
+
+/* The declared limits for model, as settle.lua and reserve.lua take them. */
+static void
+declared_str(const struct config *cfg, const char *model, char *out,
+	     size_t outsz)
+{
+	long long d[CONFIG_NLIMITS];
+
+	config_declared(cfg, model, d);
+	snprintf(out, outsz, "%lld,%lld,%lld,%lld,%lld,%lld", d[0], d[1], d[2],
+		 d[3], d[4], d[5]);
+}
+
+enum cp_err
+sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
+		    struct slot *out, char *errbuf, size_t errsz)
+{
+	const struct config *cfg = s->sc_cfg;
+	const char **argv = s->sc_argv;
+	char nkeys_arg[16];
+	char tokens[32];
+	char declared[160];
 	redisReply *r;
 	enum cp_err err;
 	int64_t sent_us;
 	int64_t recv_us;
+	int argc = 2;
+	int o;
 
 	memset(out, 0, sizeof(*out));
-	argv[2] = "3";
-	argv[3] = s->sc_key_rr;
-	argv[4] = s->sc_key_slot;
-	argv[5] = s->sc_key_state;
-	argv[6] = s->sc_nkeys;
-	argv[7] = s->sc_interval_us;
-	argv[8] = s->sc_cfg->scope_per_key ? "1" : "0";
-	argv[9] = s->sc_floor_us;
-	argv[10] = s->sc_max_wait_us;
+	out->s_req = rq;
+	budget_keys(s, rq->sr_model);
+	snprintf(nkeys_arg, sizeof(nkeys_arg), "%d", 4 + cfg->norgs);
+	snprintf(tokens, sizeof(tokens), "%lld", rq->sr_tokens);
+	declared_str(cfg, rq->sr_model, declared, sizeof(declared));
+	argv[argc++] = nkeys_arg;
+	argv[argc++] = s->sc_key_rr;
+	argv[argc++] = s->sc_key_slot;
+	argv[argc++] = s->sc_key_state;
+	argv[argc++] = s->sc_key_kslot;
+	for (o = 0; o < cfg->norgs; o++)
+		argv[argc++] = s->sc_key_budget[o];
+	argv[argc++] = s->sc_nkeys;
+	argv[argc++] = s->sc_interval_us;
+	argv[argc++] = cfg->scope_per_key ? "1" : "0";
+	argv[argc++] = s->sc_floor_us;
+	argv[argc++] = s->sc_max_wait_us;
+	argv[argc++] = s->sc_orgmap;
+	argv[argc++] = tokens;
+	argv[argc++] = declared;
+	argv[argc++] = s->sc_probe_us;
+	argv[argc++] = SCHED_POLL_US;
 	sent_us = mono_ns() / 1000;
-	r = sched_redis_eval(s, &s->sc_reserve, 11, argv, errbuf, errsz);
+	r = sched_redis_eval(s, &s->sc_reserve, argc, argv, errbuf, errsz);
 	if (r == NULL)
 		return CP_ERR_REDIS;
 	recv_us = mono_ns() / 1000;
-	err = sched_redis_decode(r, s->sc_cfg->nkeys, out, errbuf, errsz);
+	err = sched_redis_decode(r, cfg->nkeys, out, errbuf, errsz);
 	freeReplyObject(r);
 	if (err)
 		return err;
@@ -352,30 +459,96 @@ sched_redis_rest(struct sched_redis *s, int key, long ms, char *errbuf,
 	return sched_redis_eval_int(s, &s->sc_rest, 6, argv, errbuf, errsz);
 }
 
-enum cp_err
-sched_redis_release(struct sched_redis *s, const struct slot *sl, char *errbuf,
-		    size_t errsz)
+/* The answer's limits as settle.lua takes them, or "-" if none. */
+static void
+limits_str(const char *hdrs, char *out, size_t outsz)
 {
-	const struct config *c = s->sc_cfg;
-	const char *argv[11];
-	char idx[16];
-	char at[32];
-	char gap[32];
+	struct hdr_limit l[HDR_NLIMITS];
+	size_t len = 0;
+	int any = 0;
+	int i;
 
+	if (hdrs != NULL) {
+		hdr_limits(hdrs, l);
+		for (i = 0; i < HDR_NLIMITS; i++) {
+			any |= l[i].hl_known;
+			len += (size_t)snprintf(
+				out + len, outsz - len, "%s%lld,%lld",
+				i ? "," : "", l[i].hl_known ? l[i].hl_limit : -1,
+				l[i].hl_known ? l[i].hl_remaining : -1);
+			if (len >= outsz)
+				break;
+		}
+	}
+	if (!any)
+		snprintf(out, outsz, "-");
+}
+
+enum cp_err
+sched_redis_settle(struct sched_redis *s, const struct slot *sl,
+		   const char *mode, const struct sched_outcome *o,
+		   int *ran_out, char *errbuf, size_t errsz)
+{
+	const struct config *cfg = s->sc_cfg;
+	const char *argv[20];
+	char idx[16], at[32], tokens[32], declared[160], cq[32], ct[32],
+		rt[32], status[16], limits[320], used[32], age[32], rest[32];
+	int64_t age_ns = 0;
+	redisReply *r;
+
+	*ran_out = -1;
+	budget_keys(s, sl->s_req->sr_model);
 	snprintf(idx, sizeof(idx), "%d", sl->s_key);
 	snprintf(at, sizeof(at), "%lld", (long long)sl->s_at_us);
-	snprintf(gap, sizeof(gap), "%lld",
-		 (long long)(c->scope_per_key ? c->global_interval_ms
-					      : c->interval_ms) *
+	snprintf(tokens, sizeof(tokens), "%lld", sl->s_req->sr_tokens);
+	declared_str(cfg, sl->s_req->sr_model, declared, sizeof(declared));
+	snprintf(cq, sizeof(cq), "%lld", sl->s_cq);
+	snprintf(ct, sizeof(ct), "%lld", sl->s_ct);
+	snprintf(rt, sizeof(rt), "%lld", sl->s_rt);
+	snprintf(status, sizeof(status), "%ld", o ? o->so_status : 0L);
+	limits_str(o && strcmp(mode, "usage") != 0 ? o->so_hdrs : NULL,
+		   limits, sizeof(limits));
+	snprintf(used, sizeof(used), "%lld", o ? o->so_used : -1LL);
+	if (o != NULL && o->so_hdr_ns > 0) {
+		age_ns = mono_ns() - o->so_hdr_ns;
+		if (age_ns < 0)
+			age_ns = 0;
+	}
+	snprintf(age, sizeof(age), "%lld", (long long)(age_ns / 1000));
+	snprintf(rest, sizeof(rest), "%lld",
+		 (long long)(o == NULL		? 0
+			     : o->so_rest_ms > 0 ? o->so_rest_ms
+						 : cfg->key_cooldown_ms) *
 			 1000);
 	argv[2] = "3";
-	argv[3] = s->sc_key_rr;
+	argv[3] = s->sc_key_budget[cfg->key_org[sl->s_key]];
 	argv[4] = s->sc_key_slot;
-	argv[5] = s->sc_key_state;
+	argv[5] = s->sc_key_kslot;
 	argv[6] = idx;
 	argv[7] = at;
-	argv[8] = s->sc_interval_us;
-	argv[9] = c->scope_per_key ? "1" : "0";
-	argv[10] = gap;
-	return sched_redis_eval_int(s, &s->sc_release, 11, argv, errbuf, errsz);
+	argv[8] = mode;
+	argv[9] = tokens;
+	argv[10] = declared;
+	argv[11] = cq;
+	argv[12] = ct;
+	argv[13] = rt;
+	argv[14] = status;
+	argv[15] = limits;
+	argv[16] = used;
+	argv[17] = age;
+	argv[18] = sl->s_probe ? "1" : "0";
+	argv[19] = rest;
+	r = sched_redis_eval(s, &s->sc_settle, 20, argv, errbuf, errsz);
+	if (r == NULL)
+		return CP_ERR_REDIS;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		snprintf(errbuf, errsz, "script: %.200s",
+			 r->type == REDIS_REPLY_ERROR ? r->str
+						      : "unexpected reply");
+		freeReplyObject(r);
+		return CP_ERR_REDIS;
+	}
+	*ran_out = (int)r->integer;
+	freeReplyObject(r);
+	return CP_OK;
 }

@@ -1,23 +1,45 @@
 -- reserve.lua - the reservation: one atomic step on Redis' own clock.
 --
 -- KEYS[1] round-robin position
--- KEYS[2] next free slot of the global timeline
--- KEYS[3] hash of per-key state: c<i> = key i rests until,
---         s<i> = key i's next free slot (key scope)
--- ARGV[1] number of keys      ARGV[2] interval us
+-- KEYS[2] the global timeline: a sorted set of booked slots (member and
+--         score: the slot, us)
+-- KEYS[3] hash of per-key state: c<i> = key i rests (disabled) until
+-- KEYS[4] the per-key timelines (key scope): a sorted set, member
+--         "<i>:<slot>", score the slot
+-- KEYS[5..] the budgets of this request's model, one hash per
+--         organisation (budget.lua describes the fields)
+-- ARGV[1] number of keys      ARGV[2] interval us (per key in key scope)
 -- ARGV[3] "1" for key scope   ARGV[4] global floor us (key scope)
 -- ARGV[5] longest acceptable wait us
+-- ARGV[6] each key's organisation, "0,0,1" (KEYS[5 + org])
+-- ARGV[7] the request's token estimate
+-- ARGV[8] declared limits, six numbers in budget order ("0" none)
+-- ARGV[9] how long a probe may hold an organisation, us
+-- ARGV[10] how long to wait before asking again while a probe runs, us
+--
 -- Times are integer microseconds of Redis time (~1.8e15, exact in Lua's
--- doubles). Walks the keys from the round-robin position, skipping those
--- resting; global scope takes the first usable key, key scope the one
--- whose next slot is earliest (ties: round-robin order). Returns
---   {key, wait, slot}   reserved (and the position moves past key);
---   {-1, wait, until}   every key rests; the first is back at until;
---   {-2, wait, slot}    the slot is further away than allowed: nothing
---                       reserved.
--- Every key written expires: the position a day after its last use, the
--- timeline after its slot, the hash a day after its latest slot or rest.
--- TIME before writes is fine on Redis >= 5 (effects replication).
+-- doubles). For each key not disabled, the request is ready when its
+-- organisation's budgets for the model admit it (every bucket holds its
+-- charge: 1 request, the token estimate), then placed at the first moment
+-- of the timelines at least one interval from every booked slot: a
+-- request that waits for a budget books the moment it will really be sent
+-- and holds nobody back. The key whose slot comes first wins (ties:
+-- round-robin order). An organisation whose limits are unknown (no answer
+-- seen, none declared) takes one request, the probe, and the others wait
+-- for its answer. Returns
+--   {key, wait, slot, why, probe, cq, ct, rt}  reserved: budgets charged,
+--        slot booked, the position moved past key; why says what set the
+--        slot (below); cq, ct, rt: the organisation's counters after this
+--        charge, which the settlement uses to allow for requests in flight;
+--   {-1, wait, until, why}  no key can take it within the longest wait:
+--        every one is disabled or out of budget until until;
+--   {-2, wait, slot, 6}     the timelines are full that far ahead;
+--   {-3, wait, 0, 9}        a probe is out: ask again after wait.
+-- why: -1 nothing (sent at once); 0..5 the budget (budget order:
+-- requests-minute, tokens-minute, requests-hour, tokens-hour,
+-- requests-day, tokens-day); 6 the spacing; 7 a disabled key; 8 a rest
+-- after a 429 that named no limit; 9 a probe.
+-- Every key written expires. TIME before writes is fine on Redis >= 5.
 -- shared/sched_local.c runs the same algorithm on one host's clock.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -27,42 +49,152 @@ local perkey = ARGV[3] == '1'
 local gap = iv
 if perkey then gap = tonumber(ARGV[4]) end
 local maxw = tonumber(ARGV[5])
+local tokens = tonumber(ARGV[7])
+local probe_ttl = tonumber(ARGV[9])
+local poll = tonumber(ARGV[10])
+local W = {60e6, 60e6, 3600e6, 3600e6, 86400e6, 86400e6}
+local orgof = {}
+for o in string.gmatch(ARGV[6], '%d+') do orgof[#orgof + 1] = tonumber(o) end
+local declared = {}
+for d in string.gmatch(ARGV[8], '%d+') do declared[#declared + 1] = tonumber(d) end
+local FIELDS = {'seen', 'p', 'x', 'k0', 'k1', 'k2', 'k3', 'k4', 'k5',
+                'e0', 'e1', 'e2', 'e3', 'e4', 'e5'}
+
+-- One organisation's budgets for this request: when they admit it.
+local org = {}
+local function budget(o)
+  if org[o] then return org[o] end
+  local v = redis.call('HMGET', KEYS[5 + o], unpack(FIELDS))
+  local b = {seen = v[1] == '1', p = tonumber(v[2] or '0'),
+             x = tonumber(v[3] or '0'), cap = {}, e = {}, cost = {}}
+  local known = b.seen
+  for l = 1, 6 do
+    local cap = tonumber(v[3 + l] or '0')
+    if cap <= 0 then cap = declared[l] or 0 end
+    if cap > 0 then
+      known = true
+      b.cap[l] = cap
+      b.e[l] = tonumber(v[9 + l] or '0')
+      local c = 1
+      if l % 2 == 0 then c = tokens end
+      if c > cap then c = cap end
+      b.cost[l] = c
+    end
+  end
+  b.ready, b.why = now, -1
+  if b.x > now then b.ready, b.why = b.x, 8 end
+  if not known then
+    b.probe = true
+    if b.p > now then b.busy = true end
+  end
+  for l = 1, 6 do
+    if b.cap[l] then
+      local at = b.e[l] + b.cost[l] * W[l] / b.cap[l]
+      if at > b.ready then b.ready, b.why = math.ceil(at), l - 1 end
+    end
+  end
+  org[o] = b
+  return b
+end
+
+-- The first moment from at that is gap away from every slot booked in z
+-- (only members starting with who, if given).
+local function fit(z, at, g, who)
+  if g <= 0 then return at end
+  local r = redis.call('ZRANGEBYSCORE', z, at - g + 1,
+                       now + maxw + 2 * g, 'WITHSCORES')
+  for j = 1, #r, 2 do
+    if who == nil or string.sub(r[j], 1, #who) == who then
+      local s = tonumber(r[j + 1])
+      if s >= at + g then break end
+      if s > at - g then at = s + g end
+    end
+  end
+  return at
+end
+
+local placed = {} -- global scope: the slot for a ready time
+local function place(i, at)
+  if not (perkey and iv > 0) then
+    if placed[at] == nil then placed[at] = fit(KEYS[2], at, gap) end
+    return placed[at]
+  end
+  for _ = 1, 64 do
+    local a = fit(KEYS[2], at, gap)
+    local b = fit(KEYS[4], a, iv, i .. ':')
+    if b == a then return a end
+    at = b
+  end
+  return at
+end
+
+if gap > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - gap) end
+if perkey and iv > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - iv)
+end
 local rr = tonumber(redis.call('GET', KEYS[1]) or '0') % n
-local f = {}
-for i = 0, n - 1 do f[#f + 1] = 'c' .. i; f[#f + 1] = 's' .. i end
-local v = redis.call('HMGET', KEYS[3], unpack(f))
-local g = 0
-if gap > 0 then g = tonumber(redis.call('GET', KEYS[2]) or '0') end
-local best, bat, free = -1, 0, -1
+local cs = {}
+for i = 0, n - 1 do cs[#cs + 1] = 'c' .. i end
+local dis = redis.call('HMGET', KEYS[3], unpack(cs))
+local best, bat, bready, bwhy = -1, 0, 0, -1
+local out, outwhy = -1, 7 -- the earliest ready beyond the longest wait
+local busy = false
 for j = 0, n - 1 do
   local i = (rr + j) % n
-  local c = tonumber(v[2 * i + 1] or '0')
+  local c = tonumber(dis[i + 1] or '0')
   if c > now then
-    if free < 0 or c < free then free = c end
+    if out < 0 or c < out then out, outwhy = c, 7 end
   else
-    local at = now
-    if g > at then at = g end
-    if perkey then
-      local ks = tonumber(v[2 * i + 2] or '0')
-      if ks > at then at = ks end
+    local b = budget(orgof[i + 1])
+    if b.busy then
+      busy = true
+    elseif b.ready - now > maxw then
+      if out < 0 or b.ready < out then out, outwhy = b.ready, b.why end
+    else
+      local at = place(i, b.ready)
+      if best < 0 or at < bat then
+        best, bat, bready, bwhy = i, at, b.ready, b.why
+      end
     end
-    if best < 0 or at < bat then best, bat = i, at end
-    if not perkey then break end
   end
 end
-if best < 0 then return {-1, free - now, free} end
-if bat - now > maxw then return {-2, bat - now, bat} end
+if busy and (best < 0 or bat - now > poll) then
+  return {-3, poll, 0, 9}
+end
+if best < 0 then return {-1, out - now, out, outwhy} end
+if bat - now > maxw then return {-2, bat - now, bat, 6} end
+
+-- Book the slot and charge the budgets.
 redis.call('SET', KEYS[1], best + 1, 'PX', 86400000)
 if gap > 0 then
-  redis.call('SET', KEYS[2], string.format('%d', bat + gap), 'PX',
-             math.floor((bat + gap - now) / 1000) + 1000)
+  redis.call('ZADD', KEYS[2], bat, string.format('%d', bat))
+  redis.call('PEXPIRE', KEYS[2], math.floor((bat + gap - now) / 1000) + 1000)
 end
 if perkey and iv > 0 then
-  redis.call('HSET', KEYS[3], 's' .. best, string.format('%d', bat + iv))
-  -- Outlive the slot just written by a day; never shorten (rests).
-  local keep = math.floor((bat + iv - now) / 1000) + 86400000
-  if redis.call('PTTL', KEYS[3]) < keep then
-    redis.call('PEXPIRE', KEYS[3], keep)
+  redis.call('ZADD', KEYS[4], bat, best .. ':' .. string.format('%d', bat))
+  redis.call('PEXPIRE', KEYS[4], math.floor((bat + iv - now) / 1000) + 1000)
+end
+local o = orgof[best + 1]
+local b = org[o]
+local h = KEYS[5 + o]
+for l = 1, 6 do
+  if b.cap[l] then
+    local e = b.e[l]
+    if e < bat - W[l] then e = bat - W[l] end
+    e = e + b.cost[l] * W[l] / b.cap[l]
+    redis.call('HSET', h, 'e' .. (l - 1), string.format('%d', math.ceil(e)))
   end
 end
-return {best, bat - now, bat}
+local probe = 0
+if b.probe then
+  probe = 1
+  redis.call('HSET', h, 'p', string.format('%d', now + probe_ttl))
+end
+local cq = redis.call('HINCRBY', h, 'cq', 1)
+local ct = redis.call('HINCRBY', h, 'ct', tokens)
+local rt = tonumber(redis.call('HGET', h, 'rt') or '0')
+redis.call('PEXPIRE', h, math.floor((bat - now) / 1000) + 86400000)
+local why = bwhy
+if bat > bready then why = 6 end
+if bat <= now then why = -1 end
+return {best, bat - now, bat, why, probe, cq, ct, rt}

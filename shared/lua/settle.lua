@@ -1,0 +1,139 @@
+-- settle.lua - what a reserved request's answer (or its absence) teaches
+-- the budgets of its organisation and model.
+--
+-- The budget hash (reserve.lua's KEYS[5 + org]) holds, for each limit l
+-- in budget order (0 requests-minute, 1 tokens-minute, 2 requests-hour,
+-- 3 tokens-hour, 4 requests-day, 5 tokens-day):
+--   k<l>  the capacity Cerebras announced (absent: never announced)
+--   e<l>  when the bucket was (or will be) empty, us: its level at time t
+--         is min(k, (t - e) * k / window), the bucket refilling
+--         continuously at k per window (60 s, 1 h, 1 day)
+-- and seen = "1" once an answer was read, p = until when a probe holds
+-- it, x = until when it rests after a 429 that named no limit, cq and
+-- ct = requests and tokens charged so far, rt = tokens given back so far.
+--
+-- KEYS[1] the budget hash   KEYS[2] the global timeline
+-- KEYS[3] the per-key timelines
+-- ARGV[1] key index    ARGV[2] the slot us
+-- ARGV[3] what happened:
+--   "release"  the request was never sent: its slot is unbooked and its
+--              charge given back;
+--   "answer"   an answer ended (or its headers came, for a probe);
+--   "usage"    a probe's answer ended, its headers already settled:
+--              only the usage (ARGV[11]) counts
+-- ARGV[4] the request's token estimate (its charge)
+-- ARGV[5] declared limits, six numbers ("0" none)
+-- ARGV[6..8] the reservation's cq, ct, rt
+-- ARGV[9] the upstream's status, "0" if no answer came
+-- ARGV[10] the limits on the answer: twelve numbers, limit and remaining
+--          of each in budget order ("-1" where not announced), or "-"
+--          when the answer carried none (or none came)
+-- ARGV[11] the tokens the answer really used, "-1" if unknown
+-- ARGV[12] how long ago the answer's headers came, us
+-- ARGV[13] "1" if this request was the probe
+-- ARGV[14] after a 429 whose limits show nothing spent: rest this long, us
+-- Returns the limit a 429 ran out of (0..5), 8 if it rested the whole
+-- budget, -1 otherwise.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local h = KEYS[1]
+local mode = ARGV[3]
+local tokens = tonumber(ARGV[4])
+local status = tonumber(ARGV[9])
+local W = {60e6, 60e6, 3600e6, 3600e6, 86400e6, 86400e6}
+local declared = {}
+for d in string.gmatch(ARGV[5], '%d+') do declared[#declared + 1] = tonumber(d) end
+local FIELDS = {'k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'e0', 'e1', 'e2', 'e3',
+                'e4', 'e5', 'cq', 'ct', 'rt'}
+local v = redis.call('HMGET', h, unpack(FIELDS))
+local cap, e = {}, {}
+for l = 1, 6 do
+  cap[l] = tonumber(v[l] or '0')
+  if cap[l] <= 0 then cap[l] = declared[l] or 0 end
+  e[l] = tonumber(v[6 + l] or '0')
+end
+local cq, ct, rt = tonumber(v[13] or '0'), tonumber(v[14] or '0'),
+                   tonumber(v[15] or '0')
+local function cost(l, c)
+  if c > cap[l] then return cap[l] end
+  return c
+end
+-- Moves bucket l's level by d (negative: a charge).
+local function give(l, d)
+  if cap[l] > 0 then e[l] = e[l] - d * W[l] / cap[l] end
+end
+local function give_all(d)
+  for l = 1, 6 do
+    if l % 2 == 1 then give(l, cost(l, 1) * d)
+    else give(l, cost(l, tokens) * d) end
+  end
+end
+local ret = -1
+
+if mode == 'release' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. ARGV[2])
+  give_all(1)
+  cq, ct = cq - 1, ct - tokens
+elseif mode == 'answer' then
+  local admitted = status >= 200 and status < 300
+  if ARGV[10] ~= '-' then
+    -- Cerebras' level when the headers left, refilled since, less what
+    -- was charged after this request and is still unseen by it, plus
+    -- what came back since.
+    local a = {}
+    for x in string.gmatch(ARGV[10], '-?%d+') do a[#a + 1] = tonumber(x) end
+    local age = tonumber(ARGV[12])
+    local spent = false
+    for l = 1, 6 do
+      local k, rem = a[2 * l - 1], a[2 * l]
+      if k and k > 0 and rem and rem >= 0 then
+        cap[l] = k
+        redis.call('HSET', h, 'k' .. (l - 1), k)
+        local after = cq - tonumber(ARGV[6])
+        if l % 2 == 0 then
+          after = (ct - tonumber(ARGV[7])) - (rt - tonumber(ARGV[8]))
+        end
+        local level = rem + age * k / W[l]
+        if level > k then level = k end
+        level = level - after
+        e[l] = now - level * W[l] / k
+        local c = 1
+        if l % 2 == 0 then c = tokens end
+        if status == 429 and rem < c and ret < 0 then ret = l - 1 end
+      end
+    end
+    redis.call('HSET', h, 'seen', '1')
+  elseif admitted then
+    -- An answer without limits: there are none to keep.
+    redis.call('HSET', h, 'seen', '1')
+  end
+  if not admitted then
+    -- Never charged upstream: the headers' level already leaves it out.
+    if ARGV[10] == '-' then give_all(1) end
+    cq, ct = cq - 1, ct - tokens
+  end
+  if status == 429 and ret < 0 and tonumber(ARGV[14]) > 0 then
+    local x = now + tonumber(ARGV[14])
+    if x > tonumber(redis.call('HGET', h, 'x') or '0') then
+      redis.call('HSET', h, 'x', string.format('%d', x))
+    end
+    ret = 8
+  end
+end
+if (mode == 'answer' or mode == 'usage') and status >= 200 and status < 300 then
+  local used = tonumber(ARGV[11])
+  if used >= 0 then
+    for l = 2, 6, 2 do give(l, cost(l, tokens) - used) end
+    rt = rt + tokens - used
+  end
+end
+if ARGV[13] == '1' and mode ~= 'usage' then redis.call('HDEL', h, 'p') end
+for l = 1, 6 do
+  if cap[l] > 0 then
+    redis.call('HSET', h, 'e' .. (l - 1), string.format('%d', math.ceil(e[l])))
+  end
+end
+redis.call('HSET', h, 'cq', cq, 'ct', ct, 'rt', rt)
+if redis.call('PTTL', h) < 86400000 then redis.call('PEXPIRE', h, 86400000) end
+return ret
