@@ -55,21 +55,181 @@ is_space(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* A key goes into an HTTP header: visible ASCII only, no ',' (the separator). */
+/*
+ * A key goes into an HTTP header: visible ASCII only, and neither ',' nor
+ * '|' (the separators).
+ */
 static int
 key_char_ok(char c)
 {
-	return c > 0x20 && c < 0x7f && c != ',';
+	return c > 0x20 && c < 0x7f && c != ',' && c != '|';
 }
 
-/* v: the variable's value, NULL if unset. */
+/* Narrows [*s, *e) to leave out the spaces at either end. */
+static void
+trim(const char **s, const char **e)
+{
+	while (*s < *e && is_space(**s))
+		(*s)++;
+	while (*e > *s && is_space((*e)[-1]))
+		(*e)--;
+}
+
+/* The first sep in [s, e), else e. */
+static const char *
+find_sep(const char *s, const char *e, char sep)
+{
+	const char *q = memchr(s, sep, (size_t)(e - s));
+
+	return q != NULL ? q : e;
+}
+
+/*
+ * Copies at most 40 bytes of [s, e) into out, control characters, quotes
+ * and non-ASCII escaped: safe to quote in a message.
+ */
+static const char *
+quote(const char *s, const char *e, char *out, size_t outsz)
+{
+	char tmp[41];
+	size_t n = (size_t)(e - s);
+
+	if (n > sizeof(tmp) - 1)
+		n = sizeof(tmp) - 1;
+	memcpy(tmp, s, n);
+	tmp[n] = '\0';
+	return log_escape(tmp, out, outsz);
+}
+
+/* Appends the key [s, e) as key #nkeys, of organisation org. */
+static enum cp_err
+add_key(struct config *c, const char *s, const char *e, int org, char *err,
+	size_t errsz)
+{
+	size_t i;
+
+	if (c->nkeys >= CONFIG_MAX_KEYS) {
+		seterr(err, errsz, "CEREBRAS_API_KEYS: more than %d keys",
+		       CONFIG_MAX_KEYS);
+		return CP_ERR_CONFIG;
+	}
+	if ((size_t)(e - s) > CONFIG_MAX_KEY_LEN) {
+		seterr(err, errsz,
+		       "CEREBRAS_API_KEYS: key #%d is longer than %d "
+		       "characters",
+		       c->nkeys, CONFIG_MAX_KEY_LEN);
+		return CP_ERR_CONFIG;
+	}
+	for (i = 0; s + i < e; i++) {
+		if (!key_char_ok(s[i])) {
+			seterr(err, errsz,
+			       "CEREBRAS_API_KEYS: key #%d contains a space or "
+			       "control character",
+			       c->nkeys);
+			return CP_ERR_CONFIG;
+		}
+	}
+	c->keys[c->nkeys] = xstrndup(s, (size_t)(e - s));
+	if (c->keys[c->nkeys] == NULL) {
+		seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	key_fingerprint(c->keys[c->nkeys], c->key_fps[c->nkeys]);
+	c->key_org[c->nkeys] = org;
+	c->nkeys++;
+	return CP_OK;
+}
+
+/*
+ * Organisation org's fingerprint: that of its keys (first .. nkeys-1)
+ * joined by '|', so a lone key's organisation has the key's fingerprint.
+ */
+static enum cp_err
+org_fingerprint(struct config *c, int org, int first, char *err, size_t errsz)
+{
+	size_t len = 0;
+	size_t off = 0;
+	size_t n;
+	char *joined;
+	int i;
+
+	for (i = first; i < c->nkeys; i++)
+		len += strlen(c->keys[i]) + 1;
+	joined = malloc(len);
+	if (joined == NULL) {
+		seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	for (i = first; i < c->nkeys; i++) {
+		if (i > first)
+			joined[off++] = '|';
+		n = strlen(c->keys[i]);
+		memcpy(joined + off, c->keys[i], n);
+		off += n;
+	}
+	joined[off] = '\0';
+	key_fingerprint(joined, c->org_fps[org]);
+	/* It holds the keys: do not leave them in freed memory. */
+	explicit_bzero(joined, len);
+	free(joined);
+	return CP_OK;
+}
+
+/*
+ * One comma item of CEREBRAS_API_KEYS, [s, e) trimmed and not empty: the
+ * keys of one organisation, joined by '|', none of them empty.
+ */
+static enum cp_err
+parse_org(struct config *c, const char *s, const char *e, char *err,
+	  size_t errsz)
+{
+	int org = c->norgs;
+	int first = c->nkeys;
+	const char *q;
+	const char *sep;
+	const char *ks;
+	const char *ke;
+	enum cp_err r;
+
+	for (q = s;; q = sep + 1) {
+		sep = find_sep(q, e, '|');
+		ks = q;
+		ke = sep;
+		trim(&ks, &ke);
+		if (ks == ke) {
+			seterr(err, errsz,
+			       "CEREBRAS_API_KEYS: organisation #%d has an "
+			       "empty key at #%d (keys joined by '|' must not "
+			       "be empty)",
+			       org, c->nkeys);
+			return CP_ERR_CONFIG;
+		}
+		r = add_key(c, ks, ke, org, err, errsz);
+		if (r != CP_OK)
+			return r;
+		if (sep == e)
+			break;
+	}
+	r = org_fingerprint(c, org, first, err, errsz);
+	if (r != CP_OK)
+		return r;
+	c->norgs++;
+	return CP_OK;
+}
+
+/*
+ * v: the variable's value, NULL if unset. Comma-separated organisations,
+ * each one key or several joined by '|' (keys of one Cerebras
+ * organisation share its limits).
+ */
 static enum cp_err
 parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 {
-	const char *p = v;
-	const char *start;
-	const char *end;
-	size_t i;
+	const char *p;
+	const char *lim;
+	const char *s;
+	const char *e;
+	enum cp_err r;
 
 	if (v == NULL) {
 		seterr(err, errsz,
@@ -79,52 +239,25 @@ parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 	}
 	c->keys = calloc(CONFIG_MAX_KEYS, sizeof(*c->keys));
 	c->key_fps = calloc(CONFIG_MAX_KEYS, sizeof(*c->key_fps));
-	if (c->keys == NULL || c->key_fps == NULL) {
+	c->key_org = calloc(CONFIG_MAX_KEYS, sizeof(*c->key_org));
+	c->org_fps = calloc(CONFIG_MAX_KEYS, sizeof(*c->org_fps));
+	if (c->keys == NULL || c->key_fps == NULL || c->key_org == NULL ||
+	    c->org_fps == NULL) {
 		seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
 		return CP_ERR_NOMEM;
 	}
-	while (*p != '\0') {
-		start = p;
-		while (*p != '\0' && *p != ',')
-			p++;
-		end = p;
-		if (*p == ',')
-			p++;
-		while (start < end && is_space(*start))
-			start++;
-		while (end > start && is_space(end[-1]))
-			end--;
-		if (start == end)
+	lim = v + strlen(v);
+	p = v;
+	while (p < lim) {
+		s = p;
+		e = find_sep(p, lim, ',');
+		p = e < lim ? e + 1 : lim;
+		trim(&s, &e);
+		if (s == e)
 			continue; /* empty item: ignored */
-		if (c->nkeys >= CONFIG_MAX_KEYS) {
-			seterr(err, errsz,
-			       "CEREBRAS_API_KEYS: more than %d keys",
-			       CONFIG_MAX_KEYS);
-			return CP_ERR_CONFIG;
-		}
-		if ((size_t)(end - start) > CONFIG_MAX_KEY_LEN) {
-			seterr(err, errsz,
-			       "CEREBRAS_API_KEYS: key #%d is longer than %d "
-			       "characters",
-			       c->nkeys, CONFIG_MAX_KEY_LEN);
-			return CP_ERR_CONFIG;
-		}
-		for (i = 0; start + i < end; i++) {
-			if (!key_char_ok(start[i])) {
-				seterr(err, errsz,
-				       "CEREBRAS_API_KEYS: key #%d contains a "
-				       "space or control character",
-				       c->nkeys);
-				return CP_ERR_CONFIG;
-			}
-		}
-		c->keys[c->nkeys] = xstrndup(start, (size_t)(end - start));
-		if (c->keys[c->nkeys] == NULL) {
-			seterr(err, errsz, "CEREBRAS_API_KEYS: out of memory");
-			return CP_ERR_NOMEM;
-		}
-		key_fingerprint(c->keys[c->nkeys], c->key_fps[c->nkeys]);
-		c->nkeys++;
+		r = parse_org(c, s, e, err, errsz);
+		if (r != CP_OK)
+			return r;
 	}
 	if (c->nkeys == 0) {
 		seterr(err, errsz,
@@ -135,16 +268,362 @@ parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 	return CP_OK;
 }
 
-/* Keys appear as their count, index and fingerprint only. */
+/*
+ * Keys appear as their count, index and fingerprint only; the keys of an
+ * organisation with several are joined by '|'.
+ */
 static void
 print_keys(const struct config *c, FILE *fp)
 {
 	int i;
 
-	fprintf(fp, "CEREBRAS_API_KEYS=%d keys:", c->nkeys);
+	if (c->norgs == c->nkeys) {
+		fprintf(fp, "CEREBRAS_API_KEYS=%d keys:", c->nkeys);
+		for (i = 0; i < c->nkeys; i++)
+			fprintf(fp, " #%d(%s)", i, c->key_fps[i]);
+		fprintf(fp, "\n");
+		return;
+	}
+	fprintf(fp, "CEREBRAS_API_KEYS=%d keys, %d organisation%s:", c->nkeys,
+		c->norgs, c->norgs == 1 ? "" : "s");
 	for (i = 0; i < c->nkeys; i++)
-		fprintf(fp, " #%d(%s)", i, c->key_fps[i]);
+		fprintf(fp, "%s#%d(%s)",
+			i > 0 && c->key_org[i] == c->key_org[i - 1] ? "|" : " ",
+			i, c->key_fps[i]);
 	fprintf(fp, "\n");
+}
+
+/*
+ * CEREBRAS_LIMITS: "[MODEL:]name=value,...;..." with names in dl_cap's
+ * order (that of headers.h's hdr_limit_names).
+ */
+static const char *const limit_names[CONFIG_NLIMITS] = {
+	"rpm", "tpm", "rph", "tph", "rpd", "tpd",
+};
+
+#define LIMITS_MAX_ENTRIES   256
+#define LIMITS_MAX_MODEL_LEN 127
+#define LIMITS_MAX_VALUE     1000000000000LL
+
+/*
+ * How an entry is named in messages: "every model", or the model name in
+ * quotes. out must hold at least 3 bytes.
+ */
+static const char *
+entry_name(const struct declared_limits *dl, char *out, size_t outsz)
+{
+	size_t n;
+
+	if (dl->dl_model == NULL)
+		return "every model";
+	out[0] = '"';
+	quote(dl->dl_model, dl->dl_model + strlen(dl->dl_model), out + 1,
+	      outsz - 2);
+	n = strlen(out);
+	out[n] = '"';
+	out[n + 1] = '\0';
+	return out;
+}
+
+/* Sets dl->dl_model to the model name [s, e) (trimmed), checked. */
+static enum cp_err
+limits_model(struct config *c, struct declared_limits *dl, const char *s,
+	     const char *e, char *err, size_t errsz)
+{
+	char q[200];
+	size_t i;
+	int j;
+
+	trim(&s, &e);
+	if (s == e) {
+		seterr(err, errsz,
+		       "CEREBRAS_LIMITS: empty model name before ':' (leave "
+		       "out \"MODEL:\" for limits of every model)");
+		return CP_ERR_CONFIG;
+	}
+	if ((size_t)(e - s) > LIMITS_MAX_MODEL_LEN) {
+		seterr(err, errsz,
+		       "CEREBRAS_LIMITS: model name \"%s...\" is longer than "
+		       "%d "
+		       "bytes",
+		       quote(s, e, q, sizeof(q)), LIMITS_MAX_MODEL_LEN);
+		return CP_ERR_CONFIG;
+	}
+	for (i = 0; s + i < e; i++) {
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+			seterr(err, errsz,
+			       "CEREBRAS_LIMITS: model name \"%s\" contains a "
+			       "control character",
+			       quote(s, e, q, sizeof(q)));
+			return CP_ERR_CONFIG;
+		}
+		/* Most likely a ';' left out: "rpm=30,gpt-oss-120b:rpm=5". */
+		if (s[i] == '=' || s[i] == ',') {
+			seterr(err, errsz,
+			       "CEREBRAS_LIMITS: model name \"%s\" contains "
+			       "'%c' "
+			       "(entries are separated by ';')",
+			       quote(s, e, q, sizeof(q)), s[i]);
+			return CP_ERR_CONFIG;
+		}
+	}
+	for (j = 0; j < c->nlimits; j++) {
+		const char *m = c->limits[j].dl_model;
+
+		if (m != NULL && strlen(m) == (size_t)(e - s) &&
+		    memcmp(m, s, (size_t)(e - s)) == 0) {
+			seterr(err, errsz,
+			       "CEREBRAS_LIMITS: model \"%s\" given twice",
+			       quote(s, e, q, sizeof(q)));
+			return CP_ERR_CONFIG;
+		}
+	}
+	dl->dl_model = xstrndup(s, (size_t)(e - s));
+	if (dl->dl_model == NULL) {
+		seterr(err, errsz, "CEREBRAS_LIMITS: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	return CP_OK;
+}
+
+/* One "name=value" of entry dl, [s, e) trimmed and not empty. */
+static enum cp_err
+limits_pair(struct declared_limits *dl, const char *s, const char *e, char *err,
+	    size_t errsz)
+{
+	const char *eq = find_sep(s, e, '=');
+	const char *ns = s;
+	const char *ne = eq;
+	const char *vs = eq + 1;
+	const char *ve = e;
+	const char *why;
+	char q[200];
+	char q2[200];
+	char num[32];
+	long long n;
+	int i;
+
+	if (eq == e) {
+		seterr(err, errsz,
+		       "CEREBRAS_LIMITS: expected name=value, got \"%s\"",
+		       quote(s, e, q, sizeof(q)));
+		return CP_ERR_CONFIG;
+	}
+	trim(&ns, &ne);
+	trim(&vs, &ve);
+	for (i = 0; i < CONFIG_NLIMITS; i++)
+		if (strlen(limit_names[i]) == (size_t)(ne - ns) &&
+		    memcmp(limit_names[i], ns, (size_t)(ne - ns)) == 0)
+			break;
+	if (i == CONFIG_NLIMITS) {
+		seterr(err, errsz,
+		       "CEREBRAS_LIMITS: unknown limit \"%s\" (expected rpm, "
+		       "tpm, rph, tph, rpd or tpd: requests or tokens per "
+		       "minute, hour or day)",
+		       quote(ns, ne, q, sizeof(q)));
+		return CP_ERR_CONFIG;
+	}
+	if (dl->dl_cap[i] != 0) {
+		seterr(err, errsz, "CEREBRAS_LIMITS: %s given twice for %s",
+		       limit_names[i], entry_name(dl, q, sizeof(q)));
+		return CP_ERR_CONFIG;
+	}
+	/* parse_ll reads a string: a longer one is too large or no number. */
+	if ((size_t)(ve - vs) >= sizeof(num)) {
+		why = strspn(vs, "0123456789") >= (size_t)(ve - vs)
+			      ? "too large"
+			      : "not a number";
+	} else {
+		memcpy(num, vs, (size_t)(ve - vs));
+		num[ve - vs] = '\0';
+		if (parse_ll(num, 1, LIMITS_MAX_VALUE, &n, &why) == CP_OK) {
+			dl->dl_cap[i] = n;
+			return CP_OK;
+		}
+	}
+	seterr(err, errsz,
+	       "CEREBRAS_LIMITS: %s for %s: %s: \"%s\" (expected 1..%lld)",
+	       limit_names[i], entry_name(dl, q2, sizeof(q2)), why,
+	       quote(vs, ve, q, sizeof(q)), LIMITS_MAX_VALUE);
+	return CP_ERR_CONFIG;
+}
+
+/* One entry, [s, e) trimmed and not empty: "[MODEL:]name=value,...". */
+static enum cp_err
+limits_entry(struct config *c, const char *s, const char *e, char *err,
+	     size_t errsz)
+{
+	struct declared_limits *dl;
+	const char *colon = find_sep(s, e, ':');
+	const char *p;
+	const char *ps;
+	const char *pe;
+	char q[200];
+	int npairs = 0;
+	int j;
+	enum cp_err r;
+
+	/*
+	 * parse_limits made room for this entry, zeroed (calloc); counted
+	 * below, config_free frees it.
+	 */
+	dl = &c->limits[c->nlimits];
+	if (colon != e) {
+		r = limits_model(c, dl, s, colon, err, errsz);
+		if (r != CP_OK)
+			return r;
+		p = colon + 1;
+	} else {
+		for (j = 0; j < c->nlimits; j++) {
+			if (c->limits[j].dl_model == NULL) {
+				seterr(err, errsz,
+				       "CEREBRAS_LIMITS: the limits of every "
+				       "model (the entry without \"MODEL:\") "
+				       "given twice");
+				return CP_ERR_CONFIG;
+			}
+		}
+		p = s;
+	}
+	c->nlimits++;
+	while (p < e) {
+		ps = p;
+		pe = find_sep(p, e, ',');
+		p = pe < e ? pe + 1 : e;
+		trim(&ps, &pe);
+		if (ps == pe)
+			continue;
+		r = limits_pair(dl, ps, pe, err, errsz);
+		if (r != CP_OK)
+			return r;
+		npairs++;
+	}
+	if (npairs == 0) {
+		seterr(err, errsz,
+		       "CEREBRAS_LIMITS: no name=value given for %s",
+		       entry_name(dl, q, sizeof(q)));
+		return CP_ERR_CONFIG;
+	}
+	return CP_OK;
+}
+
+/* v: the value, NULL if unset (nothing declared; so is an empty value). */
+static enum cp_err
+parse_limits(struct config *c, const char *v, char *err, size_t errsz)
+{
+	const char *p;
+	const char *lim;
+	const char *s;
+	const char *e;
+	size_t n = 1;
+	enum cp_err r;
+
+	if (v == NULL)
+		return CP_OK;
+	for (p = v; *p != '\0'; p++)
+		if (*p == ';')
+			n++;
+	if (n > LIMITS_MAX_ENTRIES)
+		n = LIMITS_MAX_ENTRIES;
+	c->limits = calloc(n, sizeof(*c->limits));
+	if (c->limits == NULL) {
+		seterr(err, errsz, "CEREBRAS_LIMITS: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	lim = p;
+	p = v;
+	while (p < lim) {
+		s = p;
+		e = find_sep(p, lim, ';');
+		p = e < lim ? e + 1 : lim;
+		trim(&s, &e);
+		if (s == e)
+			continue; /* empty entry: ignored */
+		if ((size_t)c->nlimits >= n) {
+			/* n counts every entry up to LIMITS_MAX_ENTRIES. */
+			seterr(err, errsz,
+			       "CEREBRAS_LIMITS: more than %d entries",
+			       LIMITS_MAX_ENTRIES);
+			return CP_ERR_CONFIG;
+		}
+		r = limits_entry(c, s, e, err, errsz);
+		if (r != CP_OK)
+			return r;
+	}
+	return CP_OK;
+}
+
+/* One entry's "name=value,..." in dl_cap's order. */
+static void
+print_caps(const struct declared_limits *dl, FILE *fp)
+{
+	const char *sep = "";
+	int i;
+
+	for (i = 0; i < CONFIG_NLIMITS; i++) {
+		if (dl->dl_cap[i] == 0)
+			continue;
+		fprintf(fp, "%s%s=%lld", sep, limit_names[i], dl->dl_cap[i]);
+		sep = ",";
+	}
+}
+
+/*
+ * Normalised: the entry for every model first, then the models in the
+ * order given, each one's limits in the order rpm tpm rph tph rpd tpd.
+ */
+static void
+print_limits(const struct config *c, FILE *fp)
+{
+	const char *sep = "";
+	int i;
+
+	if (c->nlimits == 0) {
+		fprintf(fp, "CEREBRAS_LIMITS=(none: learned from Cerebras' "
+			    "answers)\n");
+		return;
+	}
+	fprintf(fp, "CEREBRAS_LIMITS=");
+	for (i = 0; i < c->nlimits; i++) {
+		if (c->limits[i].dl_model == NULL) {
+			print_caps(&c->limits[i], fp);
+			sep = ";";
+		}
+	}
+	for (i = 0; i < c->nlimits; i++) {
+		if (c->limits[i].dl_model != NULL) {
+			fprintf(fp, "%s%s:", sep, c->limits[i].dl_model);
+			print_caps(&c->limits[i], fp);
+			sep = ";";
+		}
+	}
+	fprintf(fp, "\n");
+}
+
+void
+config_declared(const struct config *c, const char *model,
+		long long out[CONFIG_NLIMITS])
+{
+	const struct declared_limits *dl;
+	int i;
+	int j;
+
+	memset(out, 0, CONFIG_NLIMITS * sizeof(out[0]));
+	for (i = 0; i < c->nlimits; i++) {
+		if (c->limits[i].dl_model == NULL)
+			memcpy(out, c->limits[i].dl_cap,
+			       CONFIG_NLIMITS * sizeof(out[0]));
+	}
+	if (model == NULL || *model == '\0')
+		return;
+	for (i = 0; i < c->nlimits; i++) {
+		dl = &c->limits[i];
+		if (dl->dl_model == NULL || strcmp(dl->dl_model, model) != 0)
+			continue;
+		for (j = 0; j < CONFIG_NLIMITS; j++)
+			if (dl->dl_cap[j] != 0)
+				out[j] = dl->dl_cap[j];
+	}
 }
 
 static enum cp_err
@@ -640,6 +1119,12 @@ struct setting {
 		.s_offset = CONFIG_FIELD(char *, field), .s_defstr = (def),    \
 		.s_parse = (parse), .s_unset = (unset_text)                    \
 	}
+/* Not secret, parsed and printed by its own functions. */
+#define SPECIAL_SETTING(name, def, parse, print)                               \
+	{                                                                      \
+		.s_name = (name), .s_kind = SETTING_SPECIAL,                   \
+		.s_defstr = (def), .s_parse = (parse), .s_print = (print)      \
+	}
 #define SECRET_SETTING(name, def, parse, print)                                \
 	{                                                                      \
 		.s_name = (name), .s_kind = SETTING_SPECIAL, .s_sensitive = 1, \
@@ -652,6 +1137,7 @@ struct setting {
  */
 static const struct setting settings[] = {
 	SECRET_SETTING("CEREBRAS_API_KEYS", NULL, parse_keys, print_keys),
+	SPECIAL_SETTING("CEREBRAS_LIMITS", NULL, parse_limits, print_limits),
 	STRING_SETTING("CEREBRAS_API_BASE", api_base, DEFAULT_API_BASE,
 		       parse_api_base, NULL),
 	STRING_SETTING("CEREBRAS_CA_FILE", ca_file, NULL, parse_ca_file,
@@ -858,6 +1344,13 @@ config_free(struct config *c)
 		free(c->keys);
 	}
 	free(c->key_fps);
+	free(c->key_org);
+	free(c->org_fps);
+	if (c->limits != NULL) {
+		for (i = 0; i < c->nlimits; i++)
+			free(c->limits[i].dl_model);
+		free(c->limits);
+	}
 	free(c->api_base);
 	free(c->chat_url);
 	free(c->ca_file);

@@ -1,6 +1,6 @@
 /*
  * test_config.c - config_load from a table instead of the environment,
- * and config_parse_redis_url.
+ * config_declared, config_print and config_parse_redis_url.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,6 +46,7 @@ static const char *
 field(const struct config *c, const char *name, char *out, size_t outsz)
 {
 	const struct redis_addr *a = &c->redis;
+	long long caps[CONFIG_NLIMITS];
 	size_t off = 0;
 	int i;
 
@@ -56,7 +57,24 @@ field(const struct config *c, const char *name, char *out, size_t outsz)
 						i ? "," : "", c->keys[i]);
 	} else if (strcmp(name, "nkeys") == 0)
 		snprintf(out, outsz, "%d", c->nkeys);
-	else if (strcmp(name, "api_base") == 0)
+	else if (strcmp(name, "key_org") == 0) {
+		out[0] = '\0';
+		for (i = 0; i < c->nkeys; i++)
+			off += (size_t)snprintf(out + off, outsz - off, "%s%d",
+						i ? "," : "", c->key_org[i]);
+	} else if (strcmp(name, "norgs") == 0)
+		snprintf(out, outsz, "%d", c->norgs);
+	else if (strcmp(name, "nlimits") == 0)
+		snprintf(out, outsz, "%d", c->nlimits);
+	else if (strncmp(name, "declared", 8) == 0) {
+		/* "declared": every model; "declared:M": model M */
+		config_declared(c, name[8] == ':' ? name + 9 : NULL, caps);
+		out[0] = '\0';
+		for (i = 0; i < CONFIG_NLIMITS; i++)
+			off += (size_t)snprintf(out + off, outsz - off,
+						"%s%lld", i ? "," : "",
+						caps[i]);
+	} else if (strcmp(name, "api_base") == 0)
 		snprintf(out, outsz, "%s", nz(c->api_base));
 	else if (strcmp(name, "chat_url") == 0)
 		snprintf(out, outsz, "%s", nz(c->chat_url));
@@ -115,7 +133,9 @@ field(const struct config *c, const char *name, char *out, size_t outsz)
 static int
 config_is_empty(const struct config *c)
 {
-	return c->keys == NULL && c->nkeys == 0 && c->api_base == NULL &&
+	return c->keys == NULL && c->nkeys == 0 && c->key_fps == NULL &&
+	       c->key_org == NULL && c->org_fps == NULL && c->norgs == 0 &&
+	       c->limits == NULL && c->nlimits == 0 && c->api_base == NULL &&
 	       c->chat_url == NULL && c->ca_file == NULL &&
 	       c->redis_url == NULL && c->redis.ra_host == NULL &&
 	       c->redis.ra_path == NULL && c->redis.ra_user == NULL &&
@@ -205,6 +225,77 @@ static const struct good_case good_cases[] = {
 	{"leading and trailing commas",
 	 {{"CEREBRAS_API_KEYS", ",,x,"}},
 	 {{"nkeys", "1"}, {"keys", "x"}}},
+	/* organisations: keys joined by '|' */
+	{"one key per organisation",
+	 {{"CEREBRAS_API_KEYS", "a,b,c"}},
+	 {{"norgs", "3"}, {"key_org", "0,1,2"}}},
+	{"two organisations",
+	 {{"CEREBRAS_API_KEYS", "csk-a1|csk-a2,csk-b1"}},
+	 {{"nkeys", "3"},
+	  {"keys", "csk-a1,csk-a2,csk-b1"},
+	  {"norgs", "2"},
+	  {"key_org", "0,0,1"}}},
+	{"organisations with spaces around keys and empty items",
+	 {{"CEREBRAS_API_KEYS", " a , , b1 | b2 |\tb3 ,, c1|c2 ,"}},
+	 {{"nkeys", "6"},
+	  {"keys", "a,b1,b2,b3,c1,c2"},
+	  {"norgs", "3"},
+	  {"key_org", "0,1,1,1,2,2"}}},
+	{"one organisation of several keys",
+	 {{"CEREBRAS_API_KEYS", "x|y"}},
+	 {{"nkeys", "2"}, {"norgs", "1"}, {"key_org", "0,0"}}},
+	/* CEREBRAS_LIMITS */
+	{"no limits declared",
+	 {KEY},
+	 {{"nlimits", "0"},
+	  {"declared", "0,0,0,0,0,0"},
+	  {"declared:gpt-oss-120b", "0,0,0,0,0,0"}}},
+	{"empty limits",
+	 {KEY, {"CEREBRAS_LIMITS", " ; ;; "}},
+	 {{"nlimits", "0"}, {"declared:m", "0,0,0,0,0,0"}}},
+	{"limits for every model and one model",
+	 {KEY,
+	  {"CEREBRAS_LIMITS",
+	   "rpm=30,tpm=60000,rpd=14400;gpt-oss-120b:rpm=5,tpm=30000"}},
+	 {{"nlimits", "2"},
+	  {"declared", "30,60000,0,0,14400,0"},
+	  {"declared:", "30,60000,0,0,14400,0"},
+	  {"declared:gpt-oss-120b", "5,30000,0,0,14400,0"},
+	  {"declared:GPT-OSS-120B", "30,60000,0,0,14400,0"},
+	  {"declared:gpt-oss-120", "30,60000,0,0,14400,0"},
+	  {"declared:other", "30,60000,0,0,14400,0"}}},
+	{"every name, spaces, empty entries and pairs",
+	 {KEY,
+	  {"CEREBRAS_LIMITS",
+	   " ; m1 : tpd = 6 , tph=4,, rpd=5 ;rpm=1,tpm=2,rph=3 ;; "}},
+	 {{"nlimits", "2"},
+	  {"declared", "1,2,3,0,0,0"},
+	  {"declared:m1", "1,2,3,4,5,6"}}},
+	{"model limits only",
+	 {KEY, {"CEREBRAS_LIMITS", "a:rpm=1;b:tpm=2"}},
+	 {{"nlimits", "2"},
+	  {"declared", "0,0,0,0,0,0"},
+	  {"declared:a", "1,0,0,0,0,0"},
+	  {"declared:b", "0,2,0,0,0,0"},
+	  {"declared:c", "0,0,0,0,0,0"}}},
+	{"the all-models entry after a model's",
+	 {KEY, {"CEREBRAS_LIMITS", "a:rpm=1;rpm=9,tpd=1000000000000"}},
+	 {{"declared", "9,0,0,0,0,1000000000000"},
+	  {"declared:a", "1,0,0,0,0,1000000000000"}}},
+	{"model names: case, dots, 127 bytes",
+	 {KEY,
+	  {"CEREBRAS_LIMITS",
+	   "Llama-3.3-70b:rpm=1;llama-3.3-70b:rpm=2;"
+	   "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"
+	   "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"
+	   ":rpm=3"}},
+	 {{"nlimits", "3"},
+	  {"declared:Llama-3.3-70b", "1,0,0,0,0,0"},
+	  {"declared:llama-3.3-70b", "2,0,0,0,0,0"},
+	  {"declared:"
+	   "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"
+	   "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm",
+	   "3,0,0,0,0,0"}}},
 	{"api base with trailing slashes",
 	 {KEY, {"CEREBRAS_API_BASE", "https://example.test/v1///"}},
 	 {{"api_base", "https://example.test/v1"},
@@ -348,6 +439,58 @@ static const struct bad_case bad_cases[] = {
 	BAD_KEYS("sk-SECRET\x7fx", NULL),
 	BAD_KEYS("sk-SECRET\tx", NULL),
 	BAD_KEYS("sk-SECRET-caf\xc3\xa9", NULL),
+	/* an empty key in a '|' group */
+	BAD_KEYS("sk-SECRET-1||sk-SECRET-2", "empty key at #1"),
+	BAD_KEYS("sk-SECRET-1|", "empty key at #1"),
+	BAD_KEYS("|sk-SECRET-1", "empty key at #0"),
+	BAD_KEYS("sk-SECRET-0,|", "organisation #1 has an empty key at #1"),
+	BAD_KEYS("sk-SECRET-0, sk-SECRET-1 | \t | sk-SECRET-2",
+		 "organisation #1 has an empty key at #2"),
+	BAD_KEYS("sk-SECRET-0,sk-SECRET-1|sk-SECRET 2", "key #2 contains"),
+	/* CEREBRAS_LIMITS */
+	BAD("CEREBRAS_LIMITS", "rps=1",
+	    "unknown limit \"rps\" (expected rpm, tpm, rph, tph, rpd or tpd"),
+	BAD("CEREBRAS_LIMITS", "RPM=1", "unknown limit \"RPM\""),
+	BAD("CEREBRAS_LIMITS", "m:rpm=1,=2", "unknown limit \"\""),
+	BAD("CEREBRAS_LIMITS", "rpm=abc",
+	    "rpm for every model: not a number: \"abc\" (expected "
+	    "1..1000000000000)"),
+	BAD("CEREBRAS_LIMITS", "m:tpm=0", "tpm for \"m\": too small"),
+	BAD("CEREBRAS_LIMITS", "rpm=-1", "too small"),
+	BAD("CEREBRAS_LIMITS", "rpd=1000000000001", "too large"),
+	BAD("CEREBRAS_LIMITS", "rpd=123456789012345678901234567890123",
+	    "too large"),
+	BAD("CEREBRAS_LIMITS", "rpm=", "empty"),
+	BAD("CEREBRAS_LIMITS", "rpm=1.5", "not a number"),
+	BAD("CEREBRAS_LIMITS", "rpm=1e3", "not a number"),
+	BAD("CEREBRAS_LIMITS", "rpm=1 000", "not a number"),
+	BAD("CEREBRAS_LIMITS", "rpm", "expected name=value, got \"rpm\""),
+	BAD("CEREBRAS_LIMITS", "m:rpm=1,tpm", "expected name=value"),
+	BAD("CEREBRAS_LIMITS", "rpm=1,tpm=2,rpm=3",
+	    "rpm given twice for every model"),
+	BAD("CEREBRAS_LIMITS", "m:rpm=1,rpm=1", "rpm given twice for \"m\""),
+	BAD("CEREBRAS_LIMITS", "m:rpm=1;m:tpm=2", "model \"m\" given twice"),
+	BAD("CEREBRAS_LIMITS", "m:rpm=1; m :tpm=2", "model \"m\" given twice"),
+	BAD("CEREBRAS_LIMITS", "rpm=1;tpm=2", "every model"),
+	BAD("CEREBRAS_LIMITS", ":rpm=1", "empty model name before ':'"),
+	BAD("CEREBRAS_LIMITS", " \t :rpm=1", "empty model name"),
+	BAD("CEREBRAS_LIMITS",
+	    "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"
+	    "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"
+	    ":rpm=1",
+	    "longer than 127 bytes"),
+	BAD("CEREBRAS_LIMITS", "m\x01x:rpm=1",
+	    "model name \"m\\x01x\" contains a control character"),
+	BAD("CEREBRAS_LIMITS", "m\x7f:rpm=1", "control character"),
+	BAD("CEREBRAS_LIMITS", "rpm=30,gpt-oss-120b:rpm=5",
+	    "contains '=' (entries are separated by ';')"),
+	BAD("CEREBRAS_LIMITS", "a,b:rpm=5", "contains ','"),
+	BAD("CEREBRAS_LIMITS", "m:", "no name=value given for \"m\""),
+	BAD("CEREBRAS_LIMITS", "m: , ", "no name=value given"),
+	BAD("CEREBRAS_LIMITS", "m:rpm=1:2", "not a number"),
+	BAD("CEREBRAS_LIMITS", "rpm=1234567890123456789012345678901234x",
+	    "not a number"),
+	BAD("CEREBRAS_LIMITS", "rpm=\x01", "\\x01"),
 	BAD("CEREBRAS_API_BASE", "ftp://x", NULL),
 	BAD("CEREBRAS_API_BASE", "https://", NULL),
 	BAD("CEREBRAS_API_BASE", "https:///v1", NULL),
@@ -610,6 +753,7 @@ test_config_print_every_setting(void **state)
 {
 	static const struct env env[] = {
 		{"CEREBRAS_API_KEYS", "sk-SECRET-1, sk-SECRET-2"},
+		{"CEREBRAS_LIMITS", "gpt-oss-120b:tpm=5; rpd=7 ,rpm=1"},
 		{"CEREBRAS_API_BASE", "https://example.test/v1/"},
 		{"CEREBRAS_CA_FILE", "/dev/null"},
 		{"REDIS_URL", "redis://user:hunter2@cache.example:6380/1"},
@@ -639,6 +783,7 @@ test_config_print_every_setting(void **state)
 		{NULL, NULL},
 	};
 	static const char *const rest =
+		"CEREBRAS_LIMITS=rpm=1,rpd=7;gpt-oss-120b:tpm=5\n"
 		"CEREBRAS_API_BASE=https://example.test/v1\n"
 		"CEREBRAS_CA_FILE=/dev/null\n"
 		"REDIS_URL=redis://***@cache.example:6380/1\n"
@@ -694,7 +839,8 @@ struct print_case {
 
 static const struct print_case print_cases[] = {
 	{{KEY},
-	 {"CEREBRAS_CA_FILE=(libcurl default store)",
+	 {"CEREBRAS_LIMITS=(none: learned from Cerebras' answers)",
+	  "CEREBRAS_CA_FILE=(libcurl default store)",
 	  "REDIS_URL=redis://127.0.0.1:6379/0", "REDIS_FALLBACK=local",
 	  "RATE_LIMIT_SCOPE=global", "LOG_REQUESTS=1", "WORKER_THREADS=2",
 	  "WORKER_MAX_THREADS=512", "WORKER_IDLE_TIMEOUT_MS=30000",
@@ -709,6 +855,19 @@ static const struct print_case print_cases[] = {
 	{{KEY, {"REDIS_URL", "redis://:hunter2@[::1]:7000/2"}},
 	 {"REDIS_URL=redis://***@[::1]:7000/2"}},
 	{{KEY, {"REDIS_URL", "redis://h"}}, {"REDIS_URL=redis://h:6379/0"}},
+	/* declared limits, normalised */
+	{{KEY, {"CEREBRAS_LIMITS", ""}},
+	 {"CEREBRAS_LIMITS=(none: learned from Cerebras' answers)"}},
+	{{KEY,
+	  {"CEREBRAS_LIMITS",
+	   "rpm=30,tpm=60000,rpd=14400;gpt-oss-120b:rpm=5,tpm=30000"}},
+	 {"CEREBRAS_LIMITS=rpm=30,tpm=60000,rpd=14400;gpt-oss-120b:rpm=5,"
+	  "tpm=30000"}},
+	{{KEY,
+	  {"CEREBRAS_LIMITS",
+	   " a : tpd=6,rpm=1 ;; tph = 4 , rph=3 ; b:rpd=5,tpm=2 "}},
+	 {"CEREBRAS_LIMITS=rph=3,tph=4;a:rpm=1,tpd=6;b:tpm=2,rpd=5"}},
+	{{KEY, {"CEREBRAS_LIMITS", "m:rpm=1"}}, {"CEREBRAS_LIMITS=m:rpm=1"}},
 };
 
 /* Is line one whole line of text? */
@@ -755,6 +914,177 @@ test_config_print_lines(void **state)
 		free(out);
 		config_free(&c);
 	}
+}
+
+/*
+ * Organisations: key_org, norgs, and each organisation's fingerprint, that
+ * of its keys joined by '|' (a lone key's organisation: the key's own).
+ */
+static void
+test_config_orgs(void **state)
+{
+	static const struct env env[] = {
+		{"CEREBRAS_API_KEYS",
+		 " csk-a1 | csk-a2 ,, csk-b1,csk-c1|csk-c2|csk-c3"},
+		{NULL, NULL},
+	};
+	char fp[9];
+	char err[256];
+	struct config c;
+
+	(void)state;
+	assert_int_equal(
+		config_load(&c, env_lookup, (void *)env, err, sizeof(err)),
+		CP_OK);
+	assert_int_equal(c.nkeys, 6);
+	assert_int_equal(c.norgs, 3);
+	assert_int_equal(c.key_org[0], 0);
+	assert_int_equal(c.key_org[1], 0);
+	assert_int_equal(c.key_org[2], 1);
+	assert_int_equal(c.key_org[3], 2);
+	assert_int_equal(c.key_org[5], 2);
+	key_fingerprint("csk-a1|csk-a2", fp);
+	assert_string_equal(c.org_fps[0], fp);
+	key_fingerprint("csk-b1", fp);
+	assert_string_equal(c.org_fps[1], fp);
+	assert_string_equal(c.org_fps[1], c.key_fps[2]);
+	key_fingerprint("csk-c1|csk-c2|csk-c3", fp);
+	assert_string_equal(c.org_fps[2], fp);
+	/* the key fingerprints are still each key's own */
+	key_fingerprint("csk-a2", fp);
+	assert_string_equal(c.key_fps[1], fp);
+	config_free(&c);
+	assert_true(config_is_empty(&c));
+}
+
+/*
+ * --check-config with organisations: keys of one organisation joined by
+ * '|'; with one key per organisation the format of before.
+ */
+static void
+test_config_print_orgs(void **state)
+{
+	static const struct env env2[] = {
+		{"CEREBRAS_API_KEYS", "sk-SECRET-1|sk-SECRET-2,sk-SECRET-3"},
+		{NULL, NULL},
+	};
+	static const struct env env1[] = {
+		{"CEREBRAS_API_KEYS", "sk-SECRET-1 | sk-SECRET-2"},
+		{NULL, NULL},
+	};
+	static const struct env env3[] = {
+		{"CEREBRAS_API_KEYS", "sk-SECRET-1,sk-SECRET-2|sk-SECRET-3"},
+		{NULL, NULL},
+	};
+	char fp[3][9];
+	char want[256];
+	char err[256];
+	struct config c;
+	char *out;
+
+	(void)state;
+	key_fingerprint("sk-SECRET-1", fp[0]);
+	key_fingerprint("sk-SECRET-2", fp[1]);
+	key_fingerprint("sk-SECRET-3", fp[2]);
+
+	assert_int_equal(
+		config_load(&c, env_lookup, (void *)env2, err, sizeof(err)),
+		CP_OK);
+	out = print_to_string(&c);
+	snprintf(want, sizeof(want),
+		 "CEREBRAS_API_KEYS=3 keys, 2 organisations: #0(%s)|#1(%s) "
+		 "#2(%s)",
+		 fp[0], fp[1], fp[2]);
+	if (!has_line(out, want))
+		fail_msg("no line \"%s\" in:\n%s", want, out);
+	assert_null(strstr(out, "SECRET"));
+	free(out);
+	config_free(&c);
+
+	assert_int_equal(
+		config_load(&c, env_lookup, (void *)env1, err, sizeof(err)),
+		CP_OK);
+	out = print_to_string(&c);
+	snprintf(want, sizeof(want),
+		 "CEREBRAS_API_KEYS=2 keys, 1 organisation: #0(%s)|#1(%s)",
+		 fp[0], fp[1]);
+	if (!has_line(out, want))
+		fail_msg("no line \"%s\" in:\n%s", want, out);
+	free(out);
+	config_free(&c);
+
+	assert_int_equal(
+		config_load(&c, env_lookup, (void *)env3, err, sizeof(err)),
+		CP_OK);
+	out = print_to_string(&c);
+	snprintf(want, sizeof(want),
+		 "CEREBRAS_API_KEYS=3 keys, 2 organisations: #0(%s) "
+		 "#1(%s)|#2(%s)",
+		 fp[0], fp[1], fp[2]);
+	if (!has_line(out, want))
+		fail_msg("no line \"%s\" in:\n%s", want, out);
+	free(out);
+	config_free(&c);
+}
+
+/*
+ * Caps with organisations: CONFIG_MAX_KEYS keys in one organisation load,
+ * one more does not; at most 256 CEREBRAS_LIMITS entries.
+ */
+static void
+test_config_org_and_limits_caps(void **state)
+{
+	struct env env[3] = {
+		{"CEREBRAS_API_KEYS", NULL},
+		{"CEREBRAS_LIMITS", NULL},
+		{NULL, NULL},
+	};
+	size_t vsz = CONFIG_MAX_KEYS * 16 + 64;
+	char *v;
+	size_t off;
+	char err[256];
+	struct config c;
+	int i;
+
+	(void)state;
+	v = malloc(vsz);
+	assert_non_null(v);
+	env[0].value = v;
+	off = 0;
+	for (i = 0; i < CONFIG_MAX_KEYS; i++)
+		off += (size_t)snprintf(v + off, vsz - off, "%sk%d",
+					i ? "|" : "", i);
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 CP_OK);
+	assert_int_equal(c.nkeys, CONFIG_MAX_KEYS);
+	assert_int_equal(c.norgs, 1);
+	assert_int_equal(c.key_org[CONFIG_MAX_KEYS - 1], 0);
+	config_free(&c);
+	snprintf(v + off, vsz - off, "|SECRETkey");
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 CP_ERR_CONFIG);
+	check_bad(0, "CEREBRAS_API_KEYS", "more than 256 keys", err);
+	assert_true(config_is_empty(&c));
+
+	/* 256 entries load (with empty ones between), 257 do not */
+	env[0].value = "k";
+	env[1].value = v;
+	off = 0;
+	for (i = 0; i < 256; i++)
+		off += (size_t)snprintf(v + off, vsz - off, "m%d:rpm=%d;;", i,
+					i + 1);
+	assert_true(off < vsz);
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 CP_OK);
+	assert_int_equal(c.nlimits, 256);
+	assert_int_equal(c.limits[255].dl_cap[0], 256);
+	config_free(&c);
+	snprintf(v + off, vsz - off, "rpm=1");
+	assert_int_equal(config_load(&c, env_lookup, env, err, sizeof(err)),
+			 CP_ERR_CONFIG);
+	check_bad(1, "CEREBRAS_LIMITS", "more than 256 entries", err);
+	assert_true(config_is_empty(&c));
+	free(v);
 }
 
 /* config_parse_redis_url */
@@ -919,6 +1249,9 @@ main(void)
 		cmocka_unit_test(test_config_print_masks_secrets),
 		cmocka_unit_test(test_config_print_every_setting),
 		cmocka_unit_test(test_config_print_lines),
+		cmocka_unit_test(test_config_orgs),
+		cmocka_unit_test(test_config_print_orgs),
+		cmocka_unit_test(test_config_org_and_limits_caps),
 		cmocka_unit_test(test_config_parse_redis_url),
 	};
 
