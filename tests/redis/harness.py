@@ -195,18 +195,49 @@ def faketime_env(offset):
     return {"LD_PRELOAD": " ".join(pre), "FAKETIME": offset}
 
 
+def limits_arg(limits):
+    """Six limits in budget order (a sequence, or a "a,b,c,d,e,f" string),
+    as reserve.lua and settle.lua take them ("0": none)."""
+    if isinstance(limits, str):
+        return limits
+    limits = list(limits)
+    if len(limits) != 6:
+        raise ValueError("six limits, not %r" % (limits,))
+    return ",".join("%d" % v for v in limits)
+
+
+def headers_arg(headers):
+    """The limits an answer announced, as settle.lua's ARGV[10] takes them:
+    None (no limits on the answer) gives "-"; a dict {limit index: (limit,
+    remaining)} gives twelve numbers, "-1" where not announced; a string
+    is passed as it is."""
+    if headers is None:
+        return "-"
+    if isinstance(headers, str):
+        return headers
+    out = []
+    for l in range(6):
+        k, rem = headers.get(l, (-1, -1))
+        out += ["%d" % k, "%d" % rem]
+    return ",".join(out)
+
+
 class Scripts:
     """The three scripts, loaded with SCRIPT LOAD into the server behind
     client r, called by EVALSHA with the key names the C code builds from
-    its prefix (shared/sched_redis.c)."""
+    its prefix (shared/sched_redis.c): <prefix>:rr, :slot, :keys, :kslot,
+    and one budget hash per organisation and model, <prefix>:b:<org
+    fingerprint>:<model>."""
 
-    NAMES = ("reserve", "rest", "release")
+    NAMES = ("reserve", "rest", "settle")
 
     def __init__(self, r, prefix):
         self.r = r
+        self.prefix = prefix
         self.rr = prefix + ":rr"
         self.slot = prefix + ":slot"
         self.keys = prefix + ":keys"
+        self.kslot = prefix + ":kslot"
         self.sha = {}
         for name in self.NAMES:
             with open(os.path.join(LUA_DIR, name + ".lua"), "rb") as f:
@@ -216,21 +247,38 @@ class Scripts:
                 raise RuntimeError("SCRIPT LOAD %s.lua gave %s" % (name, sha))
             self.sha[name] = sha
 
-    def reserve(self, nkeys, interval, perkey=False, floor=0, max_wait=10**13):
-        """reserve.lua: [key, wait, slot] (times in us)."""
-        return self.r("EVALSHA", self.sha["reserve"], 3, self.rr, self.slot,
-                      self.keys, nkeys, interval, "1" if perkey else "0",
-                      floor, max_wait)
+    def budget(self, org=0, model="m"):
+        """The budget hash of organisation org (its index) for model."""
+        return "%s:b:%08x:%s" % (self.prefix, 0xf00 + org, model or "-")
+
+    def reserve(self, nkeys, interval, perkey=False, floor=0, max_wait=10**13,
+                orgs=None, tokens=0, limits=(0,) * 6, probe_ttl=30 * 10**6,
+                poll=50000, model="m"):
+        """reserve.lua: [key, wait, slot, why, probe, cq, ct, rt] or
+        [-1|-2|-3, wait, at, why] (times in us). orgs: each key's
+        organisation (default: all 0); one budget hash is passed per
+        organisation, 0 .. max(orgs)."""
+        if orgs is None:
+            orgs = [0] * nkeys
+        norgs = max(orgs) + 1
+        keys = [self.rr, self.slot, self.keys, self.kslot]
+        keys += [self.budget(o, model) for o in range(norgs)]
+        return self.r("EVALSHA", self.sha["reserve"], len(keys), *keys,
+                      nkeys, interval, "1" if perkey else "0", floor,
+                      max_wait, ",".join("%d" % o for o in orgs), tokens,
+                      limits_arg(limits), probe_ttl, poll)
 
     def rest(self, key, duration):
         """rest.lua: the rest's end (us, Redis time)."""
         return self.r("EVALSHA", self.sha["rest"], 1, self.keys, key, duration)
 
-    def release(self, key, at, interval, perkey=False, gap=None):
-        """release.lua: 1 released, 0 not. gap: the global timeline's
-        (the interval in global scope, as the C code passes it)."""
-        if gap is None:
-            gap = interval
-        return self.r("EVALSHA", self.sha["release"], 3, self.rr, self.slot,
-                      self.keys, key, at, interval, "1" if perkey else "0",
-                      gap)
+    def settle(self, key, slot, mode, tokens=0, limits=(0,) * 6, cq=0, ct=0,
+               rt=0, status=0, headers=None, used=-1, age=0, probe=False,
+               rest=0, org=0, model="m"):
+        """settle.lua on the budget hash of (org, model): its answer (a
+        limit index 0..5, 8 for a rest, -1). headers: see headers_arg."""
+        return self.r("EVALSHA", self.sha["settle"], 3,
+                      self.budget(org, model), self.slot, self.kslot,
+                      key, slot, mode, tokens, limits_arg(limits), cq, ct, rt,
+                      status, headers_arg(headers), used, age,
+                      "1" if probe else "0", rest)

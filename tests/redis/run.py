@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Runs the Redis script tests (test_*.py here: shared/lua/*.lua on a real
 redis-server, no C code); prints unittest's report and, last, one line
-"integration (redis scripts): N passed, N failed, N skipped".
+"integration (redis scripts): N passed, N failed, N skipped[, N known
+script bugs]" (tests marked @script_bug in test_scripts.py: expected
+failures, listed above that line, neither passed nor failed).
 Exits non-zero if anything failed or nothing passed.
 Usage: run.py [unittest names...]   (default: every test_*.py here)"""
 
@@ -35,9 +37,21 @@ def main(argv):
         return 1
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
     skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
-    print("integration (redis scripts): %d passed, %d failed, %d skipped"
-          % (passed, failed, skipped))
+    known = len(result.expectedFailures)
+    passed = result.testsRun - failed - skipped - known
+    if known:
+        # test_scripts.script_bug: what a script's header promises and the
+        # script does not do yet
+        print("known script bugs (expected failures, not counted as passed):")
+        for test, _ in result.expectedFailures:
+            print("  %s: %s" % (test.id(), (test.shortDescription() or "").split(" -- ")[0]))
+    if result.unexpectedSuccesses:
+        print("unexpected successes (a script bug fixed? drop its @script_bug mark):")
+        for test in result.unexpectedSuccesses:
+            print("  %s" % test.id())
+    print("integration (redis scripts): %d passed, %d failed, %d skipped%s"
+          % (passed, failed, skipped,
+             ", %d known script bugs" % known if known else ""))
     return 0 if failed == 0 and passed > 0 else 1
 
 

@@ -1,16 +1,22 @@
-"""The scheduler's Lua scripts (shared/lua/reserve.lua, rest.lua,
-release.lua) run directly on a real redis-server: no C code involved.
+"""The scheduler's Lua scripts (shared/lua/reserve.lua, settle.lua,
+rest.lua) run directly on a real redis-server: no C code involved.
 
 One redis-server for the module (a second one under libfaketime for the
-clock test); each test starts from FLUSHALL. State is set with SET/HSET to
-times ~1000 s ahead of Redis' clock (FAR), so those results are exact to
-the microsecond whatever the clock does meanwhile. Where a result depends
-on the script's own "now", it is bracketed by TIME before and after the
-call (Redis runs one command at a time, so the script's TIME falls in
-between): no tolerance either.
+clock test); each test starts from FLUSHALL. Where a result would depend on
+the script's own "now", either the state makes it not matter (a budget that
+rests until FAR, ~1000 s ahead of Redis' clock: every request is ready then
+exactly, and the slots follow from it to the microsecond), or the result is
+bracketed by TIME before and after the call (Redis runs one command at a
+time, so the script's TIME falls in between): no tolerance either way.
+
+Tests marked @script_bug expect what a script's header comment promises and
+the script does not do (yet): they are expected failures, reported apart by
+run.py, and become failures the day the script is fixed (then drop the mark).
+CPROXY_SCRIPT_BUGS=fail runs them as ordinary tests, to see how they fail.
 """
 
 import collections
+import functools
 import os
 import re
 import shutil
@@ -26,12 +32,46 @@ SEC = 1000000
 MS = 1000
 IV = 200 * MS          # interval
 FLOOR = 50 * MS        # the global floor in key scope
+POLL = 50 * MS         # how long to wait while a probe is out
+PROBE_TTL = 30 * SEC   # how long a probe holds its budget
 PREFIX = "cproxy-test:{cp}"
 DAY_MS = 86400000
+M = "llama3.1-8b"      # the model of most tests
+M2 = "qwen-3-32b"      # another model
+# The budgets, in budget order: requests-minute, tokens-minute,
+# requests-hour, tokens-hour, requests-day, tokens-day.
+RPM, TPM, RPH, TPH, RPD, TPD = range(6)
+WINDOW = [60 * SEC, 60 * SEC, 3600 * SEC, 3600 * SEC, 86400 * SEC, 86400 * SEC]
+NONE = (0,) * 6
+WHY_NONE, WHY_SPACING, WHY_DISABLED, WHY_REST, WHY_PROBE = -1, 6, 7, 8, 9
+
+
+def limits(**kw):
+    """Six declared limits, e.g. limits(rpm=6): the others 0 (none)."""
+    names = ("rpm", "tpm", "rph", "tph", "rpd", "tpd")
+    return tuple(kw.get(n, 0) for n in names)
+
 
 SERVER = None
 
-Res = collections.namedtuple("Res", "key wait slot t0 t1")
+# key, wait, slot (the until of -1), why, probe, cq, ct, rt: the reply
+# (the last four None unless reserved); t0, t1: TIME around the call; req:
+# the arguments of the call, which settle() passes on.
+Res = collections.namedtuple("Res", "key wait slot why probe cq ct rt t0 t1 req")
+
+
+def script_bug(reason):
+    """Marks a test that expects what a script's header comment promises
+    and the script does not do: an expected failure, listed by run.py."""
+    def mark(test):
+        @functools.wraps(test)
+        def wrapper(self, *a, **kw):
+            return test(self, *a, **kw)
+        wrapper.__doc__ = "SCRIPT BUG: %s -- %s" % (reason, (test.__doc__ or "").strip())
+        if os.environ.get("CPROXY_SCRIPT_BUGS") == "fail":
+            return wrapper
+        return unittest.expectedFailure(wrapper)
+    return mark
 
 
 def setUpModule():
@@ -47,7 +87,13 @@ def tearDownModule():
 
 
 class ScriptCase(unittest.TestCase):
-    """A clean database, the scripts loaded, and helpers."""
+    """A clean database, the scripts loaded, and helpers.
+
+    KNOWN: the budgets of organisations 0..2 for M and M2 are marked as
+    seen with no limit (an answer without limits came), so requests need
+    no probe and only the spacing places them."""
+
+    KNOWN = True
 
     def server(self):
         return SERVER
@@ -58,6 +104,10 @@ class ScriptCase(unittest.TestCase):
         self.r("FLUSHALL")
         self.s = Scripts(self.r, PREFIX)
         self.far = self.r.time_us() + 1000 * SEC
+        if self.KNOWN:
+            for model in (M, M2):
+                for org in range(3):
+                    self.bset(org, model, seen=1)
 
     # -- state -----------------------------------------------------------
     def get(self, key):
@@ -67,8 +117,26 @@ class ScriptCase(unittest.TestCase):
     def rr(self):
         return self.get(self.s.rr)
 
+    def zset(self, key):
+        """{member: score} of a sorted set."""
+        r = self.r("ZRANGE", key, 0, -1, "WITHSCORES")
+        return {r[i]: int(r[i + 1]) for i in range(0, len(r), 2)}
+
     def timeline(self):
-        return self.get(self.s.slot)
+        """The global timeline's booked slots, sorted."""
+        z = self.zset(self.s.slot)
+        for m, v in z.items():
+            self.assertEqual(m, "%d" % v)
+        return sorted(z.values())
+
+    def ktimeline(self):
+        """The per-key timelines: sorted [(key, slot)]."""
+        out = []
+        for m, v in self.zset(self.s.kslot).items():
+            i, at = m.split(":")
+            self.assertEqual(int(at), v)
+            out.append((int(i), v))
+        return sorted(out)
 
     def field(self, name):
         v = self.r("HGET", self.s.keys, name)
@@ -80,28 +148,74 @@ class ScriptCase(unittest.TestCase):
             args += [k, v]
         self.r("HSET", self.s.keys, *args)
 
+    def bget(self, name, org=0, model=M):
+        """A field of a budget hash, as an int (None: absent)."""
+        v = self.r("HGET", self.s.budget(org, model), name)
+        return None if v is None else int(v)
+
+    def bset(self, org=0, model=M, **fields):
+        args = []
+        for k, v in fields.items():
+            args += [k, v]
+        self.r("HSET", self.s.budget(org, model), *args)
+
+    def bkey(self, org=0, model=M):
+        """The name of a budget hash."""
+        return self.s.budget(org, model)
+
+    def budget(self, org=0, model=M):
+        """A budget hash as a dict of ints (rt absent: 0, nothing given back)."""
+        v = self.r("HGETALL", self.s.budget(org, model))
+        out = {v[i]: int(v[i + 1]) for i in range(0, len(v), 2)}
+        out.setdefault("rt", 0)
+        return out
+
+    def hold(self, till, org=0, model=M):
+        """The budget rests until till (x): every request for it is ready
+        then exactly, why 8."""
+        self.bset(org, model, x=till)
+
     def snapshot(self):
         """Every key with its value (TTLs aside)."""
         out = {}
         for k in self.r("KEYS", "*"):
             t = self.r("TYPE", k)
-            out[k] = (self.r("HGETALL", k) if t == "hash" else self.r("GET", k))
+            if t == "hash":
+                out[k] = self.r("HGETALL", k)
+            elif t == "zset":
+                out[k] = self.r("ZRANGE", k, 0, -1, "WITHSCORES")
+            else:
+                out[k] = self.r("GET", k)
         return out
 
     # -- calls -------------------------------------------------------------
-    def reserve(self, *args, **kw):
-        """reserve.lua, checking that wait == slot - now for the script's
-        now, which lies between TIME before and TIME after."""
+    def reserve(self, nkeys, interval, **kw):
+        """reserve.lua, checking the reply's shape and that wait == slot -
+        now for the script's now, which lies between TIME before and after
+        (-3: wait is the poll, slot 0, why 9)."""
+        kw.setdefault("model", M)
         t0 = self.r.time_us()
-        reply = self.s.reserve(*args, **kw)
+        reply = self.s.reserve(nkeys, interval, **kw)
         t1 = self.r.time_us()
-        self.assertEqual(len(reply), 3, reply)
-        key, wait, slot = reply
-        self.assertTrue(slot - t1 <= wait <= slot - t0,
-                        "wait %d is not slot %d - now (now in [%d, %d])"
-                        % (wait, slot, t0, t1))
-        self.assertGreaterEqual(wait, 0)
-        return Res(key, wait, slot, t0, t1)
+        self.assertIsInstance(reply, list, reply)
+        key, wait, slot, why = reply[:4]
+        if key >= 0:
+            self.assertEqual(len(reply), 8, reply)
+            self.assertLess(key, nkeys, reply)
+            self.assertIn(reply[4], (0, 1), reply)
+        else:
+            self.assertEqual(len(reply), 4, reply)
+            self.assertIn(key, (-1, -2, -3), reply)
+        if key == -3:
+            self.assertEqual((wait, slot, why), (kw.get("poll", POLL), 0, WHY_PROBE))
+        else:
+            self.assertTrue(slot - t1 <= wait <= slot - t0,
+                            "wait %d is not slot %d - now (now in [%d, %d])"
+                            % (wait, slot, t0, t1))
+            self.assertGreaterEqual(wait, 0)
+        req = dict(kw, nkeys=nkeys, interval=interval)
+        rest = reply[4:] if key >= 0 else [None] * 4
+        return Res(key, wait, slot, why, *rest, t0=t0, t1=t1, req=req)
 
     def reserve_many(self, count, *args, **kw):
         """[(key, slot)] of count reservations."""
@@ -111,12 +225,42 @@ class ScriptCase(unittest.TestCase):
             out.append((res.key, res.slot))
         return out
 
-    def assertNow(self, res):
+    def settle(self, res, mode="answer", **kw):
+        """settle.lua for reservation res (its key, slot, charge, counters,
+        probe flag, organisation and model); returns (its answer, TIME
+        before, TIME after)."""
+        self.assertGreaterEqual(res.key, 0, res)
+        req = res.req
+        orgs = req.get("orgs") or [0] * req["nkeys"]
+        args = dict(tokens=req.get("tokens", 0), limits=req.get("limits", NONE),
+                    cq=res.cq, ct=res.ct, rt=res.rt, probe=bool(res.probe),
+                    org=orgs[res.key], model=req.get("model", M))
+        args.update(kw)
+        t0 = self.r.time_us()
+        ret = self.s.settle(res.key, res.slot, mode, **args)
+        t1 = self.r.time_us()
+        return ret, t0, t1
+
+    def assertNow(self, res, why=WHY_NONE):
         """res was reserved for the script's own now: wait 0."""
-        self.assertGreaterEqual(res.key, 0)
-        self.assertEqual(res.wait, 0)
+        self.assertGreaterEqual(res.key, 0, res)
+        self.assertEqual(res.wait, 0, res)
         self.assertTrue(res.t0 <= res.slot <= res.t1,
                         "slot %d is not now [%d, %d]" % (res.slot, res.t0, res.t1))
+        self.assertEqual(res.why, why, res)
+
+    def assertBetween(self, lo, v, hi, msg=None):
+        self.assertTrue(lo <= v <= hi, msg or "%r is not in [%r, %r]" % (v, lo, hi))
+
+    def assertLevelSet(self, l, level, t0, t1, org=0, model=M, k=None):
+        """Budget l's e is now - level * window / k for a now in [t0, t1]
+        (e is stored rounded up to the microsecond)."""
+        if k is None:
+            k = self.bget("k%d" % l, org, model)
+        e = self.bget("e%d" % l, org, model)
+        back = level * WINDOW[l] / k
+        self.assertBetween(t0 - back, e, t1 - back + 1,
+                           "e%d = %s is not now - %s (now in [%d, %d])" % (l, e, back, t0, t1))
 
 
 class Rotation(ScriptCase):
@@ -140,8 +284,8 @@ class Rotation(ScriptCase):
         self.assertEqual(self.rr(), 3)
         self.assertEqual(self.reserve(3, 0).key, 0)
 
-    def test_global_skips_resting_keys(self):
-        """global scope: a resting key is skipped, the position moves past the key taken; a past rest is no rest."""
+    def test_global_skips_disabled_keys(self):
+        """global scope: a disabled key is skipped, the position moves past the key taken; a past rest is no rest."""
         self.hset(c0=self.far - 2000 * SEC, c1=self.far)
         keys = []
         for _ in range(4):
@@ -153,36 +297,44 @@ class Rotation(ScriptCase):
         self.assertEqual(self.reserve(3, IV).key, 2)
         self.assertEqual(self.rr(), 3)
 
-    def test_key_scope_earliest_next_slot(self):
-        """key scope: the key whose next slot is earliest, ties in round-robin order."""
+    def test_key_scope_earliest_slot(self):
+        """key scope: the key whose first free slot on its timeline is earliest wins, ties in round-robin order."""
         f = self.far
-        self.hset(s0=f + 300 * MS, s1=f + 100 * MS, s2=f + 200 * MS)
+        self.hold(f)
+        # key 0 free from f + 400 ms, key 1 from f + 200 ms, key 2 from f + 100 ms
+        self.r("ZADD", self.s.kslot, f, "0:%d" % f, f + IV, "0:%d" % (f + IV),
+               f, "1:%d" % f, f - 100 * MS, "2:%d" % (f - 100 * MS))
         got = []
         for _ in range(4):
             res = self.reserve(3, IV, perkey=True)
             got.append((res.key, res.slot - f))
             self.assertEqual(self.rr(), res.key + 1)
-            self.assertEqual(self.field("s%d" % res.key), res.slot + IV)
-        # s: 300,100,200 -> key 1; 300,300,200 -> key 2; 300,300,400 from
-        # position 0 -> key 0 (tie with 1); 500,300,400 -> key 1
-        self.assertEqual(got, [(1, 100 * MS), (2, 200 * MS), (0, 300 * MS),
-                               (1, 300 * MS)])
+            self.assertIn((res.key, res.slot), self.ktimeline())
+            self.assertEqual(res.why, WHY_SPACING)
+        # then key 2 from f + 300 ms; at f + 400 ms keys 0 and 1 tie: key 0
+        # comes first from the position (3 % 3)
+        self.assertEqual(got, [(2, 100 * MS), (1, 200 * MS), (2, 300 * MS),
+                               (0, 400 * MS)])
+        self.assertEqual(self.r("EXISTS", self.s.slot), 0)
 
     def test_key_scope_ties_in_round_robin_order(self):
-        """key scope: equal next slots go in round-robin order from the position."""
+        """key scope: equal slots go in round-robin order from the position."""
         f = self.far
-        self.hset(s0=f, s1=f, s2=f)
+        self.hold(f)
         self.r("SET", self.s.rr, 2)
         self.assertEqual(self.reserve_many(6, 3, IV, perkey=True),
                          [(2, f), (0, f), (1, f),
                           (2, f + IV), (0, f + IV), (1, f + IV)])
 
-    def test_key_scope_skips_resting_keys(self):
-        """key scope: the earliest key is skipped while it rests."""
+    def test_key_scope_skips_disabled_keys(self):
+        """key scope: the key with the earliest slot is skipped while it is disabled."""
         f = self.far
-        self.hset(s0=f, s1=f + 1 * SEC, s2=f + 2 * SEC, c0=f + 10 * SEC)
+        self.hold(f)
+        self.hset(c0=f + 10 * SEC)
+        self.r("ZADD", self.s.kslot, f, "1:%d" % f, f, "2:%d" % f,
+               f + IV, "2:%d" % (f + IV))
         self.assertEqual(self.reserve_many(2, 3, IV, perkey=True),
-                         [(1, f + 1 * SEC), (1, f + 1 * SEC + IV)])
+                         [(1, f + IV), (2, f + 2 * IV)])
 
 
 class Spacing(ScriptCase):
@@ -190,78 +342,99 @@ class Spacing(ScriptCase):
     def test_global_spacing_exact(self):
         """global scope: reservations are exactly the interval apart on the timeline; ARGV[4] (floor) is ignored."""
         f = self.far
-        self.r("SET", self.s.slot, f)
-        self.assertEqual(self.reserve_many(4, 2, IV, floor=5 * IV),
-                         [(0, f), (1, f + IV), (0, f + 2 * IV), (1, f + 3 * IV)])
-        self.assertEqual(self.timeline(), f + 4 * IV)
+        self.hold(f)
+        got = []
+        for _ in range(4):
+            res = self.reserve(2, IV, floor=5 * IV)
+            got.append((res.key, res.slot, res.why))
+        self.assertEqual(got, [(0, f, WHY_REST), (1, f + IV, WHY_SPACING),
+                               (0, f + 2 * IV, WHY_SPACING), (1, f + 3 * IV, WHY_SPACING)])
+        self.assertEqual(self.timeline(), [f, f + IV, f + 2 * IV, f + 3 * IV])
+        self.assertEqual(self.r("EXISTS", self.s.kslot), 0)
 
     def test_global_first_is_now_then_interval(self):
         """global scope, fresh state: the first is now (wait 0), the next exactly one interval later."""
         a = self.reserve(2, IV)
         self.assertNow(a)
-        self.assertEqual(self.timeline(), a.slot + IV)
+        self.assertEqual(self.timeline(), [a.slot])
         b = self.reserve(2, IV)
-        self.assertEqual((b.key, b.slot), (1, a.slot + IV))
+        self.assertEqual((b.key, b.slot, b.why), (1, a.slot + IV, WHY_SPACING))
         self.assertGreater(b.wait, 0)
+
+    def test_global_first_free_moment(self):
+        """global scope: a request takes the first moment at least one interval from every booked slot, before later slots if there is room."""
+        f = self.far
+        self.hold(f)
+        self.r("ZADD", self.s.slot, f, f, f + 3 * IV, f + 3 * IV, f + 10 * SEC, f + 10 * SEC)
+        self.assertEqual(self.reserve_many(3, 1, IV),
+                         [(0, f + IV), (0, f + 2 * IV), (0, f + 4 * IV)])
+        # a hole narrower than two intervals is no room
+        self.r("FLUSHALL")
+        self.hold(f)
+        self.r("ZADD", self.s.slot, f + IV // 2, f + IV // 2, f + 2 * IV, f + 2 * IV)
+        self.assertEqual(self.reserve_many(1, 1, IV), [(0, f + 3 * IV)])
 
     def test_interval_zero_means_no_spacing(self):
         """interval 0: every reservation is now, the (stale) timeline is neither read nor written."""
-        self.r("SET", self.s.slot, self.far)
+        self.r("ZADD", self.s.slot, self.far, self.far)
         for _ in range(5):
             self.assertNow(self.reserve(2, 0))
-        self.assertEqual(self.timeline(), self.far)
+        self.assertEqual(self.timeline(), [self.far])
         self.r("DEL", self.s.slot)
         self.assertNow(self.reserve(2, 0))
         self.assertEqual(self.r("EXISTS", self.s.slot), 0)
+        self.assertEqual(self.r("EXISTS", self.s.kslot), 0)
 
     def test_key_scope_spacing_per_key(self):
-        """key scope, floor 0: each key's reservations are the interval apart; keys may share a slot."""
+        """key scope, floor 0: each key's reservations are the interval apart; keys may share a slot; no global timeline."""
         f = self.far
-        self.hset(s0=f, s1=f)
+        self.hold(f)
         self.assertEqual(self.reserve_many(4, 2, IV, perkey=True),
                          [(0, f), (1, f), (0, f + IV), (1, f + IV)])
-        self.assertEqual(self.field("s0"), f + 2 * IV)
-        self.assertEqual(self.field("s1"), f + 2 * IV)
+        self.assertEqual(self.ktimeline(), [(0, f), (0, f + IV), (1, f), (1, f + IV)])
         self.assertEqual(self.r("EXISTS", self.s.slot), 0)
 
     def test_key_scope_floor_between_keys(self):
-        """key scope: the global floor separates any two reservations across keys."""
+        """key scope: the global floor separates any two reservations across keys, the interval those of one key."""
         f = self.far
-        self.hset(s0=f, s1=f)
-        want = [(0, f, f + FLOOR), (1, f + FLOOR, f + 2 * FLOOR),
-                (0, f + IV, f + IV + FLOOR), (1, f + FLOOR + IV, f + IV + 2 * FLOOR)]
-        for key, slot, line in want:
+        self.hold(f)
+        want = [(0, f), (1, f + FLOOR), (0, f + IV), (1, f + IV + FLOOR)]
+        for n, (key, slot) in enumerate(want):
             res = self.reserve(2, IV, perkey=True, floor=FLOOR)
             self.assertEqual((res.key, res.slot), (key, slot))
-            self.assertEqual(self.timeline(), line)
-            self.assertEqual(self.field("s%d" % key), slot + IV)
+            self.assertEqual(self.timeline(), sorted(s for _, s in want[:n + 1]))
+            self.assertIn((key, slot), self.ktimeline())
 
-    def test_key_scope_floor_follows_late_key_slot(self):
-        """key scope: a slot pushed late by its key's timeline moves the global timeline to slot + floor."""
+    def test_key_scope_own_timeline_and_floor(self):
+        """key scope: a key's own later slot pushes it past; the floor then spaces it from other keys' slots."""
         f = self.far
-        self.r("SET", self.s.slot, f)
-        late = f + 5 * SEC
-        self.hset(s0=late, s1=late + 100 * MS)
+        self.hold(f)
+        self.r("ZADD", self.s.kslot, f, "0:%d" % f, f + 100 * MS, "1:%d" % (f + 100 * MS))
+        self.r("ZADD", self.s.slot, f + IV + 20 * MS, f + IV + 20 * MS)
+        # key 0: its own slot f -> f + IV; the floor from f + IV + 20 ms ->
+        # f + IV + 70 ms. key 1: its own slot -> f + 300 ms. Key 0 wins.
         res = self.reserve(2, IV, perkey=True, floor=FLOOR)
-        self.assertEqual((res.key, res.slot), (0, late))
-        self.assertEqual(self.timeline(), late + FLOOR)
-        self.assertEqual(self.field("s0"), late + IV)
-        # key 1: its own slot (late + 100 ms) is after the floor (late + 50 ms)
+        self.assertEqual((res.key, res.slot, res.why), (0, f + IV + 70 * MS, WHY_SPACING))
+        # key 0 again: f + 470 ms; key 1: f + 300 ms, then the floor from
+        # f + 270 ms -> f + 320 ms
         res = self.reserve(2, IV, perkey=True, floor=FLOOR)
-        self.assertEqual((res.key, res.slot), (1, late + 100 * MS))
-        self.assertEqual(self.timeline(), late + 100 * MS + FLOOR)
+        self.assertEqual((res.key, res.slot), (1, f + 320 * MS))
+        self.assertEqual(self.timeline(), [f + IV + 20 * MS, f + IV + 70 * MS, f + 320 * MS])
+        self.assertEqual(self.ktimeline(), [(0, f), (0, f + 270 * MS), (1, f + 100 * MS),
+                                            (1, f + 320 * MS)])
 
     def test_key_scope_interval_zero(self):
         """key scope, interval 0: only the floor spaces; no per-key slot is stored. Both 0: no spacing at all."""
         f = self.far
-        self.r("SET", self.s.slot, f)
+        self.hold(f)
         self.assertEqual(self.reserve_many(3, 2, 0, perkey=True, floor=FLOOR),
                          [(0, f), (1, f + FLOOR), (0, f + 2 * FLOOR)])
-        self.assertEqual(self.r("EXISTS", self.s.keys), 0)
+        self.assertEqual(self.r("EXISTS", self.s.kslot), 0)
         self.r("FLUSHALL")
+        self.bset(seen=1)
         for _ in range(3):
             self.assertNow(self.reserve(2, 0, perkey=True, floor=0))
-        self.assertEqual(sorted(self.r("KEYS", "*")), [self.s.rr])
+        self.assertEqual(sorted(self.r("KEYS", "*")), sorted([self.s.rr, self.bkey()]))
 
 
 class Rests(ScriptCase):
@@ -276,10 +449,11 @@ class Rests(ScriptCase):
         self.assertIsNone(self.field("c0"))
 
     def test_rested_key_skipped_until_its_end(self):
-        """a rested key is skipped while now < end and taken again from its end on (both scopes)."""
+        """a disabled key is skipped while now < end and taken again from its end on (both scopes)."""
         for perkey in (False, True):
             with self.subTest(perkey=perkey):
                 self.r("FLUSHALL")
+                self.bset(seen=1)
                 till = self.s.rest(0, 150 * MS)
                 skipped = 0
                 deadline = time.monotonic() + 5
@@ -309,41 +483,76 @@ class Rests(ScriptCase):
         self.assertTrue(t0 + 200 * SEC <= longer <= t1 + 200 * SEC)
         self.assertEqual(self.field("c2"), longer)
 
-    def test_all_resting(self):
-        """every key rests: {-1, wait, until} with until the earliest end; nothing written (both scopes)."""
+    def test_all_disabled_beyond_max_wait(self):
+        """every key disabled past the longest wait: {-1, wait, until, 7} with until the earliest end; nothing written (both scopes)."""
         f = self.far
         for perkey in (False, True):
             with self.subTest(perkey=perkey):
                 self.r("FLUSHALL")
-                self.hset(c0=f + 3 * SEC, c1=f + 1 * SEC, c2=f + 2 * SEC, s2=f)
+                self.bset(seen=1)
+                self.hset(c0=f + 3 * SEC, c1=f + 1 * SEC, c2=f + 2 * SEC)
+                self.r("ZADD", self.s.kslot, f, "2:%d" % f)
                 before = self.snapshot()
-                res = self.reserve(3, IV, perkey=perkey, floor=FLOOR)
-                self.assertEqual((res.key, res.slot), (-1, f + 1 * SEC))
+                res = self.reserve(3, IV, perkey=perkey, floor=FLOOR, max_wait=10 * SEC)
+                self.assertEqual((res.key, res.slot, res.why), (-1, f + 1 * SEC, WHY_DISABLED))
                 self.assertEqual(self.snapshot(), before)
+
+    @script_bug("reserve.lua answers -1 whenever every key is disabled, even when one "
+                "comes back within the longest wait; its header says -1 means 'no key "
+                "can take it within the longest wait' and lists why 7 (a disabled key) "
+                "among what may set a slot")
+    def test_all_disabled_within_max_wait_queued(self):
+        """every key disabled, the earliest end within the longest wait: the request is queued on that key until its end (why 7), not refused."""
+        f = self.far
+        self.hset(c0=f + 3 * SEC, c1=f + 1 * SEC, c2=f + 2 * SEC)
+        res = self.reserve(3, IV)
+        self.assertEqual((res.key, res.slot, res.why), (1, f + 1 * SEC, WHY_DISABLED))
+
+    def test_disabled_and_out_of_budget(self):
+        """one key disabled, the other's organisation out of budget, both past the longest wait: -1 until the earlier of the two, with its why."""
+        f = self.far
+        for c0, until, why in ((f + 1 * SEC, f + 1 * SEC, WHY_DISABLED),
+                               (f + 5 * SEC, f + 2 * SEC, WHY_REST)):
+            with self.subTest(why=why):
+                self.r("FLUSHALL")
+                self.bset(0, seen=1)
+                self.bset(1, seen=1)
+                self.hold(f + 2 * SEC, org=1)
+                self.hset(c0=c0)
+                res = self.reserve(2, IV, orgs=[0, 1], max_wait=10 * SEC)
+                self.assertEqual((res.key, res.slot, res.why), (-1, until, why))
 
 
 class QueueBound(ScriptCase):
 
+    BIG = 10 * SEC  # an interval much longer than a call
+
     def test_too_far_global(self):
-        """global scope: a slot beyond the longest wait gives {-2, wait, slot}; position and timeline unchanged."""
+        """global scope: ready within the longest wait but a slot beyond it gives {-2, wait, slot, 6}; nothing written."""
         f = self.far
+        self.hold(f)
         self.r("SET", self.s.rr, 1)
-        self.r("SET", self.s.slot, f)
+        self.r("ZADD", self.s.slot, f, f)
         before = self.snapshot()
-        res = self.reserve(3, IV, max_wait=500 * SEC)
-        self.assertEqual((res.key, res.slot), (-2, f))
+        t = self.r.time_us()
+        # ready at f (within the wait), slot f + BIG (beyond it)
+        res = self.reserve(3, self.BIG, max_wait=f - t + self.BIG // 2)
+        self.assertEqual((res.key, res.slot, res.why), (-2, f + self.BIG, WHY_SPACING))
         self.assertEqual(self.snapshot(), before)
-        res = self.reserve(3, IV, max_wait=2000 * SEC)
-        self.assertEqual((res.key, res.slot), (1, f))
+        res = self.reserve(3, self.BIG, max_wait=2000 * SEC)
+        self.assertEqual((res.key, res.slot), (1, f + self.BIG))
 
     def test_too_far_key_scope(self):
-        """key scope: the earliest key's slot beyond the longest wait gives -2; position, timelines, hash unchanged."""
+        """key scope: the earliest key's slot beyond the longest wait gives -2; position, timelines, budget unchanged."""
         f = self.far
-        self.r("SET", self.s.slot, f - 1 * SEC)
-        self.hset(s0=f + 1 * SEC, s1=f, c2=f + 10 * SEC)
+        self.hold(f)
+        self.r("ZADD", self.s.kslot, f, "0:%d" % f, f, "1:%d" % f)
+        self.hset(c2=f + 10 * SEC)
         before = self.snapshot()
-        res = self.reserve(3, IV, perkey=True, floor=FLOOR, max_wait=500 * SEC)
-        self.assertEqual((res.key, res.slot), (-2, f))
+        t = self.r.time_us()
+        res = self.reserve(3, self.BIG, perkey=True, floor=FLOOR,
+                           max_wait=f - t + self.BIG // 2)
+        self.assertEqual((res.key, res.slot, res.why), (-2, f + self.BIG, WHY_SPACING))
         self.assertEqual(self.snapshot(), before)
         self.assertEqual(self.r("EXISTS", self.s.rr), 0)
 
@@ -353,112 +562,517 @@ class QueueBound(ScriptCase):
         self.assertNow(a)
         before = self.snapshot()
         b = self.reserve(2, IV, max_wait=0)
-        self.assertEqual((b.key, b.slot), (-2, a.slot + IV))
+        self.assertEqual((b.key, b.slot, b.why), (-2, a.slot + IV, WHY_SPACING))
         self.assertEqual(self.snapshot(), before)
 
 
 class Release(ScriptCase):
+    """settle.lua mode "release": the request was never sent."""
 
-    def test_release_last_slot_global(self):
-        """release.lua, global scope: the last slot goes back (1, timeline = slot), then the one before it."""
+    def test_release_is_exact_global(self):
+        """global scope: a released slot leaves the timeline whatever was booked after it; the next request takes it."""
         f = self.far
-        self.r("SET", self.s.slot, f)
-        a = self.reserve(3, IV)
-        b = self.reserve(3, IV)
-        self.assertEqual(self.s.release(b.key, b.slot, IV), 1)
-        self.assertEqual(self.timeline(), f + IV)
-        self.assertEqual(self.s.release(a.key, a.slot, IV), 1)
-        self.assertEqual(self.timeline(), f)
+        self.hold(f)
+        a, b, c = (self.reserve(3, IV) for _ in range(3))
+        self.assertEqual([a.slot, b.slot, c.slot], [f, f + IV, f + 2 * IV])
+        self.assertEqual(self.settle(b, "release")[0], -1)
+        self.assertEqual(self.timeline(), [f, f + 2 * IV])
+        d = self.reserve(3, IV)
+        self.assertEqual(d.slot, f + IV)
+        self.assertEqual(self.settle(a, "release")[0], -1)
+        self.assertEqual(self.timeline(), [f + IV, f + 2 * IV])
         self.assertEqual(self.reserve(3, IV).slot, f)
-
-    def test_release_refused_after_later_reservation(self):
-        """release.lua, global scope: refused (0, nothing changes) once a later slot was handed out."""
-        f = self.far
-        self.r("SET", self.s.slot, f)
-        a = self.reserve(3, IV)
-        b = self.reserve(3, IV)
-        before = self.snapshot()
-        self.assertEqual(self.s.release(a.key, a.slot, IV), 0)
-        self.assertEqual(self.s.release(0, f + 7, IV), 0)
-        self.assertEqual(self.snapshot(), before)
-        self.assertEqual(self.s.release(b.key, b.slot, IV), 1)
-        self.assertEqual(self.s.release(a.key, a.slot, IV), 1)
-        self.assertEqual(self.timeline(), f)
-
-    def test_release_keeps_ttl(self):
-        """release.lua keeps the timeline's expiry as it was (SET ... KEEPTTL)."""
-        self.r("SET", self.s.slot, self.far)
-        a = self.reserve(2, IV)
-        before = self.r("PTTL", self.s.slot)
-        self.assertEqual(self.s.release(a.key, a.slot, IV), 1)
-        after = self.r("PTTL", self.s.slot)
-        # the clock moves on between the two PTTLs: a generous 1 s
-        self.assertTrue(before - 1000 <= after <= before, (before, after))
-
-    def test_release_interval_zero(self):
-        """release.lua with interval 0: nothing to give back (0), nothing written."""
-        a = self.reserve(2, 0)
-        before = self.snapshot()
-        self.assertEqual(self.s.release(a.key, a.slot, 0), 0)
-        self.assertEqual(self.snapshot(), before)
+        # a slot never booked: nothing moves
+        before = self.timeline()
+        self.s.settle(0, f + 7, "release", model=M)
+        self.assertEqual(self.timeline(), before)
 
     def test_release_key_scope(self):
-        """release.lua, key scope: the key's timeline and the floor go back to the slot."""
+        """key scope: the slot leaves the key's timeline and the global one; other keys' slots stay."""
         f = self.far
-        self.hset(s0=f)
-        a = self.reserve(1, IV, perkey=True, floor=FLOOR)
-        self.assertEqual((a.key, a.slot), (0, f))
-        self.assertEqual(self.s.release(0, f, IV, perkey=True, gap=FLOOR), 1)
-        self.assertEqual(self.field("s0"), f)
-        self.assertEqual(self.timeline(), f)
-        self.assertEqual(self.reserve(1, IV, perkey=True, floor=FLOOR).slot, f)
-
-    def test_release_key_scope_refused_after_later_on_key(self):
-        """release.lua, key scope: refused (0, nothing changes) after a later slot on the same key."""
-        f = self.far
-        self.hset(s0=f)
-        a = self.reserve(1, IV, perkey=True, floor=FLOOR)
-        self.reserve(1, IV, perkey=True, floor=FLOOR)
-        before = self.snapshot()
-        self.assertEqual(self.s.release(0, a.slot, IV, perkey=True, gap=FLOOR), 0)
-        self.assertEqual(self.snapshot(), before)
-
-    def test_release_key_scope_after_other_key(self):
-        """release.lua, key scope: after a later slot on another key only the key's own timeline goes back, not the floor."""
-        f = self.far
-        self.hset(s0=f, s1=f)
+        self.hold(f)
         a = self.reserve(2, IV, perkey=True, floor=FLOOR)
         b = self.reserve(2, IV, perkey=True, floor=FLOOR)
-        self.assertEqual([(a.key, a.slot), (b.key, b.slot)], [(0, f), (1, f + FLOOR)])
-        self.assertEqual(self.s.release(0, a.slot, IV, perkey=True, gap=FLOOR), 1)
-        self.assertEqual(self.field("s0"), f)
-        self.assertEqual(self.timeline(), f + 2 * FLOOR)
-        self.assertEqual(self.s.release(1, b.slot, IV, perkey=True, gap=FLOOR), 1)
-        self.assertEqual(self.field("s1"), f + FLOOR)
-        self.assertEqual(self.timeline(), f + FLOOR)
+        c = self.reserve(2, IV, perkey=True, floor=FLOOR)
+        self.assertEqual([(a.key, a.slot), (b.key, b.slot), (c.key, c.slot)],
+                         [(0, f), (1, f + FLOOR), (0, f + IV)])
+        self.settle(a, "release")
+        self.assertEqual(self.ktimeline(), [(0, f + IV), (1, f + FLOOR)])
+        self.assertEqual(self.timeline(), [f + FLOOR, f + IV])
+        # key 0 at f would be FLOOR from key 1's slot: it fits again
+        d = self.reserve(2, IV, perkey=True, floor=FLOOR)
+        self.assertEqual((d.key, d.slot), (0, f))
+
+    def test_release_gives_back_the_charge(self):
+        """the charge goes back to every budget: e<l> as before the reservation, cq and ct too."""
+        lim = limits(rpm=6, tpm=1000, rph=100, tph=10000, rpd=1000, tpd=100000)
+        self.reserve(1, 0, limits=lim, tokens=100)
+        before = self.budget()
+        a = self.reserve(1, 0, limits=lim, tokens=100)
+        self.assertEqual((a.cq, a.ct), (2, 200))
+        self.assertNotEqual(self.budget(), before)
+        self.assertEqual(self.settle(a, "release")[0], -1)
+        self.assertEqual(self.budget(), before)
+
+    def test_release_interval_zero(self):
+        """interval 0: no timeline to touch; the charge still goes back."""
+        self.reserve(1, 0, limits=limits(rpm=6))
+        e = self.bget("e0")
+        a = self.reserve(1, 0, limits=limits(rpm=6))
+        self.assertEqual(self.bget("e0"), e + 10 * SEC)
+        self.settle(a, "release")
+        self.assertEqual(self.bget("e0"), e)
+        self.assertEqual(self.r("EXISTS", self.s.slot), 0)
+        self.assertEqual(self.r("EXISTS", self.s.kslot), 0)
+
+    def test_release_of_a_probe(self):
+        """a released probe frees its budget: the next request is the probe."""
+        self.r("FLUSHALL")
+        a = self.reserve(1, 0)
+        self.assertEqual(a.probe, 1)
+        self.assertEqual(self.reserve(1, 0).key, -3)
+        self.settle(a, "release")
+        self.assertIsNone(self.bget("p"))
+        b = self.reserve(1, 0)
+        self.assertEqual((b.key, b.probe), (0, 1))
+
+
+class Probe(ScriptCase):
+    """An organisation's budget for a model nobody has seen an answer of."""
+
+    KNOWN = False
+
+    def test_first_is_the_probe_others_poll(self):
+        """unknown budget: the first reservation is the probe (p set); the next get -3 with wait = poll until its answer."""
+        a = self.reserve(2, 0, tokens=100)
+        self.assertNow(a)
+        self.assertEqual((a.key, a.probe, a.cq, a.ct, a.rt), (0, 1, 1, 100, 0))
+        self.assertBetween(a.t0 + PROBE_TTL, self.bget("p"), a.t1 + PROBE_TTL)
+        before = self.snapshot()
+        for poll in (POLL, 70 * MS):
+            res = self.reserve(2, 0, tokens=100, poll=poll)
+            self.assertEqual((res.key, res.wait, res.slot, res.why), (-3, poll, 0, WHY_PROBE))
+        self.assertEqual(self.snapshot(), before)
+        ret, _, _ = self.settle(a, status=200, headers={TPM: (60000, 59900), RPD: (14400, 14399)})
+        self.assertEqual(ret, -1)
+        self.assertIsNone(self.bget("p"))
+        self.assertEqual((self.bget("seen"), self.bget("k1"), self.bget("k4")), (1, 60000, 14400))
+        b = self.reserve(2, 0, tokens=100)
+        self.assertNow(b)
+        self.assertEqual((b.key, b.probe, b.cq), (1, 0, 2))
+
+    def test_declared_limits_skip_the_probe(self):
+        """declared limits make the budget known: no probe, no p."""
+        for n in range(3):
+            a = self.reserve(1, 0, limits=limits(rpd=14400), tokens=10)
+            self.assertNow(a)
+            self.assertEqual((a.probe, a.cq), (0, n + 1))
+        self.assertIsNone(self.bget("p"))
+
+    def test_probe_held_only_for_its_ttl(self):
+        """a probe whose answer never came holds the budget until p: then the next request is the probe."""
+        a = self.reserve(1, 0, probe_ttl=5 * SEC)
+        self.assertBetween(a.t0 + 5 * SEC, self.bget("p"), a.t1 + 5 * SEC)
+        self.assertEqual(self.reserve(1, 0).key, -3)
+        self.bset(p=self.r.time_us() - 1)
+        b = self.reserve(1, 0)
+        self.assertEqual((b.key, b.probe), (0, 1))
+
+    def test_other_organisation_flows_during_a_probe(self):
+        """a probe holds only its own organisation: a key of another (known) one takes the request; -3 only when nothing else is ready within a poll."""
+        self.bset(1, seen=1)
+        a = self.reserve(2, 0, orgs=[0, 1])
+        self.assertEqual((a.key, a.probe), (0, 1))
+        for _ in range(2):
+            b = self.reserve(2, 0, orgs=[0, 1])
+            self.assertNow(b)
+            self.assertEqual((b.key, b.probe), (1, 0))
+        # organisation 1 ready only in 60 s (within the wait, beyond a poll)
+        poll = 10 * SEC
+        self.bset(1, k0=1, e0=self.r.time_us())
+        self.assertEqual(self.reserve(2, 0, orgs=[0, 1], poll=poll).key, -3)
+        # ready within a poll: booked there
+        self.bset(1, e0=self.r.time_us() - 60 * SEC + poll // 2)
+        c = self.reserve(2, 0, orgs=[0, 1], poll=poll)
+        self.assertEqual((c.key, c.why), (1, RPM))
+        self.assertEqual(c.slot, self.bget("e0", 1))
+
+    def test_answer_without_limits(self):
+        """a probe's admitted answer without limits: seen, the budget has no limit; an answer that never came (status 0): the next request is the probe."""
+        a = self.reserve(1, 0)
+        self.settle(a, status=0)
+        self.assertIsNone(self.bget("p"))
+        self.assertIsNone(self.bget("seen"))
+        b = self.reserve(1, 0)
+        self.assertEqual(b.probe, 1)
+        self.settle(b, status=200)
+        self.assertEqual(self.bget("seen"), 1)
+        for _ in range(3):
+            c = self.reserve(1, 0)
+            self.assertNow(c)
+            self.assertEqual(c.probe, 0)
+
+    def test_usage_mode(self):
+        """"usage" after a probe's headers were settled: only the usage counts (tokens levels, rt); p, cq and the limits stay."""
+        a = self.reserve(1, 0, tokens=400)
+        self.settle(a, status=200, headers={TPM: (1000, 600), TPH: (100000, 99600)})
+        self.bset(p=12345)
+        before = dict(e1=self.bget("e1"), e3=self.bget("e3"), cq=self.bget("cq"), ct=self.bget("ct"))
+        self.assertEqual(self.settle(a, "usage", status=200, used=100)[0], -1)
+        self.assertEqual(self.bget("e1"), before["e1"] - 300 * WINDOW[TPM] // 1000)
+        self.assertEqual(self.bget("e3"), before["e3"] - 300 * WINDOW[TPH] // 100000)
+        self.assertEqual((self.bget("rt"), self.bget("cq"), self.bget("ct")), (300, before["cq"], before["ct"]))
+        self.assertEqual(self.bget("p"), 12345)
+        self.assertEqual((self.bget("k1"), self.bget("k3")), (1000, 100000))
+
+
+class Budgets(ScriptCase):
+    """The budgets through reserve.lua: continuous token buckets."""
+
+    def test_requests_minute_pacing(self):
+        """requests-minute cap 6 (declared or learned): 6 at once, then one every 10 s, why 0."""
+        for learned in (False, True):
+            with self.subTest(learned=learned):
+                self.r("FLUSHALL")
+                lim = limits(rpm=6)
+                if learned:
+                    self.bset(seen=1, k0=6)
+                    lim = NONE
+                first = self.reserve(1, 0, limits=lim)
+                self.assertNow(first)
+                self.assertEqual(self.bget("e0"), first.slot - 50 * SEC)
+                for _ in range(5):
+                    self.assertNow(self.reserve(1, 0, limits=lim))
+                for n in (1, 2):
+                    res = self.reserve(1, 0, limits=lim)
+                    self.assertEqual((res.key, res.slot, res.why, res.cq),
+                                     (0, first.slot + n * 10 * SEC, RPM, 6 + n))
+
+    def test_tokens_minute(self):
+        """tokens-minute cap 1000, estimate 400: two at once; the third when 200 more tokens came back, 12 s later (why 1)."""
+        a = self.reserve(1, 0, limits=limits(tpm=1000), tokens=400)
+        b = self.reserve(1, 0, limits=limits(tpm=1000), tokens=400)
+        self.assertNow(a)
+        self.assertNow(b)
+        self.assertEqual((b.cq, b.ct), (2, 800))
+        c = self.reserve(1, 0, limits=limits(tpm=1000), tokens=400)
+        self.assertEqual((c.key, c.slot, c.why), (0, a.slot + 12 * SEC, TPM))
+        self.assertEqual(self.bget("e1"), a.slot + 12 * SEC)
+
+    def test_estimate_beyond_the_cap(self):
+        """an estimate beyond the cap costs the whole bucket: one at once, the next a full window later."""
+        a = self.reserve(1, 0, limits=limits(tph=1000), tokens=5000)
+        self.assertNow(a)
+        b = self.reserve(1, 0, limits=limits(tph=1000), tokens=5000)
+        self.assertEqual((b.slot, b.why), (a.slot + 3600 * SEC, TPH))
+
+    def test_latest_budget_sets_the_slot(self):
+        """several limits: the one that admits the request last sets its slot and its why."""
+        lim = limits(rpm=60, tpm=1000, rph=100, tph=10000)
+        a = self.reserve(1, 0, limits=lim, tokens=6000)
+        self.assertNow(a)
+        # tokens-minute: the cap (1000) is all gone, back in 60 s;
+        # tokens-hour: 4000 left, 2000 more in 720 s
+        b = self.reserve(1, 0, limits=lim, tokens=6000)
+        self.assertEqual((b.slot, b.why), (a.slot + 720 * SEC, TPH))
+
+    def test_requests_day_spent(self):
+        """requests-day spent past the longest wait: {-1, wait, until, 4}, until one request has come back (86400/cap s); nothing written. Within the wait: queued."""
+        lim = limits(rpd=2)
+        a = self.reserve(1, 0, limits=lim)
+        self.reserve(1, 0, limits=lim)
+        before = self.snapshot()
+        res = self.reserve(1, 0, limits=lim, max_wait=60 * SEC)
+        self.assertEqual((res.key, res.slot, res.why), (-1, a.slot + 43200 * SEC, RPD))
+        self.assertEqual(self.snapshot(), before)
+        res = self.reserve(1, 0, limits=lim, max_wait=86400 * SEC)
+        self.assertEqual((res.key, res.slot, res.why), (0, a.slot + 43200 * SEC, RPD))
+
+    def test_waiting_request_holds_nobody_back(self):
+        """a request waiting for one model's budget books its own later slot; another model's request goes at the next free moment, not after it."""
+        big = 1 * SEC
+        a1 = self.reserve(1, big, limits=limits(rpm=1), model=M)
+        self.assertNow(a1)
+        a2 = self.reserve(1, big, limits=limits(rpm=1), model=M)
+        self.assertEqual((a2.slot, a2.why), (a1.slot + 60 * SEC, RPM))
+        budget_m = self.budget(0, M)
+        b1 = self.reserve(1, big, model=M2)
+        self.assertEqual((b1.slot, b1.why), (a1.slot + big, WHY_SPACING))
+        b2 = self.reserve(1, big, model=M2)
+        self.assertEqual(b2.slot, a1.slot + 2 * big)
+        self.assertEqual(self.timeline(), [a1.slot, a1.slot + big, a1.slot + 2 * big,
+                                           a1.slot + 60 * SEC])
+        self.assertEqual(self.budget(0, M), budget_m)
+        # M2's budget was charged, not M's
+        self.assertEqual(self.bget("cq", model=M2), 2)
+        self.assertEqual(self.bget("cq", model=M), 2)
+
+    def test_models_independent(self):
+        """each model has its own budget: M spent, M2 flows (interval 0: at once)."""
+        self.reserve(1, 0, limits=limits(rpm=1), model=M)
+        self.assertEqual(self.reserve(1, 0, limits=limits(rpm=1), model=M).why, RPM)
+        for _ in range(3):
+            self.assertNow(self.reserve(1, 0, model=M2))
+
+    def test_one_organisation_one_budget(self):
+        """keys of one organisation ("0,0") share its budget; of two ("0,1") each has its own."""
+        lim = limits(rpm=1)
+        a = self.reserve(2, 0, limits=lim, orgs=[0, 0])
+        b = self.reserve(2, 0, limits=lim, orgs=[0, 0])
+        self.assertEqual((a.key, a.why), (0, WHY_NONE))
+        self.assertEqual((b.key, b.slot, b.why, b.cq), (1, a.slot + 60 * SEC, RPM, 2))
+        self.assertIsNone(self.r("HGET", self.bkey(1), "cq"))
+        self.r("FLUSHALL")
+        a = self.reserve(2, 0, limits=lim, orgs=[0, 1])
+        b = self.reserve(2, 0, limits=lim, orgs=[0, 1])
+        self.assertNow(a)
+        self.assertNow(b)
+        self.assertEqual([(a.key, a.cq), (b.key, b.cq)], [(0, 1), (1, 1)])
+        self.assertEqual((self.bget("cq", 0), self.bget("cq", 1)), (1, 1))
+
+    def test_key_of_ready_organisation_chosen(self):
+        """the key whose organisation is ready wins over the round-robin order; its organisation is charged."""
+        lim = limits(rpm=1)
+        self.reserve(3, 0, limits=lim, orgs=[0, 1, 0])    # org 0 spent
+        self.r("SET", self.s.rr, 2)
+        res = self.reserve(3, 0, limits=lim, orgs=[0, 1, 0])
+        self.assertNow(res)
+        self.assertEqual((res.key, res.cq), (1, 1))
+        self.assertEqual(self.rr(), 2)
+        # both spent: the earlier one (org 0, spent first) wins
+        res = self.reserve(3, 0, limits=lim, orgs=[0, 1, 0])
+        self.assertEqual((res.key, res.why), (2, RPM))
+
+    def test_counters(self):
+        """cq, ct count the organisation's charges; rt what the answers gave back; the reply carries them after this charge."""
+        a = self.reserve(1, 0, tokens=400)
+        b = self.reserve(1, 0, tokens=300)
+        self.assertEqual((a.cq, a.ct, a.rt, b.cq, b.ct, b.rt), (1, 400, 0, 2, 700, 0))
+        self.settle(a, status=200, used=100)
+        c = self.reserve(1, 0, tokens=50)
+        self.assertEqual((c.cq, c.ct, c.rt), (3, 750, 300))
+
+
+class Settle(ScriptCase):
+    """What an answer teaches the budgets (settle.lua mode "answer")."""
+
+    def known(self, **caps):
+        """Limits learned from earlier answers: k<l>."""
+        names = ("rpm", "tpm", "rph", "tph", "rpd", "tpd")
+        self.bset(**{"k%d" % names.index(n): v for n, v in caps.items()})
+
+    def test_headers_lower_the_level(self):
+        """remaining below the model's level lowers it: level = remaining less the requests and tokens reserved after this one."""
+        self.known(rpm=100, tpm=100000)
+        r = self.reserve(1, 0, tokens=1000)
+        self.reserve(1, 0, tokens=1000)
+        self.reserve(1, 0, tokens=1500)
+        ret, t0, t1 = self.settle(r, status=200, headers={RPM: (100, 50), TPM: (100000, 60000)})
+        self.assertEqual(ret, -1)
+        self.assertLevelSet(RPM, 50 - 2, t0, t1)
+        self.assertLevelSet(TPM, 60000 - 2500, t0, t1)
+        self.assertEqual((self.bget("cq"), self.bget("ct")), (3, 3500))
+
+    def test_headers_allow_for_tokens_given_back(self):
+        """the tokens reserved after this request count less what came back since (rt)."""
+        self.known(tpm=100000)
+        r = self.reserve(1, 0, tokens=1000)
+        x = self.reserve(1, 0, tokens=1000)
+        self.reserve(1, 0, tokens=1000)
+        self.settle(x, status=200, used=400)
+        self.assertEqual(self.bget("rt"), 600)
+        _, t0, t1 = self.settle(r, status=200, headers={TPM: (100000, 60000)})
+        self.assertLevelSet(TPM, 60000 - (2000 - 600), t0, t1)
+
+    def test_headers_spent_make_the_next_wait(self):
+        """remaining 0 with nothing reserved after: the next request waits one refill (60 s / k)."""
+        self.known(rpm=100)
+        r = self.reserve(1, 0)
+        self.settle(r, status=200, headers={RPM: (100, 0)})
+        e = self.bget("e0")
+        res = self.reserve(1, 0)
+        self.assertEqual((res.slot, res.why), (e + 600 * MS, RPM))
+
+    def test_headers_raise_the_level(self):
+        """the headers set the level either way: remaining above the model's level raises it."""
+        self.known(rpm=10)
+        for _ in range(10):
+            r = self.reserve(1, 0)
+        self.assertEqual(self.reserve(1, 0, max_wait=0).key, -1)
+        _, t0, t1 = self.settle(r, status=200, headers={RPM: (10, 9)})
+        self.assertLevelSet(RPM, 9, t0, t1)  # the refused -1 charged nothing
+        self.assertNow(self.reserve(1, 0))
+
+    def test_headers_age_and_cap(self):
+        """the level refills from when the headers came (age), up to the cap; the headers' cap replaces the declared one."""
+        r = self.reserve(1, 0, limits=limits(rpm=50))
+        _, t0, t1 = self.settle(r, status=200, headers={RPM: (100, 50)}, age=6 * SEC)
+        self.assertEqual(self.bget("k0"), 100)
+        self.assertLevelSet(RPM, 60, t0, t1)
+        _, t0, t1 = self.settle(r, status=200, headers={RPM: (100, 95)}, age=30 * SEC)
+        self.assertLevelSet(RPM, 100, t0, t1)
+
+    def test_usage_refund(self):
+        """an admitted answer's usage below the estimate raises the tokens levels (not the requests ones); above it, lowers them."""
+        self.known(rpm=100, tpm=1000, tph=100000, tpd=1000000)
+        a = self.reserve(1, 0, tokens=400)
+        before = {l: self.bget("e%d" % l) for l in range(6)}
+        self.assertEqual(self.settle(a, status=200, used=100)[0], -1)
+        self.assertEqual(self.bget("e0"), before[0])
+        self.assertEqual(self.bget("e1"), before[1] - 300 * 60 * SEC // 1000)
+        self.assertEqual(self.bget("e3"), before[3] - 300 * 3600 * SEC // 100000)
+        self.assertEqual(self.bget("e5"), before[5] - 300 * 86400 * SEC // 1000000)
+        self.assertEqual(self.bget("rt"), 300)
+        b = self.reserve(1, 0, tokens=400)
+        e1 = self.bget("e1")
+        self.settle(b, status=200, used=500)
+        self.assertEqual((self.bget("e1"), self.bget("rt")), (e1 + 100 * 60 * SEC // 1000, 200))
+
+    def test_no_refund_without_usage_or_admission(self):
+        """usage unknown (-1): the estimate stays charged; a refused answer's usage counts for nothing (its whole charge goes back)."""
+        self.known(tpm=100000)
+        a = self.reserve(1, 0, tokens=400)
+        e1 = self.bget("e1")
+        self.settle(a, status=200, used=-1)
+        self.assertEqual((self.bget("e1"), self.bget("rt")), (e1, 0))
+        b = self.reserve(1, 0, tokens=400)
+        e1 = self.bget("e1")
+        self.settle(b, status=503, used=100)
+        self.assertEqual((self.bget("e1"), self.bget("rt")), (e1 - 400 * 60 * SEC // 100000, 0))
+
+    def test_not_admitted_gives_the_charge_back(self):
+        """no answer (status 0), a 429 or a 5xx without limits: the charge goes back to every budget, cq and ct too; no rest without a rest time."""
+        lim = limits(rpm=6, tpm=1000, rph=100, tph=10000, rpd=1000, tpd=100000)
+        self.reserve(1, 0, limits=lim, tokens=100)
+        for status in (0, 429, 500):
+            with self.subTest(status=status):
+                before = self.budget()
+                a = self.reserve(1, 0, limits=lim, tokens=100)
+                self.assertEqual(self.settle(a, status=status, used=100)[0], -1)
+                self.assertEqual(self.budget(), before)
+
+    def test_429_names_the_spent_limit(self):
+        """a 429 whose limits show one with less left than the request's cost returns it (the first in budget order); no rest; the headers set the levels."""
+        self.known(tpm=1000, rpd=14400)
+        for headers, want in (({TPM: (1000, 399), RPD: (14400, 100)}, TPM),
+                              ({TPM: (1000, 500), RPD: (14400, 0)}, RPD),
+                              ({TPM: (1000, 0), RPD: (14400, 0)}, TPM)):
+            with self.subTest(want=want):
+                a = self.reserve(1, 0, tokens=400)
+                self.reserve(1, 0, tokens=400)
+                cq, ct = self.bget("cq"), self.bget("ct")
+                ret, t0, t1 = self.settle(a, status=429, headers=headers, rest=5 * SEC)
+                self.assertEqual(ret, want)
+                self.assertIsNone(self.bget("x"))
+                self.assertLevelSet(TPM, headers[TPM][1] - 400, t0, t1)
+                self.assertLevelSet(RPD, headers[RPD][1] - 1, t0, t1)
+                self.assertEqual((self.bget("cq"), self.bget("ct")), (cq - 1, ct - 400))
+                self.r("DEL", self.bkey())
+                self.known(tpm=1000, rpd=14400)
+                self.bset(seen=1)
+
+    def test_429_nothing_spent_rests_the_budget(self):
+        """a 429 whose limits show nothing spent rests the budget (x, returns 8): that model's requests wait for the rest's end while another model flows."""
+        self.known(tpm=100000, rpd=14400)
+        a = self.reserve(1, IV, tokens=400)
+        ret, t0, t1 = self.settle(a, status=429, headers={TPM: (100000, 90000), RPD: (14400, 14000)},
+                                  rest=20 * SEC)
+        self.assertEqual(ret, WHY_REST)
+        x = self.bget("x")
+        self.assertBetween(t0 + 20 * SEC, x, t1 + 20 * SEC)
+        # a shorter rest keeps the longer one
+        self.assertEqual(self.settle(a, status=429, rest=1 * SEC)[0], WHY_REST)
+        self.assertEqual(self.bget("x"), x)
+        # that model: refused past the longest wait, else queued for the rest's end
+        res = self.reserve(1, IV, max_wait=5 * SEC)
+        self.assertEqual((res.key, res.slot, res.why), (-1, x, WHY_REST))
+        res = self.reserve(1, IV)
+        self.assertEqual((res.key, res.slot, res.why), (0, x, WHY_REST))
+        # the other model flows meanwhile, spaced only from a's slot
+        c = self.reserve(1, IV, model=M2)
+        self.assertLessEqual(c.slot, max(c.t1, a.slot + IV))
+        self.assertEqual(c.why, WHY_SPACING if c.wait else WHY_NONE)
+        self.assertIsNone(self.bget("x", model=M2))
+
+    def test_429_without_limits_rests(self):
+        """a 429 without limits: the charge goes back and the budget rests (8)."""
+        self.reserve(1, 0, limits=limits(rpm=6))
+        before = self.bget("e0")
+        a = self.reserve(1, 0, limits=limits(rpm=6))
+        ret, t0, t1 = self.settle(a, status=429, rest=3 * SEC)
+        self.assertEqual(ret, WHY_REST)
+        self.assertEqual(self.bget("e0"), before)
+        self.assertBetween(t0 + 3 * SEC, self.bget("x"), t1 + 3 * SEC)
+
+    @script_bug("settle.lua gives a refused request's charge back only when the answer "
+                "carried no limits; with limits, those it did not announce (declared "
+                "ones: Cerebras announces only tokens-minute and requests-day) keep "
+                "the charge of a request never charged upstream")
+    def test_refused_with_some_limits_gives_back_the_others(self):
+        """a 429 announcing tokens-minute only: the declared requests-minute budget gets the refused request's charge back."""
+        lim = limits(rpm=6)
+        self.reserve(1, 0, limits=lim, tokens=100)
+        e0 = self.bget("e0")
+        a = self.reserve(1, 0, limits=lim, tokens=100)
+        self.settle(a, status=429, headers={TPM: (1000, 0)}, rest=5 * SEC)
+        self.assertEqual(self.bget("e0"), e0)
+
+    def test_seen(self):
+        """seen is set by an answer with limits (any status) or an admitted one without; not by a refusal without limits."""
+        self.r("FLUSHALL")
+        for status, headers, seen in ((0, None, None), (429, None, None), (500, None, None),
+                                      (429, {RPD: (10, 5)}, 1), (200, None, 1)):
+            with self.subTest(status=status, headers=headers):
+                self.r("FLUSHALL")
+                a = self.reserve(1, 0)
+                self.settle(a, status=status, headers=headers)
+                self.assertEqual(self.bget("seen"), seen)
 
 
 class Expiry(ScriptCase):
 
     def test_global_timeline_expires_after_its_slot(self):
-        """the global timeline's PTTL covers its next slot and ends ~1 s after it."""
+        """the global timeline's PTTL covers its latest slot and ends ~1 s after it."""
         f = self.far
-        self.r("SET", self.s.slot, f)
+        self.hold(f)
         a = self.reserve(2, IV)
         pttl = self.r("PTTL", self.s.slot)
         t = self.r.time_us()
-        self.assertGreaterEqual(pttl * MS, f + IV - t)
-        self.assertLessEqual(pttl, (f + IV - a.t0) // MS + 1000)
+        self.assertGreaterEqual(pttl * MS, a.slot + IV - t)
+        self.assertLessEqual(pttl, (a.slot + IV - a.t0) // MS + 1000)
+
+    def test_key_timelines_expire_after_their_slot(self):
+        """the per-key timelines' PTTL covers the slot just booked and ends ~1 s after it."""
+        f = self.far
+        self.hold(f)
+        a = self.reserve(2, IV, perkey=True)
+        pttl = self.r("PTTL", self.s.kslot)
+        t = self.r.time_us()
+        self.assertGreaterEqual(pttl * MS, a.slot + IV - t)
+        self.assertLessEqual(pttl, (a.slot + IV - a.t0) // MS + 1000)
+
+    @script_bug("reserve.lua PEXPIREs a timeline to the slot it just booked, so booking "
+                "a slot earlier than one already booked (the point of per-model "
+                "budgets) shortens its life: the later slot vanishes before its time "
+                "and another request can be booked on top of it")
+    def test_timelines_outlive_every_booked_slot(self):
+        """a slot booked before a later one leaves the timelines alive until the later one has passed (both scopes)."""
+        for perkey, key in ((False, self.s.slot), (True, self.s.kslot)):
+            with self.subTest(perkey=perkey):
+                self.r("FLUSHALL")
+                self.bset(model=M2, seen=1)
+                self.reserve(1, IV, perkey=perkey, floor=FLOOR, limits=limits(rpm=1))
+                late = self.reserve(1, IV, perkey=perkey, floor=FLOOR, limits=limits(rpm=1))
+                self.assertGreater(late.wait, 50 * SEC)
+                self.reserve(1, IV, perkey=perkey, floor=FLOOR, model=M2)
+                pttl = self.r("PTTL", key)
+                t = self.r.time_us()
+                self.assertGreaterEqual(pttl * MS, late.slot - t,
+                                        "%s expires in %d ms, holding a slot %d ms ahead"
+                                        % (key, pttl, (late.slot - t) // MS))
 
     def test_key_state_expires(self):
-        """the per-key hash gets an expiry from reserve.lua (key scope): a day past the slot it holds."""
-        a = self.reserve(2, IV, perkey=True)
-        pttl = self.r("PTTL", self.s.keys)
-        self.assertGreater(pttl, 0)
-        self.assertLessEqual(pttl, DAY_MS + (a.slot + IV - a.t0) // MS + 1)
-
-    def test_rest_expiry_outlives_rest(self):
-        """rest.lua: the hash lives a day past the rest's end."""
+        """rest.lua: the per-key hash lives a day past the rest's end."""
         till = self.s.rest(0, 100 * SEC)
         pttl = self.r("PTTL", self.s.keys)
         t = self.r.time_us()
@@ -466,23 +1080,48 @@ class Expiry(ScriptCase):
         self.assertLessEqual(pttl, 100 * 1000 + DAY_MS)
 
     def test_round_robin_position_expires(self):
-        """the round-robin position reserve.lua writes expires (PTTL > 0)."""
+        """the round-robin position reserve.lua writes expires a day after its last use."""
         self.reserve(2, IV)
-        self.assertGreater(self.r("PTTL", self.s.rr), 0,
-                           "reserve.lua SETs %s without an expiry" % self.s.rr)
+        pttl = self.r("PTTL", self.s.rr)
+        self.assertBetween(DAY_MS - 1000, pttl, DAY_MS)
 
-    def test_key_state_outlives_its_slots(self):
-        """key scope: the per-key hash does not expire before the per-key slot just written (its expiry is refreshed)."""
+    def test_budget_expires_a_day_after_its_last_write(self):
+        """reserve.lua: the budget hash lives a day past the slot it charged; settle.lua: at least a day."""
         f = self.far
-        self.hset(s0=f)
-        # a hash first written a day ago: its expiry is nearly over
-        self.r("PEXPIRE", self.s.keys, 2000)
-        a = self.reserve(1, IV, perkey=True)
-        pttl = self.r("PTTL", self.s.keys)
+        self.hold(f)
+        a = self.reserve(1, IV, limits=limits(rpm=6))
+        pttl = self.r("PTTL", self.bkey())
         t = self.r.time_us()
-        self.assertGreaterEqual(pttl * MS, a.slot + IV - t,
-                                "the hash holding s0 = %d expires in %d ms"
-                                % (a.slot + IV, pttl))
+        self.assertBetween((a.slot - t) // MS + DAY_MS - 1000, pttl, (a.slot - a.t0) // MS + DAY_MS)
+        # settle keeps a longer expiry, lengthens a shorter one to a day
+        self.settle(a, status=200, used=0)
+        self.assertGreater(self.r("PTTL", self.bkey()), DAY_MS + 900 * 1000)
+        self.r("PEXPIRE", self.bkey(), 2000)
+        self.settle(a, status=200, used=0)
+        self.assertBetween(DAY_MS - 1000, self.r("PTTL", self.bkey()), DAY_MS)
+        # a budget hash settle.lua creates (it expired meanwhile) expires too
+        self.r("DEL", self.bkey())
+        self.settle(a, "release")
+        self.assertBetween(DAY_MS - 1000, self.r("PTTL", self.bkey()), DAY_MS)
+
+    def test_every_key_written_expires(self):
+        """every key the scripts create has an expiry (nothing seeded by the test)."""
+        self.r("FLUSHALL")
+        s = self.s
+        a = self.reserve(2, IV, orgs=[0, 1], tokens=10)              # probe of org 0
+        self.reserve(2, IV, orgs=[0, 1], tokens=10, poll=SEC)        # probe of org 1
+        self.settle(a, status=200, headers={TPM: (1000, 900)})
+        self.settle(a, "usage", status=200, used=5)
+        b = self.reserve(2, IV, perkey=True, floor=FLOOR, limits=limits(rpd=10), model=M2)
+        self.settle(b, "release")
+        c = self.reserve(2, IV, perkey=True, floor=FLOOR, limits=limits(rpd=10), model=M2)
+        self.settle(c, status=429, headers={RPD: (10, 9)}, rest=SEC)
+        s.rest(1, 10 * SEC)
+        keys = self.r("KEYS", "*")
+        self.assertEqual(sorted(keys), sorted([s.rr, s.slot, s.kslot, s.keys, s.budget(0, M),
+                                               s.budget(1, M), s.budget(0, M2)]))
+        for k in keys:
+            self.assertGreater(self.r("PTTL", k), 0, "%s has no expiry" % k)
 
 
 class Keys(ScriptCase):
@@ -522,30 +1161,37 @@ class Keys(ScriptCase):
 
     def exercise(self):
         """Every path of the three scripts."""
-        f = self.far
         s = self.s
-        a = self.reserve(3, IV)                                  # fresh, global
-        s.release(a.key, a.slot, IV)                             # given back
-        self.reserve(3, IV)
-        self.reserve(3, IV)
-        s.release(a.key, a.slot, IV)                             # refused
-        self.reserve(3, 0)                                       # interval 0
-        self.reserve(3, IV, max_wait=0)                          # -2
-        b = self.reserve(3, IV, perkey=True, floor=FLOOR)        # key scope
-        s.release(b.key, b.slot, IV, perkey=True, gap=FLOOR)
-        self.reserve(3, IV, perkey=True, floor=FLOOR, max_wait=0)
+        o = dict(orgs=[0, 1, 0])
+        self.r("FLUSHALL")
+        a = self.reserve(3, IV, tokens=100, **o)                       # probe
+        self.reserve(3, IV, tokens=100, **o)                           # probe, org 1
+        self.reserve(3, IV, tokens=100, **o)                           # -3
+        self.settle(a, status=200, headers={RPM: (2, 1), TPM: (1000, 900)})
+        self.settle(a, "usage", status=200, used=50)
+        b = self.reserve(3, IV, tokens=100, **o)
+        self.settle(b, "release")
+        self.reserve(3, IV, tokens=100, **o)
+        self.reserve(3, IV, tokens=100, max_wait=0, **o)               # org 0 spent, 1 probing: -3
+        self.reserve(3, 0, limits=limits(rpm=1), model=M2, **o)        # interval 0
+        c = self.reserve(3, IV, perkey=True, floor=FLOOR, limits=limits(rpm=1), model=M2, **o)
+        self.settle(c, status=429, headers={RPM: (1, 0)})
+        d = self.reserve(3, IV, perkey=True, floor=FLOOR, limits=limits(rpm=100), model=M2, **o)
+        self.settle(d, status=429, rest=SEC)
+        self.settle(d, "release")
+        self.reserve(3, IV, perkey=True, floor=FLOOR, max_wait=0, model=M2, **o)
         s.rest(0, 10 * SEC)
         s.rest(0, 1 * SEC)
         s.rest(1, 10 * SEC)
         s.rest(2, 10 * SEC)
-        self.reserve(3, IV)                                      # -1
-        self.reserve(3, IV, perkey=True, floor=FLOOR)            # -1
-        self.hset(c0=0, c1=0, c2=0, s0=f)
-        self.reserve(3, IV, perkey=True, floor=FLOOR)
+        self.reserve(3, IV, **o)                                       # -1
+        self.reserve(3, IV, perkey=True, floor=FLOOR, **o)             # -1
 
     def test_scripts_touch_only_their_keys(self):
         """MONITOR: every command a script ran names only KEYS; SCAN: nothing else exists afterwards."""
-        declared = {self.s.rr, self.s.slot, self.s.keys}
+        declared = {self.s.rr, self.s.slot, self.s.keys, self.s.kslot,
+                    self.s.budget(0, M), self.s.budget(1, M),
+                    self.s.budget(0, M2), self.s.budget(1, M2)}
         mon = self.server().client()
         self.addCleanup(mon.close)
         self.assertEqual(mon("MONITOR"), "OK")
@@ -566,8 +1212,9 @@ class Keys(ScriptCase):
             if args[0].upper() == "TIME":
                 continue
             touched.update(self.r("COMMAND", "GETKEYS", *args))
-        self.assertTrue({"TIME", "GET", "SET", "HMGET", "HSET", "HGET",
-                         "PTTL", "PEXPIRE"} <= commands, commands)
+        self.assertTrue({"TIME", "GET", "SET", "HMGET", "HSET", "HGET", "HDEL",
+                         "HINCRBY", "PTTL", "PEXPIRE", "ZADD", "ZREM",
+                         "ZRANGEBYSCORE", "ZREMRANGEBYSCORE"} <= commands, commands)
         self.assertTrue(touched, "MONITOR showed no script command")
         self.assertLessEqual(touched, declared)
         found = set()
@@ -577,7 +1224,8 @@ class Keys(ScriptCase):
             found.update(batch)
             if cursor == "0":
                 break
-        self.assertEqual(found, declared)
+        self.assertTrue(found, "the scripts wrote nothing")
+        self.assertLessEqual(found, touched)
 
 
 FAKE_OFFSET_US = 2 * 86400 * SEC
@@ -629,6 +1277,20 @@ class RedisClock(ScriptCase):
         t1 = self.r.time_us()
         self.assertTrue(t0 + 10 * SEC <= till <= t1 + 10 * SEC)
         self.assertTwoDaysAhead(till - 10 * SEC)
+
+    def test_budgets_in_redis_time(self):
+        """reserve.lua and settle.lua: a probe's hold, the buckets and a rest are on that server's clock."""
+        self.r("FLUSHALL")
+        a = self.reserve(1, 0, probe_ttl=5 * SEC)
+        self.assertTwoDaysAhead(self.bget("p") - 5 * SEC)
+        self.settle(a, status=200, headers={RPM: (10, 0)})
+        e0 = self.bget("e0")
+        self.assertTwoDaysAhead(e0)
+        b = self.reserve(1, 0)
+        self.assertEqual((b.slot, b.why), (e0 + 6 * SEC, RPM))
+        self.assertTwoDaysAhead(b.slot)
+        self.settle(b, status=429, rest=7 * SEC)
+        self.assertTwoDaysAhead(self.bget("x") - 7 * SEC)
 
 
 if __name__ == "__main__":
