@@ -517,7 +517,6 @@ chat_forward(struct chat *c)
 	struct worker *w = c->c_w;
 	struct upstream_req ur;
 	struct upstream_sink sink = {sink_begin, sink_body, sink_gone, c};
-	struct sched_outcome so;
 	enum cp_err err;
 
 	snprintf(c->c_timing, sizeof(c->c_timing),
@@ -532,6 +531,19 @@ chat_forward(struct chat *c)
 	c->c_learned = 0;
 	err = upstream_forward(&w->w_up, &ur, &sink, &c->c_res);
 	usage_scan_end(&c->c_scan);
+	return err;
+}
+
+/*
+ * Tells the scheduler how the attempt went: its budget learns from the
+ * answer's headers and is charged its real usage (see sched_settle).
+ */
+static void
+chat_settle(struct chat *c)
+{
+	struct worker *w = c->c_w;
+	struct sched_outcome so;
+
 	memset(&so, 0, sizeof(so));
 	so.so_mode = c->c_learned ? SETTLE_USAGE : SETTLE_ANSWER;
 	so.so_status = c->c_res.us_status;
@@ -544,7 +556,6 @@ chat_forward(struct chat *c)
 		so.so_used = c->c_scan.sc_usage.u_prompt +
 			     c->c_scan.sc_usage.u_completion;
 	sched_settle(&w->w_sched, &c->c_slot, &so);
-	return err;
 }
 
 /* What the log line says of an attempt that did not simply succeed. */
@@ -627,12 +638,16 @@ chat_run(struct chat *c)
 				 c->c_attempts_left);
 		if (v.rv_action != RETRY_AGAIN)
 			break;
+		/* The next reservation must know what this answer said. */
+		chat_settle(c);
 		snprintf(line, sizeof(line), "%s; retrying on another key",
 			 attempt_detail(c, detail, sizeof(detail)));
 		chat_log(c, c->c_res.us_status ? (int)c->c_res.us_status : 502,
 			 line);
 	}
 	chat_finish(c, &v);
+	/* After the client has its last byte: the round trip delays nobody. */
+	chat_settle(c);
 }
 
 void

@@ -247,11 +247,14 @@ sched_redis_connect(struct sched_redis *s, char *errbuf, size_t errsz)
 			return err;
 	}
 	/*
-	 * Learn the reservation script's SHA1 now, so each request costs one
-	 * EVALSHA round trip and no more.
+	 * Learn the reservation's and the settlement's SHA1 now, so each
+	 * costs one EVALSHA round trip and no more.
 	 */
-	if (s->sc_reserve.ss_sha[0] == '\0')
-		return script_load(s, &s->sc_reserve, errbuf, errsz);
+	if (s->sc_reserve.ss_sha[0] == '\0' &&
+	    (err = script_load(s, &s->sc_reserve, errbuf, errsz)) != CP_OK)
+		return err;
+	if (s->sc_settle.ss_sha[0] == '\0')
+		return script_load(s, &s->sc_settle, errbuf, errsz);
 	return CP_OK;
 }
 

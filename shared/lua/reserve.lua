@@ -32,7 +32,8 @@
 --        slot (below); cq, ct, rt: the organisation's counters after this
 --        charge, which the settlement uses to allow for requests in flight;
 --   {-1, wait, until, why}  no key can take it within the longest wait:
---        every one is disabled or out of budget until until;
+--        every one is disabled or out of budget until until (why: the
+--        first one's reason);
 --   {-2, wait, slot, 6}     the timelines are full that far ahead;
 --   {-3, wait, 0, 9}        a probe is out: ask again after wait.
 -- why: -1 nothing (sent at once); 0..5 the budget (budget order:
@@ -141,20 +142,18 @@ local out, outwhy = -1, 7 -- the earliest ready beyond the longest wait
 local busy = false
 for j = 0, n - 1 do
   local i = (rr + j) % n
+  local b = budget(orgof[i + 1])
+  local ready, why = b.ready, b.why
   local c = tonumber(dis[i + 1] or '0')
-  if c > now then
-    if out < 0 or c < out then out, outwhy = c, 7 end
+  if c > ready then ready, why = c, 7 end
+  if ready - now > maxw then
+    if out < 0 or ready < out then out, outwhy = ready, why end
+  elseif b.busy then
+    busy = true
   else
-    local b = budget(orgof[i + 1])
-    if b.busy then
-      busy = true
-    elseif b.ready - now > maxw then
-      if out < 0 or b.ready < out then out, outwhy = b.ready, b.why end
-    else
-      local at = place(i, b.ready)
-      if best < 0 or at < bat then
-        best, bat, bready, bwhy = i, at, b.ready, b.why
-      end
+    local at = place(i, ready)
+    if best < 0 or at < bat then
+      best, bat, bready, bwhy = i, at, ready, why
     end
   end
 end
@@ -166,13 +165,17 @@ if bat - now > maxw then return {-2, bat - now, bat, 6} end
 
 -- Book the slot and charge the budgets.
 redis.call('SET', KEYS[1], best + 1, 'PX', 86400000)
+-- Outlive the slot just booked; never shorten (later slots are there).
+local function keep(k, ms)
+  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
+end
 if gap > 0 then
   redis.call('ZADD', KEYS[2], bat, string.format('%d', bat))
-  redis.call('PEXPIRE', KEYS[2], math.floor((bat + gap - now) / 1000) + 1000)
+  keep(KEYS[2], math.floor((bat + gap - now) / 1000) + 1000)
 end
 if perkey and iv > 0 then
   redis.call('ZADD', KEYS[4], bat, best .. ':' .. string.format('%d', bat))
-  redis.call('PEXPIRE', KEYS[4], math.floor((bat + iv - now) / 1000) + 1000)
+  keep(KEYS[4], math.floor((bat + iv - now) / 1000) + 1000)
 end
 local o = orgof[best + 1]
 local b = org[o]
@@ -193,7 +196,7 @@ end
 local cq = redis.call('HINCRBY', h, 'cq', 1)
 local ct = redis.call('HINCRBY', h, 'ct', tokens)
 local rt = tonumber(redis.call('HGET', h, 'rt') or '0')
-redis.call('PEXPIRE', h, math.floor((bat - now) / 1000) + 86400000)
+keep(h, math.floor((bat - now) / 1000) + 86400000)
 local why = bwhy
 if bat > bready then why = 6 end
 if bat <= now then why = -1 end

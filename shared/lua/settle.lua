@@ -70,11 +70,14 @@ local function give_all(d)
 end
 local ret = -1
 
+-- A charge given back (never sent, or refused) leaves cq and ct as they
+-- are: the corrections of requests reserved after it then allow for it
+-- still, erring low, never high.
+local corrected = {}
 if mode == 'release' then
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. ARGV[2])
   give_all(1)
-  cq, ct = cq - 1, ct - tokens
 elseif mode == 'answer' then
   local admitted = status >= 200 and status < 300
   if ARGV[10] ~= '-' then
@@ -98,6 +101,7 @@ elseif mode == 'answer' then
         if level > k then level = k end
         level = level - after
         e[l] = now - level * W[l] / k
+        corrected[l] = true
         local c = 1
         if l % 2 == 0 then c = tokens end
         if status == 429 and rem < c and ret < 0 then ret = l - 1 end
@@ -109,9 +113,13 @@ elseif mode == 'answer' then
     redis.call('HSET', h, 'seen', '1')
   end
   if not admitted then
-    -- Never charged upstream: the headers' level already leaves it out.
-    if ARGV[10] == '-' then give_all(1) end
-    cq, ct = cq - 1, ct - tokens
+    -- Never charged upstream: a level from the headers already leaves
+    -- it out; the other budgets get the charge back.
+    for l = 1, 6 do
+      if not corrected[l] then
+        if l % 2 == 1 then give(l, cost(l, 1)) else give(l, cost(l, tokens)) end
+      end
+    end
   end
   if status == 429 and ret < 0 and tonumber(ARGV[14]) > 0 then
     local x = now + tonumber(ARGV[14])

@@ -151,6 +151,24 @@ class TestServerTimeouts(ProxyTest):
         self.assertGreaterEqual(busy, 3600)                 # mod_fcgid default: 300
 
 
+class TestAllResting(ProxyTest):
+    """When no key can take a request within QUEUE_MAX_WAIT_MS, it is
+    refused at once, with the time the first one can."""
+    env = {"RATE_LIMIT_INTERVAL_MS": "0", "QUEUE_MAX_WAIT_MS": "2000"}
+
+    def tearDown(self):
+        MOCK.config({})
+
+    def test_all_keys_resting_beyond_the_queue_bound_gives_429(self):
+        MOCK.config({k: {"status": 429, "headers": {"Retry-After": "5"}} for k in KEYS})
+        self.assertEqual(self.chat().status, 429)
+        MOCK.reset()
+        r = self.chat()
+        self.assertOpenAIError(r, 429, "all_keys_cooling_down")
+        self.assertIn(int(r.header("Retry-After")), (4, 5))
+        self.assertEqual(MOCK.requests(), [])
+
+
 class TestKeyHealth(ProxyTest):
     """429s rest a key, 401/403 disable it, 5xx and stalls fail over: all
     before the first byte reaches the client, shared through Redis."""
@@ -171,7 +189,10 @@ class TestKeyHealth(ProxyTest):
         seen = self.keys_seen()
         self.assertEqual(seen.count(KEYS[1]), 1, seen)       # tried once, then skipped
         self.assertEqual(len(seen), 10)                      # 9 answers + 1 retry
-        self.assertRegex(ST.log_text(), r"API key #1 \([0-9a-f]{8}\) rate limited \(429\): resting 2000 ms")
+        # The 429 showed no limit spent (the mock's headers are the fixed
+        # ones): that organisation (key #1's alone) rests for this model.
+        self.assertRegex(ST.log_text(), r"API key #1 \([0-9a-f]{8}\) rate limited \(429\) on model llama3.1-8b, "
+                         r"no budget shown spent: its organisation \([0-9a-f]{8}\) rests 2000 ms for that model")
         MOCK.config({})
         MOCK.reset()
 
@@ -200,10 +221,16 @@ class TestKeyHealth(ProxyTest):
         self.assertEqual(r.header("Retry-After"), "5")
         self.assertEqual(sorted(self.keys_seen()), sorted(KEYS))
         MOCK.reset()
+        # Every organisation rests 5 s for this model, within the queue's
+        # bound (QUEUE_MAX_WAIT_MS, 30 s): the next request waits for the
+        # rest to end, then goes.
+        t = time.monotonic()
         r = self.chat()
-        err = self.assertOpenAIError(r, 429, "all_keys_cooling_down")
-        self.assertIn(int(r.header("Retry-After")), (4, 5))
-        self.assertEqual(MOCK.requests(), [])
+        self.assertEqual(r.status, 200)
+        queued = float(r.header("Server-Timing").split("dur=")[1])
+        self.assertGreater(queued, 4000)
+        self.assertGreater(time.monotonic() - t, 4.0)
+        self.assertEqual(len(MOCK.requests()), 1)
 
     def test_a_relayed_429_says_when_to_come_back(self):
         # Cerebras sends no Retry-After: the reset of the limit that ran out
@@ -216,7 +243,8 @@ class TestKeyHealth(ProxyTest):
         self.assertEqual(r.header("Retry-After"), "8")
         self.assertCors(r)
         # Nothing said at all: the proxy's own rest for such a key.
-        ST.redis_cli("DEL", REDIS_PREFIX + ":keys")
+        for b in ST.redis_cli("--scan", "--pattern", REDIS_PREFIX + ":b:*").split():
+            ST.redis_cli("DEL", b)
         MOCK.reset()
         MOCK.config({k: {"status": 429, "headers": {
             "x-ratelimit-remaining-tokens-minute": "5"}} for k in KEYS})

@@ -179,9 +179,14 @@ class TestForwarding(ProxyTest):
         self.assertEqual(rec["body_sha256"], hashlib.sha256(body).hexdigest())
 
     def test_one_redis_round_trip_per_request(self):
-        # The workers connected and loaded the script when they started, so
-        # each request sends Redis exactly one command: EVALSHA. MONITOR
-        # shows every command a client sent (those a script ran say "lua").
+        # The workers connected and loaded the scripts when they started, so
+        # each request sends Redis exactly one command before it is sent
+        # upstream (EVALSHA of reserve.lua) and one after its answer
+        # (EVALSHA of settle.lua). MONITOR shows every command a client sent
+        # (those a script ran say "lua"). First every key's budget is learnt
+        # (a probe's headers are settled apart: one more round trip).
+        for _ in range(2 * len(KEYS)):
+            self.assertEqual(self.chat().status, 200)
         mon = subprocess.Popen(["redis-cli", "-s", ST.redis_sock, "MONITOR"],
                                stdout=subprocess.PIPE, text=True)
         try:
@@ -207,7 +212,12 @@ class TestForwarding(ProxyTest):
             # mod_fcgid starts processes on demand; each loads the script
             # as it starts, before it accepts its first request.
             cmds = [c for c in cmds if c != "script"]
-        self.assertEqual(cmds, ["evalsha"] * n, sent)
+        self.assertEqual(cmds, ["evalsha"] * (2 * n), sent)
+        # Reserve, then settle, request after request.
+        shas = [l.split('"')[3] for l in sent]
+        self.assertEqual(len(set(shas[0::2])), 1, sent)
+        self.assertEqual(len(set(shas[1::2])), 1, sent)
+        self.assertNotEqual(shas[0], shas[1])
 
     def test_upstream_connection_is_reused(self):
         # Each worker opened its upstream connection when it started (a
@@ -263,7 +273,7 @@ class TestStreaming(ProxyTest):
             # tokens + 4 for the message; no max asked for.
             self.assertIn(" model=llama3.1-8b est_tokens=7+? ", line)
             # The tightest of the limits the mock announced.
-            self.assertIn(" budget=tokens-minute:59970/60000 ", line)
+            self.assertIn(" budget=requests-day:14399/14400 ", line)
         self.assertEqual(want[0][1], "3")
 
     def test_each_event_arrives_before_the_next_is_sent(self):
