@@ -45,6 +45,7 @@ struct chat {
 	struct sched_request c_sreq; /* what the budgets are charged */
 	int64_t c_hdr_ns;	     /* when this attempt's headers came */
 	int c_learned;		     /* a probe's headers were settled */
+	int c_poll_why;		     /* what made it ask again, or -1 */
 };
 
 /*
@@ -287,6 +288,7 @@ chat_reserve(struct chat *c)
 		}
 		if (c->c_slot.s_key != SLOT_POLL)
 			break;
+		c->c_poll_why = c->c_slot.s_why;
 		now = mono_ns();
 		if (now - c->c_t0 > w->w_cfg->queue_max_wait_ms * 1000000) {
 			c->c_slot.s_key = SLOT_TOO_FAR;
@@ -433,7 +435,10 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		 count_str(c->c_scan.sc_usage.u_prompt, ptok, sizeof(ptok)),
 		 count_str(c->c_scan.sc_usage.u_completion, ctok, sizeof(ctok)),
 		 budget_str(c, budget, sizeof(budget)),
-		 sl->s_wait_us > 0 ? slot_why_name(sl->s_why) : "-", outcome);
+		 sl->s_wait_us > 0 && sl->s_why != SLOT_WHY_NONE
+			 ? slot_why_name(sl->s_why)
+			 : slot_why_name(c->c_poll_why),
+		 outcome);
 }
 
 /* The sink: the upstream's answer goes to the client, unless held back. */
@@ -452,7 +457,7 @@ sink_begin(void *ctx, long status, int sse, const char *hdrs)
 	 */
 	if (c->c_slot.s_probe && !c->c_learned) {
 		memset(&so, 0, sizeof(so));
-		so.so_mode = SETTLE_ANSWER;
+		so.so_mode = SETTLE_HEADERS;
 		so.so_status = status;
 		so.so_rest_ms = hdr_cooldown_ms(hdrs);
 		so.so_hdrs = hdrs;
@@ -665,6 +670,7 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 		c.c_t0 = io->io_accepted_ns;
 	}
 	c.c_backlog_ms = backlog_ms(io, c.c_thread_ns);
+	c.c_poll_why = SLOT_WHY_NONE;
 	usage_scan_init(&c.c_scan, 0);
 	chat_run(&c);
 	usage_scan_free(&c.c_scan);

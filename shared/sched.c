@@ -158,7 +158,10 @@ sched_settle(struct sched *s, const struct slot *sl,
 	int ran_out;
 	long ms;
 
-	ran_out = settle(s, sl, o->so_mode == SETTLE_USAGE ? "usage" : "answer",
+	ran_out = settle(s, sl,
+			 o->so_mode == SETTLE_USAGE	? "usage"
+			 : o->so_mode == SETTLE_HEADERS ? "headers"
+							: "answer",
 			 o);
 	if (o->so_mode == SETTLE_USAGE)
 		return;

@@ -43,8 +43,9 @@ struct slot {
 
 /* What an upstream answer tells the scheduler (see sched_settle). */
 enum sched_settle_mode {
-	SETTLE_ANSWER, /* the answer ended (or, for a probe, its headers came) */
-	SETTLE_USAGE,  /* a probe's answer ended: only its usage is new */
+	SETTLE_ANSWER,	/* the answer ended */
+	SETTLE_HEADERS, /* a probe's headers came (its usage follows) */
+	SETTLE_USAGE,	/* a probe's answer ended: only its usage is new */
 };
 
 struct sched_outcome {

@@ -35,7 +35,9 @@
 --        every one is disabled or out of budget until until (why: the
 --        first one's reason);
 --   {-2, wait, slot, 6}     the timelines are full that far ahead;
---   {-3, wait, 0, 9}        a probe is out: ask again after wait.
+--   {-3, wait, 0, why}      ask again after wait: a probe is out (why
+--        9), or the budget why is short of tokens that requests still
+--        out (field ot) may give back early: such a wait is not booked.
 -- why: -1 nothing (sent at once); 0..5 the budget (budget order:
 -- requests-minute, tokens-minute, requests-hour, tokens-hour,
 -- requests-day, tokens-day); 6 the spacing; 7 a disabled key; 8 a rest
@@ -59,7 +61,8 @@ for o in string.gmatch(ARGV[6], '%d+') do orgof[#orgof + 1] = tonumber(o) end
 local declared = {}
 for d in string.gmatch(ARGV[8], '%d+') do declared[#declared + 1] = tonumber(d) end
 local FIELDS = {'seen', 'p', 'x', 'k0', 'k1', 'k2', 'k3', 'k4', 'k5',
-                'e0', 'e1', 'e2', 'e3', 'e4', 'e5'}
+                'e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'ot'}
+local soft_poll = 4 * poll
 
 -- One organisation's budgets for this request: when they admit it.
 local org = {}
@@ -88,12 +91,22 @@ local function budget(o)
     b.probe = true
     if b.p > now then b.busy = true end
   end
+  -- Charged tokens still out may come back early (usage): a wait for
+  -- tokens they could cover is not booked but asked again (b.soft).
+  local out_tokens = tonumber(v[16] or '0')
+  b.soft = true
   for l = 1, 6 do
     if b.cap[l] then
       local at = b.e[l] + b.cost[l] * W[l] / b.cap[l]
       if at > b.ready then b.ready, b.why = math.ceil(at), l - 1 end
+      if at > now + soft_poll then
+        local level = (now - b.e[l]) * b.cap[l] / W[l]
+        if level > b.cap[l] then level = b.cap[l] end
+        if l % 2 == 1 or level + out_tokens < b.cost[l] then b.soft = false end
+      end
     end
   end
+  if b.ready <= now + soft_poll or b.why < 0 or b.why > 5 then b.soft = false end
   org[o] = b
   return b
 end
@@ -140,13 +153,16 @@ local dis = redis.call('HMGET', KEYS[3], unpack(cs))
 local best, bat, bready, bwhy = -1, 0, 0, -1
 local out, outwhy = -1, 7 -- the earliest ready beyond the longest wait
 local busy = false
+local soft, softwhy = -1, -1 -- the earliest wait for tokens that may come back
 for j = 0, n - 1 do
   local i = (rr + j) % n
   local b = budget(orgof[i + 1])
   local ready, why = b.ready, b.why
   local c = tonumber(dis[i + 1] or '0')
   if c > ready then ready, why = c, 7 end
-  if ready - now > maxw then
+  if b.soft and why == b.why then
+    if soft < 0 or ready < soft then soft, softwhy = ready, why end
+  elseif ready - now > maxw then
     if out < 0 or ready < out then out, outwhy = ready, why end
   elseif b.busy then
     busy = true
@@ -159,6 +175,11 @@ for j = 0, n - 1 do
 end
 if busy and (best < 0 or bat - now > poll) then
   return {-3, poll, 0, 9}
+end
+if soft >= 0 and (best < 0 or bat > soft) then
+  local w = soft - now
+  if w > soft_poll then w = soft_poll end
+  return {-3, w, 0, softwhy}
 end
 if best < 0 then return {-1, out - now, out, outwhy} end
 if bat - now > maxw then return {-2, bat - now, bat, 6} end
@@ -195,6 +216,7 @@ if b.probe then
 end
 local cq = redis.call('HINCRBY', h, 'cq', 1)
 local ct = redis.call('HINCRBY', h, 'ct', tokens)
+redis.call('HINCRBY', h, 'ot', tokens)
 local rt = tonumber(redis.call('HGET', h, 'rt') or '0')
 keep(h, math.floor((bat - now) / 1000) + 86400000)
 local why = bwhy

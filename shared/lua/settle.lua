@@ -9,8 +9,11 @@
 --         is min(k, (t - e) * k / window), the bucket refilling
 --         continuously at k per window (60 s, 1 h, 1 day)
 -- and seen = "1" once an answer was read, p = until when a probe holds
--- it, x = until when it rests after a 429 that named no limit, cq and
--- ct = requests and tokens charged so far, rt = tokens given back so far.
+-- it, x = until when it rests after a 429 that named no limit, ot =
+-- tokens charged to requests not settled yet, cq and ct = requests and
+-- tokens charged so far, rt = tokens given back (by
+-- usage) so far, r0..r15 a ring of "time:rt" after recent give-backs
+-- (ri counts them).
 --
 -- KEYS[1] the budget hash   KEYS[2] the global timeline
 -- KEYS[3] the per-key timelines
@@ -18,7 +21,9 @@
 -- ARGV[3] what happened:
 --   "release"  the request was never sent: its slot is unbooked and its
 --              charge given back;
---   "answer"   an answer ended (or its headers came, for a probe);
+--   "answer"   an answer ended;
+--   "headers"  a probe's headers came: as "answer", but its usage (and
+--              the end of its charge's being out) comes with "usage";
 --   "usage"    a probe's answer ended, its headers already settled:
 --              only the usage (ARGV[11]) counts
 -- ARGV[4] the request's token estimate (its charge)
@@ -54,6 +59,8 @@ for l = 1, 6 do
 end
 local cq, ct, rt = tonumber(v[13] or '0'), tonumber(v[14] or '0'),
                    tonumber(v[15] or '0')
+local RING = {}
+for i = 0, 15 do RING[#RING + 1] = 'r' .. i end
 local function cost(l, c)
   if c > cap[l] then return cap[l] end
   return c
@@ -78,7 +85,7 @@ if mode == 'release' then
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. ARGV[2])
   give_all(1)
-elseif mode == 'answer' then
+elseif mode == 'answer' or mode == 'headers' then
   local admitted = status >= 200 and status < 300
   if ARGV[10] ~= '-' then
     -- Cerebras' level when the headers left, refilled since, less what
@@ -87,6 +94,31 @@ elseif mode == 'answer' then
     local a = {}
     for x in string.gmatch(ARGV[10], '-?%d+') do a[#a + 1] = tonumber(x) end
     local age = tonumber(ARGV[12])
+    -- rt when the headers left: what came back after that is not in
+    -- them. From the ring of recent give-backs (r<i> = "time:rt"); when
+    -- it does not reach back that far, the oldest it has (errs low).
+    local function rt_at(when)
+      local ring = redis.call('HMGET', h, unpack(RING))
+      local best_t, best_v, old_t, old_v = nil, nil, nil, nil
+      for i = 1, #RING do
+        if ring[i] then
+          local tt, vv = string.match(ring[i], '^(%d+):(-?%d+)$')
+          tt, vv = tonumber(tt), tonumber(vv)
+          if tt <= when and (best_t == nil or tt > best_t) then
+            best_t, best_v = tt, vv
+          end
+          if old_t == nil or tt < old_t then old_t, old_v = tt, vv end
+        end
+      end
+      local v = best_v
+      if v == nil then
+        -- Before the oldest: nothing yet if the ring never wrapped.
+        if tonumber(redis.call('HGET', h, 'ri') or '0') <= #RING then v = 0
+        else v = old_v or rt end
+      end
+      if v < tonumber(ARGV[8]) then v = tonumber(ARGV[8]) end
+      return v
+    end
     local spent = false
     for l = 1, 6 do
       local k, rem = a[2 * l - 1], a[2 * l]
@@ -95,7 +127,7 @@ elseif mode == 'answer' then
         redis.call('HSET', h, 'k' .. (l - 1), k)
         local after = cq - tonumber(ARGV[6])
         if l % 2 == 0 then
-          after = (ct - tonumber(ARGV[7])) - (rt - tonumber(ARGV[8]))
+          after = (ct - tonumber(ARGV[7])) - (rt - rt_at(now - age))
         end
         local level = rem + age * k / W[l]
         if level > k then level = k end
@@ -134,9 +166,12 @@ if (mode == 'answer' or mode == 'usage') and status >= 200 and status < 300 then
   if used >= 0 then
     for l = 2, 6, 2 do give(l, cost(l, tokens) - used) end
     rt = rt + tokens - used
+    local i = redis.call('HINCRBY', h, 'ri', 1) % #RING
+    redis.call('HSET', h, RING[i + 1], string.format('%d:%d', now, rt))
   end
 end
 if ARGV[13] == '1' and mode ~= 'usage' then redis.call('HDEL', h, 'p') end
+if mode ~= 'headers' then redis.call('HINCRBY', h, 'ot', string.format('%d', -tokens)) end
 for l = 1, 6 do
   if cap[l] > 0 then
     redis.call('HSET', h, 'e' .. (l - 1), string.format('%d', math.ceil(e[l])))

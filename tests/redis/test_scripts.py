@@ -206,8 +206,13 @@ class ScriptCase(unittest.TestCase):
         else:
             self.assertEqual(len(reply), 4, reply)
             self.assertIn(key, (-1, -2, -3), reply)
-        if key == -3:
-            self.assertEqual((wait, slot, why), (kw.get("poll", POLL), 0, WHY_PROBE))
+        if key == -3 and why == WHY_PROBE:
+            self.assertEqual((wait, slot), (kw.get("poll", POLL), 0))
+        elif key == -3:
+            # A wait for tokens still out: asked again within 4 polls.
+            self.assertIn(why, (TPM, TPH, TPD), reply)
+            self.assertEqual(slot, 0, reply)
+            self.assertTrue(0 < wait <= 4 * kw.get("poll", POLL), reply)
         else:
             self.assertTrue(slot - t1 <= wait <= slot - t0,
                             "wait %d is not slot %d - now (now in [%d, %d])"
@@ -754,14 +759,38 @@ class Budgets(ScriptCase):
         self.assertNow(a)
         self.assertNow(b)
         self.assertEqual((b.cq, b.ct), (2, 800))
+        # 800 tokens are still out and may come back with the answers'
+        # usage: the third is not booked 12 s ahead but asks again soon.
+        self.assertEqual(self.bget("ot"), 800)
+        p = self.reserve(1, 0, limits=limits(tpm=1000), tokens=400)
+        self.assertEqual((p.key, p.why, p.wait), (-3, TPM, 4 * POLL))
+        # Both answered, all charged tokens used: nothing can come back
+        # early, so the third is booked when 200 tokens have refilled.
+        self.settle(a, status=200, used=400)
+        self.settle(b, status=200, used=400)
+        self.assertEqual(self.bget("ot"), 0)
         c = self.reserve(1, 0, limits=limits(tpm=1000), tokens=400)
         self.assertEqual((c.key, c.slot, c.why), (0, a.slot + 12 * SEC, TPM))
         self.assertEqual(self.bget("e1"), a.slot + 12 * SEC)
+
+    def test_tokens_out_that_cannot_cover_are_booked(self):
+        """tokens still out that could not make up the shortfall even if all
+        came back: the wait is booked at once."""
+        a = self.reserve(1, 0, limits=limits(tpm=1000), tokens=900)
+        b = self.reserve(1, 0, limits=limits(tpm=1000, rpm=10), tokens=100)
+        self.assertNow(a)
+        self.assertNow(b)
+        self.settle(a, status=200, used=900)
+        # 100 out (b), 0 left: 950 needed, at most 100 can come back.
+        c = self.reserve(1, 0, limits=limits(tpm=1000), tokens=950)
+        self.assertEqual((c.key, c.why), (0, TPM))
+        self.assertEqual(c.slot, a.slot + 57 * SEC)
 
     def test_estimate_beyond_the_cap(self):
         """an estimate beyond the cap costs the whole bucket: one at once, the next a full window later."""
         a = self.reserve(1, 0, limits=limits(tph=1000), tokens=5000)
         self.assertNow(a)
+        self.bset(ot=0)  # nothing out that could come back early
         b = self.reserve(1, 0, limits=limits(tph=1000), tokens=5000)
         self.assertEqual((b.slot, b.why), (a.slot + 3600 * SEC, TPH))
 
@@ -772,6 +801,7 @@ class Budgets(ScriptCase):
         self.assertNow(a)
         # tokens-minute: the cap (1000) is all gone, back in 60 s;
         # tokens-hour: 4000 left, 2000 more in 720 s
+        self.bset(ot=0)  # nothing out that could come back early
         b = self.reserve(1, 0, limits=lim, tokens=6000)
         self.assertEqual((b.slot, b.why), (a.slot + 720 * SEC, TPH))
 
@@ -873,15 +903,29 @@ class Settle(ScriptCase):
         self.assertEqual((self.bget("cq"), self.bget("ct")), (3, 3500))
 
     def test_headers_allow_for_tokens_given_back(self):
-        """the tokens reserved after this request count less what came back since (rt)."""
+        """the tokens reserved after this request count less what came back
+        after its headers left (rt, read from the ring of give-backs at
+        the headers' time): what came back before is in them already."""
         self.known(tpm=100000)
         r = self.reserve(1, 0, tokens=1000)
         x = self.reserve(1, 0, tokens=1000)
         self.reserve(1, 0, tokens=1000)
         self.settle(x, status=200, used=400)
         self.assertEqual(self.bget("rt"), 600)
-        _, t0, t1 = self.settle(r, status=200, headers={TPM: (100000, 60000)})
-        self.assertLevelSet(TPM, 60000 - (2000 - 600), t0, t1)
+        # Headers 1000 s old: x's 600 came back after them.
+        _, t0, t1 = self.settle(r, status=200, headers={TPM: (100000, 60000)}, age=1000 * SEC)
+        self.assertLevelSet(TPM, min(100000, 60000 + 100000 * 1000 // 60) - (2000 - 600), t0, t1)
+
+    def test_headers_include_what_came_back_before_them(self):
+        """a give-back before the headers left is in their remaining: not
+        counted again."""
+        self.known(tpm=100000)
+        r = self.reserve(1, 0, tokens=1000)
+        x = self.reserve(1, 0, tokens=1000)
+        self.reserve(1, 0, tokens=1000)
+        self.settle(x, status=200, used=400)
+        _, t0, t1 = self.settle(r, status=200, headers={TPM: (100000, 60000)}, age=0)
+        self.assertLevelSet(TPM, 60000 - 2000, t0, t1)
 
     def test_headers_spent_make_the_next_wait(self):
         """remaining 0 with nothing reserved after: the next request waits one refill (60 s / k)."""
