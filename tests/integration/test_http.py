@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -189,6 +190,8 @@ class TestForwarding(ProxyTest):
             self.assertEqual(self.chat().status, 200)
         mon = subprocess.Popen(["redis-cli", "-s", ST.redis_sock, "MONITOR"],
                                stdout=subprocess.PIPE, text=True)
+        guard = threading.Timer(60, mon.kill)  # never hang on a miss
+        guard.start()
         try:
             self.assertEqual(mon.stdout.readline().strip(), "OK")
             n = 10
@@ -210,6 +213,7 @@ class TestForwarding(ProxyTest):
                     break
                 lines.append(line)
         finally:
+            guard.cancel()
             mon.kill()
             mon.wait()
         sent = [l for l in lines if " lua]" not in l]
