@@ -187,6 +187,58 @@ def slots_from_log(id_prefix):
     return {rid: int(v) for rid, v in log_fields(id_prefix, "slot").items()}
 
 
+def log_lines(id_prefix):
+    """{request id: its last chat log line} of the requests whose id starts
+    with id_prefix (a retried request logs each attempt: the last is its
+    outcome)."""
+    out = {}
+    for line in ST.log_text().splitlines():
+        m = re.search(r"chat id=(%s\S*) " % re.escape(id_prefix), line)
+        if m:
+            out[m.group(1)] = line
+    return out
+
+
+def wait_log_lines(id_prefix, n, timeout=10):
+    """log_lines(id_prefix) once it holds n requests (a worker logs a
+    request after its response has ended, so the client may be faster)."""
+    return stack.wait_for(lambda: (lambda d: d if len(d) >= n else None)(log_lines(id_prefix)),
+                          timeout, "%d log lines of %s*" % (n, id_prefix), interval=0.05)
+
+
+def log_word(line, field):
+    """The value of field=... in a log line (a string), or None."""
+    m = re.search(r"\b%s=(\S+)" % re.escape(field), line)
+    return m.group(1) if m else None
+
+
+def mock_limits(orgs):
+    """Turns on the mock's emulation of Cerebras' limits (tests/mock_upstream.py,
+    POST /__mock/limits) with orgs {org: {"keys": [...], "limits": {...},
+    "models": {...}}}; every bucket starts full. {} turns it off."""
+    return MOCK._call("POST", "/__mock/limits", {"orgs": orgs})
+
+
+def mock_limits_state():
+    """GET /__mock/limits: admitted / refused counts per org and model."""
+    return MOCK._call("GET", "/__mock/limits")
+
+
+def mock_refusals(state=None):
+    """{(org, model): limit refusals} of the mock's limits emulation."""
+    state = state or mock_limits_state()
+    return {(org, m): sum(v["refused"].values())
+            for org, o in state["orgs"].items() for m, v in o["models"].items()}
+
+
+def finished_records(n, timeout=15):
+    """The mock's records once there are at least n and every one has ended."""
+    return stack.wait_for(
+        lambda: (lambda r: r if len(r) >= n and all(x["t_done"] is not None for x in r)
+                 else None)(MOCK.requests()),
+        timeout, "%d finished requests at the mock" % n, interval=0.05)
+
+
 class ProxyTest(unittest.TestCase):
     workers = 4
     env = {"RATE_LIMIT_INTERVAL_MS": "0"}
