@@ -34,7 +34,8 @@
 --          of each in budget order ("-1" where not announced), or "-"
 --          when the answer carried none (or none came)
 -- ARGV[11] the tokens the answer really used, "-1" if unknown
--- ARGV[12] how long ago the answer's headers came, us
+-- ARGV[12] how long ago the answer's headers came, us (not used: the
+--          remaining they announce is taken as of the request's slot)
 -- ARGV[13] "1" if this request was the probe
 -- ARGV[14] after a 429 whose limits show nothing spent: rest this long, us
 -- Returns the limit a 429 ran out of (0..5), 8 if it rested the whole
@@ -49,7 +50,7 @@ local W = {60e6, 60e6, 3600e6, 3600e6, 86400e6, 86400e6}
 local declared = {}
 for d in string.gmatch(ARGV[5], '%d+') do declared[#declared + 1] = tonumber(d) end
 local FIELDS = {'k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'e0', 'e1', 'e2', 'e3',
-                'e4', 'e5', 'cq', 'ct', 'rt'}
+                'e4', 'e5', 'cq', 'ct', 'rt', 'seen'}
 local v = redis.call('HMGET', h, unpack(FIELDS))
 local cap, e = {}, {}
 for l = 1, 6 do
@@ -59,6 +60,7 @@ for l = 1, 6 do
 end
 local cq, ct, rt = tonumber(v[13] or '0'), tonumber(v[14] or '0'),
                    tonumber(v[15] or '0')
+local seen = v[16] == '1'
 local RING = {}
 for i = 0, 15 do RING[#RING + 1] = 'r' .. i end
 local function cost(l, c)
@@ -88,15 +90,17 @@ if mode == 'release' then
 elseif mode == 'answer' or mode == 'headers' then
   local admitted = status >= 200 and status < 300
   if ARGV[10] ~= '-' then
-    -- Cerebras' level when the headers left, refilled since, less what
-    -- was charged after this request and is still unseen by it, plus
-    -- what came back since.
+    -- Cerebras' level when it admitted this request (taken as its
+    -- slot: the remaining it announces is computed at admission),
+    -- refilled since, less what was charged after this request, plus
+    -- what came back after its admission.
     local a = {}
     for x in string.gmatch(ARGV[10], '-?%d+') do a[#a + 1] = tonumber(x) end
-    local age = tonumber(ARGV[12])
-    -- rt when the headers left: what came back after that is not in
-    -- them. From the ring of recent give-backs (r<i> = "time:rt"); when
-    -- it does not reach back that far, the oldest it has (errs low).
+    local sent = tonumber(ARGV[2])
+    if sent > now then sent = now end
+    -- rt at a time: from the ring of recent give-backs (r<i> =
+    -- "time:rt"); when it does not reach back that far, the oldest it
+    -- has (errs low).
     local function rt_at(when)
       local ring = redis.call('HMGET', h, unpack(RING))
       local best_t, best_v, old_t, old_v = nil, nil, nil, nil
@@ -119,23 +123,35 @@ elseif mode == 'answer' or mode == 'headers' then
       if v < tonumber(ARGV[8]) then v = tonumber(ARGV[8]) end
       return v
     end
-    local spent = false
     for l = 1, 6 do
       local k, rem = a[2 * l - 1], a[2 * l]
       if k and k > 0 and rem and rem >= 0 then
+        local old_k = cap[l]
         cap[l] = k
         redis.call('HSET', h, 'k' .. (l - 1), k)
-        local after = cq - tonumber(ARGV[6])
-        if l % 2 == 0 then
-          after = (ct - tonumber(ARGV[7])) - (rt - rt_at(now - age))
-        end
-        local level = rem + age * k / W[l]
-        if level > k then level = k end
-        level = level - after
-        e[l] = now - level * W[l] / k
-        corrected[l] = true
         local c = 1
         if l % 2 == 0 then c = tokens end
+        local after = cq - tonumber(ARGV[6])
+        if l % 2 == 0 then
+          after = (ct - tonumber(ARGV[7])) - (rt - rt_at(sent))
+        end
+        local level = rem + (now - sent) * k / W[l]
+        if level > k then level = k end
+        level = level - after
+        -- Which requests the upstream had admitted when it answered is
+        -- known only roughly (those sent at about the same time): a
+        -- level within two of this request's charges (or 2% of the
+        -- capacity) of the proxy's own is left alone; a 429, a first
+        -- answer, a new capacity always set it.
+        local mine = (now - e[l]) * k / W[l]
+        if mine > k then mine = k end
+        local band = 2 * cost(l, c)
+        if band < k / 50 then band = k / 50 end
+        if status == 429 or not seen or old_k ~= k or
+           math.abs(level - mine) > band then
+          e[l] = now - level * W[l] / k
+          corrected[l] = true
+        end
         if status == 429 and rem < c and ret < 0 then ret = l - 1 end
       end
     end
