@@ -22,12 +22,14 @@ Every process is started here and stopped by PID (deploy/stack.py's Stack).
 KEEP_STACK_DIR=1 keeps the temporary directory (logs, configs).
 BENCH_ONLY=phase,phase runs only those phases (sweep, latency, syscalls,
 throughput, roundtrips, paced, memory, mocklatency, streaming, redisbench,
-concurrency, spacing, burst); for development.
+concurrency, spacing, burst, goodput); for development.
 
 The sections of the table follow the numbering of the measurements:
 1 added latency, 2 throughput and CPU, 3 streaming, 4 memory, 5 Redis round
 trips, 6 slot reservations per second, 7 concurrent streams, 8 spacing fidelity,
-9 bursts (N streams at once to the shipped defaults).
+9 bursts (N streams at once to the shipped defaults), 10 goodput under the
+organisations' limits (the mock's limits emulation; how to read it:
+goodput.py).
 
 The package: __main__ (the command: checks, runs, writes the results),
 common (sizes, request bodies, small helpers), procfs (CPU, memory and
@@ -36,7 +38,7 @@ instances), clients (HTTP over keep-alive connections, SSE streams; the
 responses parsed by the integration tests' client), tools (wrk,
 redis-cli), core (class Bench: the phases in order) and the phases it is
 made of: latency (1, 3), throughput (2), memory (4, 7), scheduler (5, 6, 8),
-burst (9); report (the tables and their notes).
+burst (9), goodput (10); report (the tables and their notes).
 """
 
 import os

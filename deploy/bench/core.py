@@ -9,6 +9,7 @@ from client import Mock
 from .burst import BurstPhases
 from .clients import tls_context
 from .common import CHAT_PATH, progress, run
+from .goodput import GoodputPhases
 from .latency import LatencyPhases
 from .memory import MemoryPhases
 from .procfs import cpu_ticks, ctx_switches, smaps
@@ -18,7 +19,8 @@ from .throughput import ThroughputPhases
 from .tools import Tools
 
 
-class Bench(LatencyPhases, ThroughputPhases, MemoryPhases, SchedulerPhases, BurstPhases):
+class Bench(LatencyPhases, ThroughputPhases, MemoryPhases, SchedulerPhases, BurstPhases,
+            GoodputPhases):
     def __init__(self, binary, outdir):
         self.binary = os.path.abspath(binary)
         self.outdir = outdir
@@ -122,6 +124,7 @@ class Bench(LatencyPhases, ThroughputPhases, MemoryPhases, SchedulerPhases, Burs
             ("concurrency", self.concurrency),
             ("spacing", self.spacing),
             ("burst", self.burst),
+            ("goodput", self.goodput),
         ]
         for name, fn in phases:
             if only and name not in only:

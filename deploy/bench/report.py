@@ -163,7 +163,8 @@ def report(R, threads_ok, extra_notes, elapsed):
         row("5", "Redis round trips per request (MONITOR, %d requests)" % w["requests"],
             up_fast, "", "", "%.4f (%s)" % (w["per_request"], ", ".join(
                 "%s %.4f" % kv for kv in w["per_command"].items())),
-            "exactly 1", abs(w["per_request"] - 1.0) < 1e-9 and w["bad"] == 0)
+            "exactly 2 (reserve, settle)",
+            abs(w["per_request"] - 2.0) < 1e-9 and w["bad"] == 0)
         row("5", "  commands executed per request, incl. inside the script "
             "(INFO commandstats); Redis time in the script", up_fast, "", "",
             "%.2f (%s); %.1f us" % (w["executed_per_request"], ", ".join(
@@ -223,6 +224,54 @@ def report(R, threads_ok, extra_notes, elapsed):
                                  _f(c["first_event_median_s"], "%.2f"),
                                  _f(c["first_event_max_s"], "%.2f")),
             "all 200, complete", _burst_ok(c))
+    G = R.get("goodput")
+    if G:
+        # How to read these rows: deploy/bench/goodput.py's docstring.
+        o, rd = G["outcomes"], G["redis"]
+        up_lim = "Python mock, limits on"
+        row("10", "goodput: %d s at twice the limits (orgs a1\\|a2 and b1; llama3.1-8b "
+            "requests-bound, gpt-oss-120b tokens-bound; streams and JSON; spacing %d ms, "
+            "queue %d s: the defaults): answers served in the window / oracle; bound by %s"
+            % (G["secs"], G["interval_ms"], G["queue_max_wait_ms"] // 1000, G["binds"]),
+            up_lim, "", "", "%d / %.1f (%.1f%%)" % (G["served"], G["oracle"],
+                                                     100.0 * G["goodput"]),
+            ">= 95%", G["goodput"] >= 0.95)
+        row("10", "  per (org, model): served / oracle (binding limit; for tokens: tokens "
+            "really used / charged at admission per request, and what a perfect scheduler "
+            "reaches: the last request needs its whole charge)", up_lim, "", "", "; ".join(
+                "%s %s %d / %.1f (%s%s)" % (
+                    b["org"], b["model"], b["served"], b["oracle"], b["binding"],
+                    "; %.0f / %s; reachable %d" % (
+                        b["used_tokens_per_request"],
+                        _f(b["charged_tokens_per_request"], "%.0f"), b["reachable"])
+                    if b["binding"].startswith("tokens-") else "")
+                for b in G["budgets"]))
+        row("10", "  upstream 429s per (org, model) (the mock's counts)", up_lim, "", "",
+            ", ".join("%s %s: %d" % (b["org"], b["model"], b["upstream_429"])
+                      for b in G["budgets"]),
+            "<= 1 each", G["upstream_429_max"] <= 1)
+        row("10", "  the client's outcomes: offered = 200 + proxy 429 (all_keys_cooling_down, "
+            "proxy_saturated) + upstream 429 + queued at the end (closed) + other",
+            up_lim, "", "", "%d = %d (%d in the window) + %d + %d + %d + %d + %d%s" % (
+                o["offered"], o["ok"], o["ok_in_window"], o["all_keys_cooling_down"],
+                o["proxy_saturated"], o["upstream_429"], o["cancelled"], o["other"],
+                "" if not o["proxy_429_without_retry_after"] else
+                "; %d proxy 429s WITHOUT Retry-After" % o["proxy_429_without_retry_after"]),
+            "adds up, Retry-After on each",
+            o["adds_up"] and o["proxy_429_without_retry_after"] == 0)
+        row("10", "  Redis round trips per offered request: EVAL/EVALSHA (INFO commandstats); "
+            "all (MONITOR), by command; reserve per request (of which polls: a probe out, "
+            "tokens that may come back), settle per attempt that had a slot; new connections",
+            up_lim, "", "", "%.2f; %.2f (%s); %.2f (%d polls), %.2f; %d" % (
+                rd["scripts_per_request"], rd["round_trips_per_request"], ", ".join(
+                    "%s %d" % kv for kv in sorted(rd["by_command"].items())),
+                rd["reserve_per_request"], rd["reserve_beyond_one_per_request"],
+                rd["settle_per_request_with_slot"], rd["new_connections"]),
+            "~2: 1 reserve + 1 settle (within 5%)",
+            abs(rd["reserve_per_request"] - 1) <= 0.05 and
+            abs(rd["settle_per_request_with_slot"] - 1) <= 0.05)
+        row("10", "  why the answered requests waited (waited_for in the workers' log)",
+            up_lim, "", "", ", ".join("%s %d" % kv for kv in sorted(G["waited_for"].items())))
     head = ("| # | Measure | Upstream | A direct (HTTPS) | B nginx proxy_pass "
             "| C cerebras-proxy | Target | Result |")
     lines = [head, "|---|---|---|---|---|---|---|---|"]
@@ -253,9 +302,10 @@ def report(R, threads_ok, extra_notes, elapsed):
         "verified); C = nginx fastcgi_pass (the shipped nginx.conf.example) -> workers -> "
         "Redis (unix socket) + upstream. B and C are plain HTTP on 127.0.0.1; both nginx "
         "run worker_processes auto, access_log off, keepalive_requests 100000.",
-        "Workers: RATE_LIMIT_INTERVAL_MS=0 (rotation still through Redis: one EVALSHA per "
-        "request) except in the paced row, 3 keys, LOG_REQUESTS=1 (the default: one log "
-        "line per request). " + shape + ".",
+        "Workers: RATE_LIMIT_INTERVAL_MS=0 (rotation still through Redis: two EVALSHAs per "
+        "request, reserve before it is sent and settle after its answer) except in the "
+        "paced, spacing, burst and goodput rows, 3 keys (3 organisations), LOG_REQUESTS=1 "
+        "(the default: one log line per request). " + shape + ".",
         "Latency: one keep-alive Python client (http.client-like, one sendall per request), "
         "%d timed requests per path after %d warm-up, the paths interleaved in %d rounds. "
         "Throughput: wrk -t2, %d s per run, POST of a %d-byte JSON body (Lua script). "
@@ -297,6 +347,17 @@ def report(R, threads_ok, extra_notes, elapsed):
         notes.append("The binary has no --threads: the concurrency run used --processes %d "
                      "(one process per stream), so its per-stream memory is that of process "
                      "mode." % CONC)
+    if G:
+        notes.append(
+            "Goodput (10): tests/mock_upstream.py with its limits emulation (token buckets per "
+            "organisation and model, charged at admission, settled with the real usage), "
+            "CEREBRAS_API_KEYS=%s, --processes 4, the shipped defaults otherwise; %d requests "
+            "offered evenly over %d s on a connection each (half streams, half JSON, every one "
+            "with max_completion_tokens above its real answer); requests without an answer "
+            "%.0f s after the window are closed. Oracle = per (organisation, model), the "
+            "binding limit's capacity x (1 + window / its window), over one request's cost "
+            "(1, or the tokens the mock kept). Full reading guide: deploy/bench/goodput.py."
+            % (G["keys"], G["outcomes"]["offered"], G["secs"], G.get("grace_s", 2)))
     notes += extra_notes
     md = "# cerebras-proxy benchmark\n\n" + "\n".join(lines) + "\n\n" + \
         burst_table(BU) + "\n".join("- " + n for n in notes) + "\n"
