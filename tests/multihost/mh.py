@@ -296,6 +296,15 @@ class Mock(client.Mock):
     def count(self):
         return len(self.requests())
 
+    def set_limits(self, cfg):
+        """Turns the rate-limit emulation on with cfg ({"orgs": ...}; see
+        tests/mock_upstream.py), buckets full; {} turns it off."""
+        return self._call("POST", "/__mock/limits", cfg)
+
+    def limits(self):
+        """The emulation's state: admitted / refused per org and model."""
+        return self._call("GET", "/__mock/limits")
+
 
 # -- client load ------------------------------------------------------------------
 
