@@ -90,10 +90,12 @@ if mode == 'release' then
 elseif mode == 'answer' or mode == 'headers' then
   local admitted = status >= 200 and status < 300
   if ARGV[10] ~= '-' then
-    -- Cerebras' level when it admitted this request (taken as its
-    -- slot: the remaining it announces is computed at admission),
-    -- refilled since, less what was charged after this request, plus
-    -- what came back after its admission.
+    -- From Cerebras' remaining when it admitted this request (taken as
+    -- its slot: the upstream computes it at admission), refilled since,
+    -- plus what came back after that, less what was charged after this
+    -- request: the budget's level is moved only when the proxy's own is
+    -- outside what that can mean (below), and set outright after a 429,
+    -- a first answer or a new capacity.
     local a = {}
     for x in string.gmatch(ARGV[10], '-?%d+') do a[#a + 1] = tonumber(x) end
     local sent = tonumber(ARGV[2])
@@ -131,24 +133,31 @@ elseif mode == 'answer' or mode == 'headers' then
         redis.call('HSET', h, 'k' .. (l - 1), k)
         local c = 1
         if l % 2 == 0 then c = tokens end
-        local after = cq - tonumber(ARGV[6])
+        -- Cerebras' level now, had it admitted every request reserved
+        -- after this one before it computed remaining (base), or none
+        -- of them (base - after): which it had is known only roughly
+        -- for requests sent at about the same time.
+        local after, back = cq - tonumber(ARGV[6]), 0
         if l % 2 == 0 then
-          after = (ct - tonumber(ARGV[7])) - (rt - rt_at(sent))
+          after = ct - tonumber(ARGV[7])
+          back = rt - rt_at(sent)
         end
-        local level = rem + (now - sent) * k / W[l]
-        if level > k then level = k end
-        level = level - after
-        -- Which requests the upstream had admitted when it answered is
-        -- known only roughly (those sent at about the same time): a
-        -- level within two of this request's charges (or 2% of the
-        -- capacity) of the proxy's own is left alone; a 429, a first
-        -- answer, a new capacity always set it.
+        local base = rem + (now - sent) * k / W[l]
+        if base > k then base = k end
+        base = base + back
         local mine = (now - e[l]) * k / W[l]
         if mine > k then mine = k end
-        local band = 2 * cost(l, c)
-        if band < k / 50 then band = k / 50 end
-        if status == 429 or not seen or old_k ~= k or
-           math.abs(level - mine) > band then
+        local slack = cost(l, c)
+        if slack < k / 50 then slack = k / 50 end
+        local level = nil
+        if status == 429 or not seen or old_k ~= k then
+          level = base - after -- the proxy was wrong, or knew nothing
+        elseif mine > base + slack then
+          level = base -- more than Cerebras can have: at most that
+        elseif mine < base - after - slack then
+          level = base - after -- less than it can have: at least that
+        end
+        if level then
           e[l] = now - level * W[l] / k
           corrected[l] = true
         end
