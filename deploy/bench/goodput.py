@@ -451,7 +451,8 @@ class GoodputPhases:
                     "upstream_429": sum(refusals.values()), "upstream_429_by_limit": refusals,
                     "upstream_429_in_window": sum(1 for t in m.get("refusal_times") or []
                                                   if w0 <= t <= w1),
-                    "admitted_at_s": [round(r["t"] - w0, 2) for r in adm]})
+                    "admitted_at_s": [round(r["t"] - w0, 2) for r in adm],
+                    "refused_at_s": [round(t - w0, 2) for t in m.get("refusal_times") or []]})
                 tot_served += served
                 tot_oracle += allow[bind]
         spacing_rate = 1000.0 / interval_ms if interval_ms > 0 else None
@@ -534,7 +535,9 @@ class GoodputPhases:
                      "charged %s); upstream 429s %d" % (
                          b["org"], b["model"], b["served"], b["oracle"], b["binding"],
                          b["reachable"], b["used_tokens_per_request"],
-                         b["charged_tokens_per_request"], b["upstream_429"]))
+                         b["charged_tokens_per_request"], b["upstream_429"]) +
+                     (" at +%s s" % ", ".join("%.2f" % t for t in b["refused_at_s"])
+                      if b["refused_at_s"] else ""))
         progress("  client: %s" % ", ".join("%s %s" % kv for kv in out.items()))
         progress("  Redis: %d EVALSHA/EVAL calls (INFO commandstats), %.2f per request; all "
                  "round trips (MONITOR) %d, %.2f per request: %s; reserve %.2f per request "
