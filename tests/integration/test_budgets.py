@@ -222,7 +222,9 @@ class TestTwoModels(BudgetTest):
             % (waited, log_word(a_line, "waited_for"),
                [round((t1 - t0) * 1000) for _, t0, t1 in bs]))
         self.assertEqual(log_word(a_line, "waited_for"), "requests-minute")
-        self.assertGreater(waited, 1000)
+        # Behind mod_fcgid the 20 spread over its process spawns, and the
+        # bucket refills meanwhile: the wait is shorter, but there is one.
+        self.assertGreater(waited, 100 if APACHE else 1000)
         # The mock's bucket refills from A's first charge on, one request
         # every 3 s; the last of the 20 was told "remaining 0" (a floor: up
         # to one request's refill unsaid). So A waited no longer than 3 s
@@ -368,7 +370,12 @@ class TestProbe(BudgetTest):
             self.assertLess(last - first, 0.2)
         lines = wait_log_lines("pr-", 6)
         rid = {x["headers"]["x-request-id"] for x in rest}
-        self.assertEqual([log_word(lines[i], "waited_for") for i in sorted(rid)], ["probe"] * 5)
+        waits = [log_word(lines[i], "waited_for") for i in sorted(rid)]
+        if APACHE:
+            # Those that came in after the probe's headers waited for nothing.
+            self.assertLessEqual(set(waits), {"probe", "-"}, waits)
+        else:
+            self.assertEqual(waits, ["probe"] * 5)
 
 
 @unittest.skipIf(APACHE, "mod_fcgid hands a burst to lazily spawned processes over seconds, so "
