@@ -230,11 +230,15 @@ class ScriptCase(unittest.TestCase):
             out.append((res.key, res.slot))
         return out
 
-    def settle(self, res, mode="answer", **kw):
+    def settle(self, res, mode="answer", slot=None, **kw):
         """settle.lua for reservation res (its key, slot, charge, counters,
         probe flag, organisation and model); returns (its answer, TIME
-        before, TIME after)."""
+        before, TIME after). slot: another slot to pass (the time the
+        request was sent, e.g. one in the past: an answer that took that
+        long), res.slot if None."""
         self.assertGreaterEqual(res.key, 0, res)
+        if slot is None:
+            slot = res.slot
         req = res.req
         orgs = req.get("orgs") or [0] * req["nkeys"]
         args = dict(tokens=req.get("tokens", 0), limits=req.get("limits", NONE),
@@ -242,7 +246,7 @@ class ScriptCase(unittest.TestCase):
                     org=orgs[res.key], model=req.get("model", M))
         args.update(kw)
         t0 = self.r.time_us()
-        ret = self.s.settle(res.key, res.slot, mode, **args)
+        ret = self.s.settle(res.key, slot, mode, **args)
         t1 = self.r.time_us()
         return ret, t0, t1
 
@@ -266,6 +270,20 @@ class ScriptCase(unittest.TestCase):
         back = level * WINDOW[l] / k
         self.assertBetween(t0 - back, e, t1 - back + 1,
                            "e%d = %s is not now - %s (now in [%d, %d])" % (l, e, back, t0, t1))
+
+    def assertLevelAt(self, l, level, at, org=0, model=M, k=None):
+        """Budget l's level was level at time at (us), refilling since: e
+        is at - level * window / k. An answer's remaining is its level at
+        the request's slot, so this holds whenever settle.lua set e and
+        the level did not reach the cap meanwhile, whatever the script's
+        now. e is stored rounded up; doubles resolve a quarter of a us at
+        ~1.8e15 us, hence the half us either side."""
+        if k is None:
+            k = self.bget("k%d" % l, org, model)
+        e = self.bget("e%d" % l, org, model)
+        want = at - level * WINDOW[l] / k
+        self.assertBetween(want - 0.5, e, want + 1.5,
+                           "e%d = %s is not %d - %s" % (l, e, at, level * WINDOW[l] / k))
 
 
 class Rotation(ScriptCase):
@@ -890,42 +908,99 @@ class Settle(ScriptCase):
         names = ("rpm", "tpm", "rph", "tph", "rpd", "tpd")
         self.bset(**{"k%d" % names.index(n): v for n, v in caps.items()})
 
+    def ring_time(self, org=0, model=M):
+        """When the latest give-back came: the time of the ring's newest
+        entry (r<ri % 16> = "time:rt")."""
+        ri = self.bget("ri", org, model)
+        v = self.r("HGET", self.bkey(org, model), "r%d" % (ri % 16))
+        return int(v.split(":")[0])
+
+    def set_mine(self, l, level, org=0, model=M):
+        """The proxy's own level of budget l is level now (e<l>)."""
+        k = self.bget("k%d" % l, org, model)
+        self.bset(org, model, **{"e%d" % l: self.r.time_us() - level * WINDOW[l] // k})
+
+    # An answer's remaining is taken as of the request's slot (ARGV[2]),
+    # refilled since: base (plus, for tokens, what came back after the
+    # slot). The upstream may or may not have admitted the requests
+    # reserved after this one (after) before it computed remaining, so it
+    # can mean a level from base - after to base; with slack = max(this
+    # request's charge, k / 50) either side, a proxy's own level in that
+    # range is left alone, one above it set to base, one below it to base
+    # - after. A 429, a first answer (seen not set) or a new capacity set
+    # base - after outright.
+
     def test_headers_lower_the_level(self):
-        """remaining below the model's level lowers it: level = remaining less the requests and tokens reserved after this one."""
+        """remaining below the proxy's level lowers it to remaining as of the request's slot: at most that, the requests reserved after this one may be in it already."""
         self.known(rpm=100, tpm=100000)
         r = self.reserve(1, 0, tokens=1000)
         self.reserve(1, 0, tokens=1000)
         self.reserve(1, 0, tokens=1500)
         ret, t0, t1 = self.settle(r, status=200, headers={RPM: (100, 50), TPM: (100000, 60000)})
         self.assertEqual(ret, -1)
-        self.assertLevelSet(RPM, 50 - 2, t0, t1)
-        self.assertLevelSet(TPM, 60000 - 2500, t0, t1)
+        self.assertLevelAt(RPM, 50, r.slot)
+        self.assertLevelAt(TPM, 60000, r.slot)
         self.assertEqual((self.bget("cq"), self.bget("ct")), (3, 3500))
 
+    def test_headers_raise_the_level(self):
+        """remaining above the proxy's level raises it to remaining less the requests reserved after this one: at least that."""
+        self.known(rpm=10)
+        for _ in range(10):
+            r = self.reserve(1, 0)
+        self.assertEqual(self.reserve(1, 0, max_wait=0).key, -1)
+        self.settle(r, status=200, headers={RPM: (10, 9)})
+        self.assertLevelAt(RPM, 9, r.slot)  # the refused -1 charged nothing
+        self.assertNow(self.reserve(1, 0))
+        # with requests reserved after it: less them
+        self.r("DEL", self.bkey())
+        self.bset(seen=1)
+        self.known(rpm=100)
+        rs = [self.reserve(1, 0) for _ in range(4)]
+        self.set_mine(RPM, 10)
+        self.settle(rs[0], status=200, headers={RPM: (100, 60)})
+        self.assertLevelAt(RPM, 60 - 3, rs[0].slot)
+
     def test_headers_allow_for_tokens_given_back(self):
-        """the tokens reserved after this request count less what came back
-        after its headers left (rt, read from the ring of give-backs at
-        the headers' time): what came back before is in them already."""
-        self.known(tpm=100000)
-        r = self.reserve(1, 0, tokens=1000)
-        x = self.reserve(1, 0, tokens=1000)
-        self.reserve(1, 0, tokens=1000)
-        self.settle(x, status=200, used=400)
-        self.assertEqual(self.bget("rt"), 600)
-        # Headers 1000 s old: x's 600 came back after them.
-        _, t0, t1 = self.settle(r, status=200, headers={TPM: (100000, 60000)}, age=1000 * SEC)
-        self.assertLevelSet(TPM, min(100000, 60000 + 100000 * 1000 // 60) - (2000 - 600), t0, t1)
+        """tokens that came back after the request's slot (rt, read from
+        the ring of give-backs at the slot's time) are not in its
+        remaining: added to it, at either end (the proxy above: base; below:
+        base - the tokens reserved after it)."""
+        for mine, want in ((None, 60000 + 600), (0, 60000 + 600 - 2000)):
+            with self.subTest(mine=mine):
+                self.r("DEL", self.bkey())
+                self.bset(seen=1)
+                self.known(tpm=100000)
+                r = self.reserve(1, 0, tokens=1000)
+                x = self.reserve(1, 0, tokens=1000)
+                self.reserve(1, 0, tokens=1000)
+                self.settle(x, status=200, used=400)
+                self.assertEqual(self.bget("rt"), 600)
+                self.assertGreater(self.ring_time(), r.slot)
+                if mine is not None:
+                    self.set_mine(TPM, mine)
+                # The proxy's own: 97600 (or 0); x's 600 came back after
+                # r's slot.
+                self.settle(r, status=200, headers={TPM: (100000, 60000)})
+                self.assertLevelAt(TPM, want, r.slot)
 
     def test_headers_include_what_came_back_before_them(self):
-        """a give-back before the headers left is in their remaining: not
-        counted again."""
-        self.known(tpm=100000)
-        r = self.reserve(1, 0, tokens=1000)
-        x = self.reserve(1, 0, tokens=1000)
-        self.reserve(1, 0, tokens=1000)
-        self.settle(x, status=200, used=400)
-        _, t0, t1 = self.settle(r, status=200, headers={TPM: (100000, 60000)}, age=0)
-        self.assertLevelSet(TPM, 60000 - 2000, t0, t1)
+        """a give-back before the request's slot (it was reserved earlier
+        and waited for its slot) is in the remaining: not added again."""
+        for mine, want in ((None, 60000), (0, 60000 - 2000)):
+            with self.subTest(mine=mine):
+                self.r("DEL", self.bkey())
+                self.bset(seen=1)
+                self.known(tpm=100000)
+                r = self.reserve(1, 0, tokens=1000)
+                x = self.reserve(1, 0, tokens=1000)
+                self.reserve(1, 0, tokens=1000)
+                self.settle(x, status=200, used=400)
+                if mine is not None:
+                    self.set_mine(TPM, mine)
+                # r was sent when x's 600 had come back (at its slot, exactly).
+                sent = self.ring_time()
+                self.settle(r, slot=sent, status=200, headers={TPM: (100000, 60000)})
+                self.assertLevelAt(TPM, want, sent)
 
     def test_headers_spent_make_the_next_wait(self):
         """remaining 0 with nothing reserved after: the next request waits one refill (60 s / k)."""
@@ -936,24 +1011,159 @@ class Settle(ScriptCase):
         res = self.reserve(1, 0)
         self.assertEqual((res.slot, res.why), (e + 600 * MS, RPM))
 
-    def test_headers_raise_the_level(self):
-        """the headers set the level either way: remaining above the model's level raises it."""
-        self.known(rpm=10)
-        for _ in range(10):
-            r = self.reserve(1, 0)
-        self.assertEqual(self.reserve(1, 0, max_wait=0).key, -1)
-        _, t0, t1 = self.settle(r, status=200, headers={RPM: (10, 9)})
-        self.assertLevelSet(RPM, 9, t0, t1)  # the refused -1 charged nothing
-        self.assertNow(self.reserve(1, 0))
-
-    def test_headers_age_and_cap(self):
-        """the level refills from when the headers came (age), up to the cap; the headers' cap replaces the declared one."""
+    def test_headers_as_of_the_slot_and_cap(self):
+        """remaining is the level at the request's slot (ARGV[2]), refilled since, up to the cap; the age (ARGV[12]) is not used; the headers' cap replaces the declared one."""
         r = self.reserve(1, 0, limits=limits(rpm=50))
-        _, t0, t1 = self.settle(r, status=200, headers={RPM: (100, 50)}, age=6 * SEC)
+        # Sent 6 s ago (headers just in, age 0): 50 then, 60 now.
+        self.settle(r, slot=r.slot - 6 * SEC, status=200, headers={RPM: (100, 50)}, age=0)
         self.assertEqual(self.bget("k0"), 100)
-        self.assertLevelSet(RPM, 60, t0, t1)
-        _, t0, t1 = self.settle(r, status=200, headers={RPM: (100, 95)}, age=30 * SEC)
+        self.assertLevelAt(RPM, 50, r.slot - 6 * SEC)
+        # Sent 30 s ago: 95 + 50 refilled, capped at 100 now. A big age
+        # changes nothing.
+        _, t0, t1 = self.settle(r, slot=r.slot - 30 * SEC, status=200,
+                                headers={RPM: (100, 95)}, age=1000 * SEC)
         self.assertLevelSet(RPM, 100, t0, t1)
+
+    def test_headers_slot_not_yet_come(self):
+        """a slot after the script's now (never so for a sent request) is taken as now: remaining is the level now."""
+        self.known(rpm=100)
+        r = self.reserve(1, 0)
+        _, t0, t1 = self.settle(r, slot=self.far, status=200, headers={RPM: (100, 40)})
+        self.assertLevelSet(RPM, 40, t0, t1)
+
+    def test_band_within_left_alone(self):
+        """a proxy's own level within what the answer can mean (base - after .. base), give or take the slack (the request's charge or k / 50, the larger), leaves e<l> alone."""
+        cases = (
+            # rpm 100: slack 2; tpm 100000, 3000 tokens: slack 3000 (k /
+            # 50: 2000). The proxy's own: 99, 97000; nothing after.
+            (dict(rpm=100, tpm=100000), 3000, 0, {RPM: (100, 98), TPM: (100000, 94500)}),
+            (dict(rpm=100, tpm=100000), 3000, 0, {RPM: (100, 100), TPM: (100000, 99500)}),
+            # rpm 1000: slack 20 (k / 50); 100 tokens: slack 2000 (k / 50).
+            # The proxy's own: 999, 99900.
+            (dict(rpm=1000, tpm=100000), 100, 0, {RPM: (1000, 980), TPM: (100000, 98000)}),
+            (dict(rpm=1000, tpm=100000), 100, 0, {RPM: (1000, 1000), TPM: (100000, 100000)}),
+            # nine reserved after it (1000 tokens each): the proxy's own is
+            # 90, 90000, what the answer can mean 95 - 9 .. 95 (slack 2),
+            # 96000 - 9000 .. 96000 (slack 2000): either way, alone.
+            (dict(rpm=100, tpm=100000), 1000, 9, {RPM: (100, 95), TPM: (100000, 96000)}),
+        )
+        for caps, tokens, after, headers in cases:
+            with self.subTest(caps=caps, tokens=tokens, after=after, headers=headers):
+                self.r("DEL", self.bkey())
+                self.bset(seen=1)
+                self.known(**caps)
+                r = self.reserve(1, 0, tokens=tokens)
+                for _ in range(after):
+                    self.reserve(1, 0, tokens=tokens)
+                before = self.budget()
+                self.settle(r, status=200, headers=headers)
+                self.assertEqual((self.bget("e0"), self.bget("e1")), (before["e0"], before["e1"]))
+
+    def test_band_beyond_sets_down(self):
+        """a proxy's own level above what the answer can mean by more than the slack is set to base (remaining as of the slot): at most that."""
+        # One reserved after it: the proxy's own 98, 98000; the answer
+        # means 94 .. 95 (slack 2), 94900 .. 95900 (slack 2000).
+        self.known(rpm=100, tpm=100000)
+        r = self.reserve(1, 0, tokens=1000)
+        self.reserve(1, 0, tokens=1000)
+        self.settle(r, status=200, headers={RPM: (100, 95), TPM: (100000, 95900)})
+        self.assertLevelAt(RPM, 95, r.slot)
+        self.assertLevelAt(TPM, 95900, r.slot)
+        # the slack of a charge above k / 50: 3000 tokens, k 100000; the
+        # proxy's own 97000: 94500 is within 3000 of it, 93500 not.
+        self.r("DEL", self.bkey())
+        self.bset(seen=1)
+        self.known(tpm=100000)
+        r = self.reserve(1, 0, tokens=3000)
+        e1 = self.bget("e1")
+        self.settle(r, status=200, headers={TPM: (100000, 94500)})
+        self.assertEqual(self.bget("e1"), e1)
+        self.settle(r, status=200, headers={TPM: (100000, 93500)})
+        self.assertLevelAt(TPM, 93500, r.slot)
+
+    def test_band_beyond_sets_up(self):
+        """a proxy's own level below what the answer can mean by more than the slack is set to base - after (remaining less the charges reserved after this one): at least that; by less, left alone."""
+        # Ten reserved: the proxy's own is 90, 90000; slacks 2 and 2000.
+        self.known(rpm=100, tpm=100000)
+        rs = [self.reserve(1, 0, tokens=1000) for _ in range(10)]
+        e = self.budget()
+        # the ninth (one after it): 92 - 1 - 2, 92000 - 1000 - 2000 at
+        # the least: 90 and 90000 within
+        self.settle(rs[8], status=200, headers={RPM: (100, 92), TPM: (100000, 92000)})
+        self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+        # the eighth (two after it): 95 - 2 - 2 and 94100 - 2000 - 2000
+        # above 90, 90000: set to 93, 92100
+        self.settle(rs[7], status=200, headers={RPM: (100, 95), TPM: (100000, 94100)})
+        self.assertLevelAt(RPM, 95 - 2, rs[7].slot)
+        self.assertLevelAt(TPM, 94100 - 2000, rs[7].slot)
+        self.assertNow(self.reserve(1, 0, tokens=1000))
+
+    def test_band_429_always_sets(self):
+        """a 429's limits set the levels to base - after even within the slack (and its charge is not given back on them)."""
+        # The proxy's own: 98, 98000 (one after it); the answer means 97
+        # .. 98, 97000 .. 98000: left alone but for the 429.
+        self.known(rpm=100, tpm=100000)
+        r = self.reserve(1, 0, tokens=1000)
+        self.reserve(1, 0, tokens=1000)
+        ret, _, _ = self.settle(r, status=429, headers={RPM: (100, 98), TPM: (100000, 98000)})
+        self.assertEqual(ret, -1)
+        self.assertLevelAt(RPM, 98 - 1, r.slot)
+        self.assertLevelAt(TPM, 98000 - 1000, r.slot)
+
+    def test_band_first_answer_always_sets(self):
+        """the first answer (seen not set) sets the levels even within the slack and at the declared capacity; the next one within it does not."""
+        self.r("FLUSHALL")
+        lim = limits(rpm=100, tpm=100000)
+        r = self.reserve(1, 0, limits=lim, tokens=1000)
+        self.assertEqual(r.probe, 0)  # declared limits: no probe
+        self.assertIsNone(self.bget("seen"))
+        # The proxy's own: 99, 99000; the headers 1 and 1000 below.
+        self.settle(r, status=200, headers={RPM: (100, 98), TPM: (100000, 98000)})
+        self.assertEqual(self.bget("seen"), 1)
+        self.assertLevelAt(RPM, 98, r.slot)
+        self.assertLevelAt(TPM, 98000, r.slot)
+        r2 = self.reserve(1, 0, limits=lim, tokens=1000)
+        e = self.budget()
+        # The proxy's own: 97, 97000; the headers 1 and 1000 below.
+        self.settle(r2, status=200, headers={RPM: (100, 96), TPM: (100000, 96000)})
+        self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+
+    def test_band_new_capacity_always_sets(self):
+        """an announced capacity other than the one stored (or declared) sets the level even within the slack."""
+        self.known(rpm=100)
+        r = self.reserve(1, 0)
+        # The proxy's own at k 1000: 990; the headers 5 below (slack 20).
+        self.settle(r, status=200, headers={RPM: (1000, 985)})
+        self.assertEqual(self.bget("k0"), 1000)
+        self.assertLevelAt(RPM, 985, r.slot)
+        # declared 100, announced 1000: the same
+        self.r("FLUSHALL")
+        self.bset(seen=1)
+        r = self.reserve(1, 0, limits=limits(rpm=100))
+        self.settle(r, status=200, headers={RPM: (1000, 985)}, limits=limits(rpm=100))
+        self.assertLevelAt(RPM, 985, r.slot)
+
+    def test_band_refused_left_alone_gives_the_charge_back(self):
+        """a refused request (no answer, a 5xx) whose announced limit was left alone (within the slack) gets its charge back on it, as on a limit never announced; one set beyond the slack does not."""
+        for status in (0, 500, 503):
+            with self.subTest(status=status):
+                self.r("DEL", self.bkey())
+                self.bset(seen=1)
+                self.known(rpm=100, tpm=100000)
+                self.reserve(1, 0, tokens=1000)
+                before = self.budget()
+                r = self.reserve(1, 0, tokens=1000)
+                # The proxy's own: 98 (the headers say so too); 98000,
+                # 39000 above the headers' (beyond the slack).
+                self.settle(r, status=status, headers={RPM: (100, 98), TPM: (100000, 59000)})
+                self.assertEqual(self.bget("e0"), before["e0"])
+                self.assertLevelAt(TPM, 59000, r.slot)
+                # the same levels upstream as in the proxy: both given back
+                e1 = self.bget("e1")
+                r = self.reserve(1, 0, tokens=1000)
+                self.settle(r, status=status, headers={RPM: (100, 98), TPM: (100000, 58000)})
+                self.assertEqual((self.bget("e0"), self.bget("e1")), (before["e0"], e1))
+                self.assertEqual((self.bget("cq"), self.bget("ct")), (3, 3000))
 
     def test_usage_refund(self):
         """an admitted answer's usage below the estimate raises the tokens levels (not the requests ones); above it, lowers them."""
@@ -996,20 +1206,20 @@ class Settle(ScriptCase):
                 self.assertEqual(self.budget(), before)
 
     def test_429_names_the_spent_limit(self):
-        """a 429 whose limits show one with less left than the request's cost returns it (the first in budget order); no rest; the headers set the levels."""
+        """a 429 whose limits show one with less left than the request's cost returns it (the first in budget order); no rest; the headers set the levels as of the slot."""
         self.known(tpm=1000, rpd=14400)
         for headers, want in (({TPM: (1000, 399), RPD: (14400, 100)}, TPM),
                               ({TPM: (1000, 500), RPD: (14400, 0)}, RPD),
                               ({TPM: (1000, 0), RPD: (14400, 0)}, TPM)):
-            with self.subTest(want=want):
+            with self.subTest(headers=headers, want=want):
                 a = self.reserve(1, 0, tokens=400)
                 self.reserve(1, 0, tokens=400)
                 cq, ct = self.bget("cq"), self.bget("ct")
                 ret, t0, t1 = self.settle(a, status=429, headers=headers, rest=5 * SEC)
                 self.assertEqual(ret, want)
                 self.assertIsNone(self.bget("x"))
-                self.assertLevelSet(TPM, headers[TPM][1] - 400, t0, t1)
-                self.assertLevelSet(RPD, headers[RPD][1] - 1, t0, t1)
+                self.assertLevelAt(TPM, headers[TPM][1] - 400, a.slot)
+                self.assertLevelAt(RPD, headers[RPD][1] - 1, a.slot)
                 self.assertEqual((self.bget("cq"), self.bget("ct")), (cq, ct))
                 self.r("DEL", self.bkey())
                 self.known(tpm=1000, rpd=14400)
