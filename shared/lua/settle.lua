@@ -32,7 +32,11 @@
 -- ARGV[9] the upstream's status, "0" if no answer came
 -- ARGV[10] the limits on the answer: twelve numbers, limit and remaining
 --          of each in budget order ("-1" where not announced), or "-"
---          when the answer carried none (or none came)
+--          when the answer carried none (or none came). The remaining
+--          is taken as of the slot (the upstream computes it when it
+--          admits the request); a budget's level is set from it after a
+--          429, a first answer or a new capacity, otherwise moved only
+--          when outside what it can mean (see the correction below)
 -- ARGV[11] the tokens the answer really used, "-1" if unknown
 -- ARGV[12] how long ago the answer's headers came, us (not used: the
 --          remaining they announce is taken as of the request's slot)
@@ -142,9 +146,8 @@ elseif mode == 'answer' or mode == 'headers' then
           after = ct - tonumber(ARGV[7])
           back = rt - rt_at(sent)
         end
-        local base = rem + (now - sent) * k / W[l]
+        local base = rem + (now - sent) * k / W[l] + back
         if base > k then base = k end
-        base = base + back
         local mine = (now - e[l]) * k / W[l]
         if mine > k then mine = k end
         local slack = cost(l, c)
