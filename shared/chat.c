@@ -175,6 +175,30 @@ chat_read(struct chat *c)
 	return CP_OK;
 }
 
+/* The log line of a request the proxy refused before any attempt. */
+static void
+chat_log_refusal(const struct chat *c, const char *code, long retry_after)
+{
+	const char *v;
+	char rid[80];
+	char model[REQBODY_MODEL_MAX];
+
+	if (!c->c_w->w_cfg->log_requests)
+		return;
+	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
+	log_escape(v ? v : "-", rid, sizeof(rid));
+	log_escape(c->c_req_ok && c->c_req.rb_model[0] ? c->c_req.rb_model
+						       : "-",
+		   model, sizeof(model));
+	log_info("chat id=%s status=429 total_ms=%.1f model=%s "
+		 "waited_for=%s refused: %s, Retry-After: %ld",
+		 rid, (double)(mono_ns() - c->c_t0) / 1e6, model,
+		 slot_why_name(c->c_slot.s_why != SLOT_WHY_NONE
+				       ? c->c_slot.s_why
+				       : c->c_poll_why),
+		 code, retry_after);
+}
+
 /* 429 when no slot could be had: no key in time, or the queue is full. */
 static void
 refuse_busy(struct chat *c)
@@ -187,6 +211,9 @@ refuse_busy(struct chat *c)
 	if (secs < 1)
 		secs = 1;
 	snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", secs);
+	chat_log_refusal(c, sl->s_key == SLOT_ALL_RESTING ? "all_keys_cooling_down"
+							  : "proxy_saturated",
+			 secs);
 	if (sl->s_key != SLOT_ALL_RESTING) {
 		resp_error(
 			c->c_resp, 429, "rate_limit_exceeded", "proxy_saturated",

@@ -6,6 +6,7 @@
 
 #include "headers.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,27 @@ join_key(const char *prefix, const char *name)
 	return p;
 }
 
+/*
+ * The SHA1 Redis knows a script by, computed here: no SCRIPT LOAD round
+ * trip for any connection; Redis learns the script from the first EVAL
+ * that follows a NOSCRIPT (once per Redis restart or SCRIPT FLUSH).
+ */
+static enum cp_err
+script_sha(struct sched_redis_script *sc)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	unsigned int i;
+
+	if (EVP_Digest(sc->ss_text, strlen(sc->ss_text), md, &mdlen,
+		       EVP_sha1(), NULL) != 1 ||
+	    mdlen != 20)
+		return CP_ERR_NOMEM;
+	for (i = 0; i < mdlen; i++)
+		snprintf(sc->ss_sha + 2 * i, 3, "%02x", md[i]);
+	return CP_OK;
+}
+
 enum cp_err
 sched_redis_init(struct sched_redis *s, const struct config *cfg)
 {
@@ -35,6 +57,12 @@ sched_redis_init(struct sched_redis *s, const struct config *cfg)
 	s->sc_reserve.ss_text = sched_lua_reserve;
 	s->sc_rest.ss_text = sched_lua_rest;
 	s->sc_settle.ss_text = sched_lua_settle;
+	if (script_sha(&s->sc_reserve) != CP_OK ||
+	    script_sha(&s->sc_rest) != CP_OK ||
+	    script_sha(&s->sc_settle) != CP_OK) {
+		sched_redis_free(s);
+		return CP_ERR_NOMEM;
+	}
 	s->sc_key_rr = join_key(cfg->redis_prefix, "rr");
 	s->sc_key_slot = join_key(cfg->redis_prefix, "slot");
 	s->sc_key_state = join_key(cfg->redis_prefix, "keys");
@@ -159,22 +187,6 @@ sched_redis_cmd(struct sched_redis *s, int argc, const char **argv,
 	return r;
 }
 
-/* SCRIPT LOAD: caches sc in Redis and learns its SHA1. */
-static enum cp_err
-script_load(struct sched_redis *s, struct sched_redis_script *sc, char *errbuf,
-	    size_t errsz)
-{
-	const char *argv[3] = {"SCRIPT", "LOAD", sc->ss_text};
-	redisReply *r = sched_redis_cmd(s, 3, argv, errbuf, errsz);
-
-	if (r == NULL)
-		return CP_ERR_REDIS;
-	if (r->type == REDIS_REPLY_STRING && r->len == 40)
-		memcpy(sc->ss_sha, r->str, 41);
-	freeReplyObject(r);
-	return CP_OK;
-}
-
 /*
  * A set-up command (AUTH, SELECT) on a fresh connection; an error reply
  * drops the connection. Error replies name no secret: safe to show.
@@ -246,15 +258,6 @@ sched_redis_connect(struct sched_redis *s, char *errbuf, size_t errsz)
 		if (err)
 			return err;
 	}
-	/*
-	 * Learn the reservation's and the settlement's SHA1 now, so each
-	 * costs one EVALSHA round trip and no more.
-	 */
-	if (s->sc_reserve.ss_sha[0] == '\0' &&
-	    (err = script_load(s, &s->sc_reserve, errbuf, errsz)) != CP_OK)
-		return err;
-	if (s->sc_settle.ss_sha[0] == '\0')
-		return script_load(s, &s->sc_settle, errbuf, errsz);
 	return CP_OK;
 }
 
@@ -339,12 +342,7 @@ sched_redis_eval(struct sched_redis *s, struct sched_redis_script *sc, int argc,
 	}
 	argv[0] = "EVAL";
 	argv[1] = sc->ss_text;
-	r = sched_redis_cmd(s, argc, argv, errbuf, errsz);
-	if (r == NULL || r->type == REDIS_REPLY_ERROR || sc->ss_sha[0] != '\0')
-		return r;
-	/* EVAL cached it; learn its name for next time. */
-	(void)script_load(s, sc, errbuf, errsz);
-	return r;
+	return sched_redis_cmd(s, argc, argv, errbuf, errsz);
 }
 
 /* Fills the budget hashes' names for model, one per organisation. */

@@ -61,10 +61,10 @@ struct clock_sync {
 int64_t clock_sync_local(struct clock_sync *cs, int64_t sent_us,
 			 int64_t recv_us, int64_t redis_now_us, int64_t at_us);
 
-/* A Lua script and its SHA1, learnt from SCRIPT LOAD on first use. */
+/* A Lua script and its SHA1 (computed at init, as Redis names it). */
 struct sched_redis_script {
 	const char *ss_text;
-	char ss_sha[41]; /* "" until learnt */
+	char ss_sha[41]; /* hex */
 };
 
 struct sched_redis {
@@ -93,8 +93,9 @@ enum cp_err sched_redis_init(struct sched_redis *s, const struct config *cfg);
 void sched_redis_free(struct sched_redis *s);
 
 /*
- * Connects to Redis and loads the reservation script ahead of the first
- * request. On CP_ERR_REDIS a reason is written to errbuf.
+ * Connects to Redis ahead of the first request (the scripts' SHA1s are
+ * computed at init: no SCRIPT LOAD). On CP_ERR_REDIS a reason is written
+ * to errbuf.
  */
 enum cp_err sched_redis_warm(struct sched_redis *s, char *errbuf, size_t errsz);
 
