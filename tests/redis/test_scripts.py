@@ -192,7 +192,9 @@ class ScriptCase(unittest.TestCase):
     def reserve(self, nkeys, interval, **kw):
         """reserve.lua, checking the reply's shape and that wait == slot -
         now for the script's now, which lies between TIME before and after
-        (-3: wait is the poll, slot 0, why 9)."""
+        (-3 for a probe: wait is the poll, slot 0, why 9; -3 for tokens
+        still out: slot 0, a token budget's why, wait 4 to 40 polls --
+        assertSoftWait checks it exactly where the test knows ready)."""
         kw.setdefault("model", M)
         t0 = self.r.time_us()
         reply = self.s.reserve(nkeys, interval, **kw)
@@ -209,10 +211,12 @@ class ScriptCase(unittest.TestCase):
         if key == -3 and why == WHY_PROBE:
             self.assertEqual((wait, slot), (kw.get("poll", POLL), 0))
         elif key == -3:
-            # A wait for tokens still out: asked again within 4 polls.
+            # A wait for tokens still out: asked again a quarter of the
+            # way there, 4 to 40 polls.
+            poll = kw.get("poll", POLL)
             self.assertIn(why, (TPM, TPH, TPD), reply)
             self.assertEqual(slot, 0, reply)
-            self.assertTrue(0 < wait <= 4 * kw.get("poll", POLL), reply)
+            self.assertTrue(4 * poll <= wait <= 40 * poll, reply)
         else:
             self.assertTrue(slot - t1 <= wait <= slot - t0,
                             "wait %d is not slot %d - now (now in [%d, %d])"
@@ -257,6 +261,18 @@ class ScriptCase(unittest.TestCase):
         self.assertTrue(res.t0 <= res.slot <= res.t1,
                         "slot %d is not now [%d, %d]" % (res.slot, res.t0, res.t1))
         self.assertEqual(res.why, why, res)
+
+    def assertSoftWait(self, res, ready, poll=POLL):
+        """res is a -3 for tokens still out whose budget is ready at ready:
+        wait is floor((ready - now) / 4) clamped to [4 * poll, 40 * poll]
+        for the script's now, which lies between TIME before and after (the
+        clamp is monotonic in now: the values at t1 and t0 bracket it)."""
+        def clamp(now):
+            return min(max((ready - now) // 4, 4 * poll), 40 * poll)
+        self.assertEqual((res.key, res.slot), (-3, 0), res)
+        self.assertBetween(clamp(res.t1), res.wait, clamp(res.t0),
+                           "wait %d is not (%d - now) / 4 in [%d, %d] polls (now in [%d, %d])"
+                           % (res.wait, ready, 4, 40, res.t0, res.t1))
 
     def assertBetween(self, lo, v, hi, msg=None):
         self.assertTrue(lo <= v <= hi, msg or "%r is not in [%r, %r]" % (v, lo, hi))
@@ -778,10 +794,12 @@ class Budgets(ScriptCase):
         self.assertNow(b)
         self.assertEqual((b.cq, b.ct), (2, 800))
         # 800 tokens are still out and may come back with the answers'
-        # usage: the third is not booked 12 s ahead but asks again soon.
+        # usage: the third is not booked 12 s ahead but asks again a
+        # quarter of the way there, 3 s, clamped to 40 polls.
         self.assertEqual(self.bget("ot"), 800)
         p = self.reserve(1, 0, limits=limits(tpm=1000), tokens=400)
-        self.assertEqual((p.key, p.why, p.wait), (-3, TPM, 4 * POLL))
+        self.assertEqual((p.key, p.why, p.wait), (-3, TPM, 40 * POLL))
+        self.assertSoftWait(p, a.slot + 12 * SEC)
         # Both answered, all charged tokens used: nothing can come back
         # early, so the third is booked when 200 tokens have refilled.
         self.settle(a, status=200, used=400)
@@ -803,6 +821,34 @@ class Budgets(ScriptCase):
         c = self.reserve(1, 0, limits=limits(tpm=1000), tokens=950)
         self.assertEqual((c.key, c.why), (0, TPM))
         self.assertEqual(c.slot, a.slot + 57 * SEC)
+
+    def test_soft_wait_quarter_of_the_way_clamped(self):
+        """a wait for tokens still out (-3, not booked, nothing written) asks
+        again a quarter of the way to ready, clamped to 4 .. 40 polls
+        (ARGV[10]): a short wait gives 4 polls, a long one 40, a middle one
+        a quarter of it."""
+        for poll in (POLL, 70 * MS):
+            # ready in: 500 ms (an eighth: below 4 polls), 20 s (5 s: above
+            # 40 polls), 4 s (1 s: between)
+            for ahead, want in ((500 * MS, 4 * poll), (20 * SEC, 40 * poll), (4 * SEC, None)):
+                with self.subTest(poll=poll, ahead=ahead):
+                    self.r("FLUSHALL")
+                    self.bset(seen=1)
+                    # tokens-minute 1000, 400 a request: ready when e1 + 24 s
+                    # is; two requests' 800 tokens out could cover it.
+                    t = self.r.time_us()
+                    ready = t + ahead
+                    self.bset(k1=1000, e1=ready - 24 * SEC, ot=800)
+                    before = self.snapshot()
+                    res = self.reserve(1, 0, tokens=400, poll=poll)
+                    self.assertEqual((res.key, res.slot, res.why), (-3, 0, TPM))
+                    self.assertSoftWait(res, ready, poll)
+                    if want is not None:
+                        self.assertEqual(res.wait, want)
+                    else:
+                        self.assertBetween((ready - res.t1) // 4, res.wait, ahead // 4)
+                        self.assertTrue(4 * poll < res.wait < 40 * poll, res)
+                    self.assertEqual(self.snapshot(), before)
 
     def test_estimate_beyond_the_cap(self):
         """an estimate beyond the cap costs the whole bucket: one at once, the next a full window later."""
@@ -926,20 +972,22 @@ class Settle(ScriptCase):
     # reserved after this one (after) before it computed remaining, so it
     # can mean a level from base - after to base; with slack = max(this
     # request's charge, k / 50) either side, a proxy's own level in that
-    # range is left alone, one above it set to base, one below it to base
-    # - after. A 429, a first answer (seen not set) or a new capacity set
-    # base - after outright.
+    # range is left alone, one outside it (above or below) set to base -
+    # after: the requests reserved after this one may be booked for later,
+    # and then are surely not in remaining. A 429, a first answer (seen not
+    # set) or a new capacity set base - after outright.
 
     def test_headers_lower_the_level(self):
-        """remaining below the proxy's level lowers it to remaining as of the request's slot: at most that, the requests reserved after this one may be in it already."""
+        """remaining below the proxy's level lowers it to remaining as of the request's slot less the requests reserved after this one: they may be booked for later and then are not in it."""
         self.known(rpm=100, tpm=100000)
         r = self.reserve(1, 0, tokens=1000)
         self.reserve(1, 0, tokens=1000)
         self.reserve(1, 0, tokens=1500)
         ret, t0, t1 = self.settle(r, status=200, headers={RPM: (100, 50), TPM: (100000, 60000)})
         self.assertEqual(ret, -1)
-        self.assertLevelAt(RPM, 50, r.slot)
-        self.assertLevelAt(TPM, 60000, r.slot)
+        # two reserved after it, 2500 tokens
+        self.assertLevelAt(RPM, 50 - 2, r.slot)
+        self.assertLevelAt(TPM, 60000 - 2500, r.slot)
         self.assertEqual((self.bget("cq"), self.bget("ct")), (3, 3500))
 
     def test_headers_raise_the_level(self):
@@ -963,9 +1011,9 @@ class Settle(ScriptCase):
     def test_headers_allow_for_tokens_given_back(self):
         """tokens that came back after the request's slot (rt, read from
         the ring of give-backs at the slot's time) are not in its
-        remaining: added to it, at either end (the proxy above: base; below:
-        base - the tokens reserved after it)."""
-        for mine, want in ((None, 60000 + 600), (0, 60000 + 600 - 2000)):
+        remaining: added to it, then the tokens reserved after it taken
+        off, the proxy's own level above or below alike."""
+        for mine, want in ((None, 60000 + 600 - 2000), (0, 60000 + 600 - 2000)):
             with self.subTest(mine=mine):
                 self.r("DEL", self.bkey())
                 self.bset(seen=1)
@@ -985,8 +1033,9 @@ class Settle(ScriptCase):
 
     def test_headers_include_what_came_back_before_them(self):
         """a give-back before the request's slot (it was reserved earlier
-        and waited for its slot) is in the remaining: not added again."""
-        for mine, want in ((None, 60000), (0, 60000 - 2000)):
+        and waited for its slot) is in the remaining: not added again (the
+        tokens reserved after it taken off, the proxy above or below)."""
+        for mine, want in ((None, 60000 - 2000), (0, 60000 - 2000)):
             with self.subTest(mine=mine):
                 self.r("DEL", self.bkey())
                 self.bset(seen=1)
@@ -1060,17 +1109,19 @@ class Settle(ScriptCase):
                 self.assertEqual((self.bget("e0"), self.bget("e1")), (before["e0"], before["e1"]))
 
     def test_band_beyond_sets_down(self):
-        """a proxy's own level above what the answer can mean by more than the slack is set to base (remaining as of the slot): at most that."""
+        """a proxy's own level above what the answer can mean by more than the slack is set to base - after (remaining as of the slot less the charges reserved after this one): those may be booked for later and then are not in remaining; by less, left alone."""
         # One reserved after it: the proxy's own 98, 98000; the answer
-        # means 94 .. 95 (slack 2), 94900 .. 95900 (slack 2000).
+        # means 94 .. 95 (slack 2), 94900 .. 95900 (slack 2000): set to
+        # 94, 94900.
         self.known(rpm=100, tpm=100000)
         r = self.reserve(1, 0, tokens=1000)
         self.reserve(1, 0, tokens=1000)
         self.settle(r, status=200, headers={RPM: (100, 95), TPM: (100000, 95900)})
-        self.assertLevelAt(RPM, 95, r.slot)
-        self.assertLevelAt(TPM, 95900, r.slot)
+        self.assertLevelAt(RPM, 95 - 1, r.slot)
+        self.assertLevelAt(TPM, 95900 - 1000, r.slot)
         # the slack of a charge above k / 50: 3000 tokens, k 100000; the
-        # proxy's own 97000: 94500 is within 3000 of it, 93500 not.
+        # proxy's own 97000: 94500 is within 3000 of it, 93500 not (set
+        # to 93500: nothing reserved after it).
         self.r("DEL", self.bkey())
         self.bset(seen=1)
         self.known(tpm=100000)
