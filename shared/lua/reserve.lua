@@ -37,7 +37,8 @@
 --   {-2, wait, slot, 6}     the timelines are full that far ahead;
 --   {-3, wait, 0, why}      ask again after wait: a probe is out (why
 --        9), or the budget why is short of tokens that requests still
---        out (field ot) may give back early: such a wait is not booked.
+--        out (field ot) may give back early: such a wait is not booked
+--        but asked again a quarter of the way there (4 to 40 polls).
 -- why: -1 nothing (sent at once); 0..5 the budget (budget order:
 -- requests-minute, tokens-minute, requests-hour, tokens-hour,
 -- requests-day, tokens-day); 6 the spacing; 7 a disabled key; 8 a rest
@@ -177,8 +178,11 @@ if busy and (best < 0 or bat - now > poll) then
   return {-3, poll, 0, 9}
 end
 if soft >= 0 and (best < 0 or bat > soft) then
-  local w = soft - now
-  if w > soft_poll then w = soft_poll end
+  -- Asked again a quarter of the way there: soon enough to use tokens
+  -- that come back, few enough round trips on a long wait.
+  local w = math.floor((soft - now) / 4)
+  if w < soft_poll then w = soft_poll end
+  if w > 10 * soft_poll then w = 10 * soft_poll end
   return {-3, w, 0, softwhy}
 end
 if best < 0 then return {-1, out - now, out, outwhy} end

@@ -155,10 +155,11 @@ elseif mode == 'answer' or mode == 'headers' then
         local level = nil
         if status == 429 or not seen or old_k ~= k then
           level = base - after -- the proxy was wrong, or knew nothing
-        elseif mine > base + slack then
-          level = base -- more than Cerebras can have: at most that
-        elseif mine < base - after - slack then
-          level = base - after -- less than it can have: at least that
+        elseif mine > base + slack or mine < base - after - slack then
+          -- Outside what the answer can mean: its lower end, as the
+          -- requests reserved after this one may not have been sent yet
+          -- (booked for later) and then surely are not in remaining.
+          level = base - after
         end
         if level then
           e[l] = now - level * W[l] / k
