@@ -3,14 +3,21 @@
  * share when Redis is out of reach (or not configured: REDIS_URL=none).
  * Used through sched.h.
  *
- * A POSIX shared memory object (sched_local_name) holds the state
- * shared/lua/reserve.lua keeps in Redis (round-robin position, global and
- * per-key timelines, key rests) on CLOCK_MONOTONIC, which every process of
- * the host shares, and the same algorithm runs on it under a lock held
- * for a few hundred nanoseconds. All-zero is a valid initial state, so
- * any worker may create the object and none has to initialise it. It
- * spaces requests per host only: N hosts without Redis send N times the
- * configured rate.
+ * A POSIX shared memory object (sched_local_name) holds what
+ * shared/lua/reserve.lua and settle.lua keep in Redis: the round-robin
+ * position, the key rests, the booked slots of the global and per-key
+ * timelines, and each (organisation, model)'s budgets (six continuously
+ * refilling buckets, the probe and rest times, the charge counters). The
+ * same two algorithms run on it, step for step, on CLOCK_MONOTONIC, which
+ * every process of the host shares, under a lock held for microseconds
+ * (no system call, no allocation). The tables are bounded: 256 budgets,
+ * the least recently used forgotten when a new one is needed (it probes
+ * again), and a budget unused for a day is absent, as the Redis hash
+ * expires; a timeline with no room left answers SLOT_TOO_FAR. All-zero
+ * is a valid initial state, so any worker may create the object and none
+ * has to initialise it. It spaces and budgets requests per host only: N
+ * hosts without Redis send N times the configured rate, and each learns
+ * the organisations' levels from its own answers.
  */
 #ifndef CP_SCHED_LOCAL_H
 #define CP_SCHED_LOCAL_H
@@ -22,6 +29,10 @@
 #include <stdint.h>
 
 struct sched_local_state;
+
+/* The most slots booked at once on the global timeline, and per key. */
+#define SCHED_LOCAL_SLOTS     8192
+#define SCHED_LOCAL_KEY_SLOTS 256
 
 struct sched_local {
 	const struct config *sl_cfg;	    /* borrowed */
@@ -41,16 +52,27 @@ enum cp_err sched_local_open(struct sched_local *l, const struct config *cfg,
 void sched_local_close(struct sched_local *l);
 
 /*
- * Reserves a slot as reserve.lua does, on the host's clock: s_at_us is
- * the slot on CLOCK_MONOTONIC (us), s_deadline_ns the same in ns.
+ * Reserves a slot for rq as reserve.lua does, on the host's clock: the
+ * same results (s_key a key or SLOT_ALL_RESTING, SLOT_TOO_FAR, SLOT_POLL
+ * while a probe is out or tokens still out may come back; s_why,
+ * s_probe, s_cq/s_ct/s_rt), s_at_us the slot on CLOCK_MONOTONIC (us),
+ * s_deadline_ns the same in ns. rq is borrowed by out (s_req) and must
+ * outlive it.
  */
 void sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
 			 struct slot *out);
 
 /*
- * Settles a slot's charge as settle.lua does: mode "release" (never
- * sent: unbooked, charge given back), "answer" or "usage" with o (NULL
- * for a release). Returns settle.lua's answer.
+ * Settles a slot (from sched_local_reserve) as settle.lua does: mode
+ * "release" (never sent: its slot unbooked from both timelines, its
+ * charge given back), "answer" (the budgets' levels from o->so_hdrs,
+ * allowing for the requests in flight; a refused request's charge given
+ * back on the budgets the headers did not correct; a 429 that shows no
+ * limit spent rests the budget for o->so_rest_ms, else KEY_COOLDOWN_MS;
+ * the real usage o->so_used), "headers" (a probe's headers: as "answer"
+ * without the usage) or "usage" (a probe's usage only), with o NULL for
+ * a release. Returns settle.lua's answer: the limit a 429 ran out of
+ * (0..5), 8 if it rested the budget, else -1.
  */
 int sched_local_settle(struct sched_local *l, const struct slot *sl,
 		       const char *mode, const struct sched_outcome *o);

@@ -1,6 +1,6 @@
 /*
- * test_sched.c - decoding the scheduling script's reply from hand-built
- * hiredis replies, and what the script text relies on.
+ * test_sched.c - decoding the reservation script's reply from hand-built
+ * hiredis replies, what the scripts' text relies on, and the clock sync.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,66 +38,309 @@ struct elem {
 
 #define AT 1795670190744031LL
 
+/*
+ * reserve.lua's replies: {key, wait, at, why, probe, cq, ct, rt} for a
+ * reserved key (>= 0), {key, wait, at, why} for SLOT_ALL_RESTING (-1),
+ * SLOT_TOO_FAR (-2), SLOT_POLL (-3: why 9, a probe, or a budget 0..5);
+ * why in -1..9.
+ */
 struct decode_case {
 	const char *desc;
 	int nkeys;
 	size_t nelem;
-	struct elem e[4];
+	struct elem e[8];
 	int ret;
-	int key; /* when ret == 0 */
+	/* when ret == 0: */
+	int key;
 	int64_t wait_us;
 	int64_t at_us;
+	int why;
+	int probe;
+	long long cq, ct, rt;
 };
 
+/* A reserved reply's eight integers. */
+#define RESERVED(key, wait, at, why, probe, cq, ct, rt)                        \
+	{                                                                      \
+		INT(key), INT(wait), INT(at), INT(why), INT(probe), INT(cq),   \
+			INT(ct), INT(rt)                                       \
+	}
+
 static const struct decode_case decode_cases[] = {
-	{"good", 2, 3, {INT(1), INT(200000), INT(AT)}, 0, 1, 200000, AT},
-	{"no wait", 1, 3, {INT(0), INT(0), INT(AT)}, 0, 0, 0, AT},
-	{"last key", 256, 3, {INT(255), INT(5), INT(AT)}, 0, 255, 5, AT},
-	{"long wait",
-	 3,
-	 3,
-	 {INT(2), INT(3600000000LL), INT(AT)},
-	 0,
+	{"reserved", 2, 8, RESERVED(1, 200000, AT, 6, 0, 5, 5000, 120), 0, 1,
+	 200000, AT, 6, 0, 5, 5000, 120},
+	{"probe, sent at once", 1, 8, RESERVED(0, 0, AT, -1, 1, 1, 600, 0), 0,
+	 0, 0, AT, -1, 1, 1, 600, 0},
+	{"last key", 256, 8, RESERVED(255, 5, AT, 0, 0, 1, 1, 1), 0, 255, 5, AT,
+	 0, 0, 1, 1, 1},
+	{"long wait, tokens-day", 3, 8,
+	 RESERVED(2, 3600000000LL, AT, 5, 0, 9, 90000000000LL, 7), 0, 2,
+	 3600000000LL, AT, 5, 0, 9, 90000000000LL, 7},
+	{"probe why is the top of the range", 2, 8,
+	 RESERVED(0, 0, AT, 9, 0, 1, 1, 0), 0, 0, 0, AT, 9, 0, 1, 1, 0},
+	/* Nothing reserved: four elements. */
+	{"all disabled",
 	 2,
-	 3600000000LL,
-	 AT},
-	{"two elements", 2, 2, {INT(1), INT(200000)}, -1, 0, 0, 0},
-	{"four elements", 2, 4, {INT(1), INT(2), INT(3), INT(4)}, -1, 0, 0, 0},
-	{"empty array", 2, 0, {INT(0)}, -1, 0, 0, 0},
-	{"string key", 2, 3, {STR("1"), INT(0), INT(AT)}, -1, 0, 0, 0},
-	{"string wait", 2, 3, {INT(1), STR("0"), INT(AT)}, -1, 0, 0, 0},
-	{"string at",
-	 2,
-	 3,
-	 {INT(1), INT(0), STR("1795670190744031")},
-	 -1,
-	 0,
-	 0,
-	 0},
-	{"nil element", 2, 3, {INT(1), NIL, INT(AT)}, -1, 0, 0, 0},
-	{"key == nkeys", 2, 3, {INT(2), INT(0), INT(AT)}, -1, 0, 0, 0},
-	{"key > nkeys", 2, 3, {INT(7), INT(0), INT(AT)}, -1, 0, 0, 0},
-	{"huge key", 2, 3, {INT(4294967297LL), INT(0), INT(AT)}, -1, 0, 0, 0},
-	/* -1: every key cools down; -2: the queue bound; -3 is nothing */
-	{"all cooling",
-	 2,
-	 3,
-	 {INT(-1), INT(5000000), INT(AT)},
+	 4,
+	 {INT(-1), INT(5000000), INT(AT), INT(7)},
 	 0,
 	 -1,
 	 5000000,
-	 AT},
+	 AT,
+	 7,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"requests-day spent",
+	 2,
+	 4,
+	 {INT(-1), INT(43200000000LL), INT(AT), INT(4)},
+	 0,
+	 -1,
+	 43200000000LL,
+	 AT,
+	 4,
+	 0,
+	 0,
+	 0,
+	 0},
 	{"too far",
 	 2,
-	 3,
-	 {INT(-2), INT(40000000), INT(AT)},
+	 4,
+	 {INT(-2), INT(40000000), INT(AT), INT(6)},
 	 0,
 	 -2,
 	 40000000,
-	 AT},
-	{"negative key", 2, 3, {INT(-3), INT(0), INT(AT)}, -1, 0, 0, 0},
-	{"negative wait", 2, 3, {INT(0), INT(-1), INT(AT)}, -1, 0, 0, 0},
-	{"no keys", 0, 3, {INT(0), INT(0), INT(AT)}, -1, 0, 0, 0},
+	 AT,
+	 6,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"poll: a probe is out",
+	 2,
+	 4,
+	 {INT(-3), INT(50000), INT(0), INT(9)},
+	 0,
+	 -3,
+	 50000,
+	 0,
+	 9,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"poll: tokens out may come back",
+	 2,
+	 4,
+	 {INT(-3), INT(200000), INT(0), INT(1)},
+	 0,
+	 -3,
+	 200000,
+	 0,
+	 1,
+	 0,
+	 0,
+	 0,
+	 0},
+	/* Malformed. */
+	{"empty array", 2, 0, {INT(0)}, -1, 0, 0, 0, 0, 0, 0, 0, 0},
+	{"two elements",
+	 2,
+	 2,
+	 {INT(1), INT(200000)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"three elements (the old reply)",
+	 2,
+	 3,
+	 {INT(1), INT(200000), INT(AT)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"reserved with four elements",
+	 2,
+	 4,
+	 {INT(1), INT(0), INT(AT), INT(-1)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"reserved with seven elements",
+	 2,
+	 7,
+	 {INT(1), INT(0), INT(AT), INT(-1), INT(0), INT(1), INT(1)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"poll with three elements",
+	 2,
+	 3,
+	 {INT(-3), INT(50000), INT(0)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"string key",
+	 2,
+	 8,
+	 {STR("1"), INT(0), INT(AT), INT(-1), INT(0), INT(1), INT(1), INT(0)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"string wait",
+	 2,
+	 4,
+	 {INT(-1), STR("0"), INT(AT), INT(7)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"string at",
+	 2,
+	 8,
+	 {INT(1), INT(0), STR("1795670190744031"), INT(-1), INT(0), INT(1),
+	  INT(1), INT(0)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"string why",
+	 2,
+	 4,
+	 {INT(-2), INT(0), INT(AT), STR("6")},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"string probe",
+	 2,
+	 8,
+	 {INT(1), INT(0), INT(AT), INT(-1), STR("1"), INT(1), INT(1), INT(0)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"nil rt",
+	 2,
+	 8,
+	 {INT(1), INT(0), INT(AT), INT(-1), INT(0), INT(1), INT(1), NIL},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"nil wait",
+	 2,
+	 8,
+	 {INT(1), NIL, INT(AT), INT(-1), INT(0), INT(1), INT(1), INT(0)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"key == nkeys", 2, 8, RESERVED(2, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0,
+	 0, 0, 0, 0, 0},
+	{"key > nkeys", 2, 8, RESERVED(7, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0,
+	 0, 0, 0, 0, 0},
+	{"huge key", 2, 8, RESERVED(4294967297LL, 0, AT, -1, 0, 1, 1, 0), -1, 0,
+	 0, 0, 0, 0, 0, 0, 0},
+	{"key below SLOT_POLL",
+	 2,
+	 4,
+	 {INT(-4), INT(0), INT(AT), INT(9)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"negative wait", 2, 8, RESERVED(0, -1, AT, -1, 0, 1, 1, 0), -1, 0, 0,
+	 0, 0, 0, 0, 0, 0},
+	{"why below -1", 2, 8, RESERVED(0, 0, AT, -2, 0, 1, 1, 0), -1, 0, 0, 0,
+	 0, 0, 0, 0, 0},
+	{"why above 9",
+	 2,
+	 4,
+	 {INT(-1), INT(0), INT(AT), INT(10)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"no keys", 0, 8, RESERVED(0, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0, 0, 0,
+	 0, 0, 0},
 };
 
 /* Builds r (an array of nelem replies) from e; str points into strs. */
@@ -133,9 +376,9 @@ test_sched_redis_decode(void **state)
 	for (i = 0; i < NELEM(decode_cases); i++) {
 		const struct decode_case *t = &decode_cases[i];
 		redisReply r;
-		redisReply elems[4];
-		redisReply *ptrs[4];
-		char strs[4][32];
+		redisReply elems[8];
+		redisReply *ptrs[8];
+		char strs[8][32];
 		struct slot s;
 		char errbuf[256];
 		int ret;
@@ -150,12 +393,17 @@ test_sched_redis_decode(void **state)
 			fail_msg("row %zu (%s): returned %d, want %d", i,
 				 t->desc, ret, t->ret);
 		if (ret == 0) {
+			/* For key < 0, the last four stay as they were (0). */
 			if (s.s_key != t->key || s.s_wait_us != t->wait_us ||
-			    s.s_at_us != t->at_us)
-				fail_msg("row %zu (%s): got {%d, %lld, %lld}",
+			    s.s_at_us != t->at_us || s.s_why != t->why ||
+			    s.s_probe != t->probe || s.s_cq != t->cq ||
+			    s.s_ct != t->ct || s.s_rt != t->rt)
+				fail_msg("row %zu (%s): got {%d, %lld, %lld, "
+					 "%d, %d, %lld, %lld, %lld}",
 					 i, t->desc, s.s_key,
 					 (long long)s.s_wait_us,
-					 (long long)s.s_at_us);
+					 (long long)s.s_at_us, s.s_why,
+					 s.s_probe, s.s_cq, s.s_ct, s.s_rt);
 		} else {
 			if (errbuf[0] == '\0')
 				fail_msg("row %zu (%s): no reason in errbuf", i,
@@ -229,7 +477,11 @@ test_sched_decode_error_reply(void **state)
 	assert_non_null(memchr(small, '\0', sizeof(small)));
 }
 
-/* The script runs on Redis' clock and touches only the keys it is given. */
+/*
+ * The scripts run on Redis' clock and touch only the keys they are
+ * given: reserve.lua its four and the budgets (KEYS[5 + org]), settle.lua
+ * its three, rest.lua its one.
+ */
 static void
 test_sched_script(void **state)
 {
@@ -238,7 +490,12 @@ test_sched_script(void **state)
 	assert_non_null(strstr(sched_lua_reserve, "KEYS[1]"));
 	assert_non_null(strstr(sched_lua_reserve, "KEYS[2]"));
 	assert_non_null(strstr(sched_lua_reserve, "KEYS[3]"));
-	assert_null(strstr(sched_lua_reserve, "KEYS[4]"));
+	assert_non_null(strstr(sched_lua_reserve, "KEYS[4]"));
+	assert_non_null(strstr(sched_lua_reserve, "KEYS[5 + o]"));
+	assert_non_null(strstr(sched_lua_settle, "redis.call('TIME')"));
+	assert_non_null(strstr(sched_lua_settle, "KEYS[1]"));
+	assert_non_null(strstr(sched_lua_settle, "KEYS[3]"));
+	assert_null(strstr(sched_lua_settle, "KEYS[4]"));
 	assert_non_null(strstr(sched_lua_rest, "redis.call('TIME')"));
 	assert_null(strstr(sched_lua_rest, "KEYS[2]"));
 }

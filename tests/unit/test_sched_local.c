@@ -1,7 +1,8 @@
 /*
  * test_sched_local.c - the per-host scheduler on an injected clock: the
- * same rotation, spacing, rests, queue bound and release as reserve.lua
- * (tests/redis/ checks the script itself against Redis).
+ * same rotation, spacing, rests, queue bound, budgets, probes and
+ * settlements as reserve.lua and settle.lua (tests/redis/ checks the
+ * scripts themselves against Redis).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,17 +12,20 @@
 #include <cmocka.h>
 
 #include "sched_local.h"
+#include "sched_redis.h" /* SCHED_POLL_US */
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "unit.h"
 
-#define MS 1000000LL /* ns */
-#define T0 (1000 * 1000 * MS)
+#define MS  1000000LL /* ns */
+#define SEC (1000 * MS)
+#define T0  (1000 * SEC)
 
 static int64_t fake_now;
 
@@ -31,13 +35,29 @@ fake_clock(void)
 	return fake_now;
 }
 
+/*
+ * A budget that never holds a request back: declared, so nothing
+ * probes, and on the day window, so a slot booked far ahead does not
+ * make the bucket look spent now.
+ */
+static const long long unlimited[CONFIG_NLIMITS] = {0, 0, 0, 0, 1000000000000LL,
+						    0};
+
 struct fixture {
 	struct config cfg;
 	struct sched_local l;
 	char prefix[64];
+	int key_org[8];
+	char org_fps[8][9];
+	struct declared_limits dl[2];
 };
 
-/* A fresh shared state (its own name) on the fake clock at T0. */
+static struct sched_request rq_default = {"model", 10};
+
+/*
+ * A fresh shared state (its own name) on the fake clock at T0; the keys
+ * all of one organisation, every model declared unlimited.
+ */
 static void
 setup(struct fixture *f, int nkeys, long iv_ms, int per_key, long floor_ms,
       long max_wait_ms)
@@ -45,6 +65,7 @@ setup(struct fixture *f, int nkeys, long iv_ms, int per_key, long floor_ms,
 	static int serial;
 	char errbuf[128];
 	char name[64];
+	int i;
 
 	memset(f, 0, sizeof(*f));
 	snprintf(f->prefix, sizeof(f->prefix), "{unit-%ld-%d}", (long)getpid(),
@@ -56,6 +77,16 @@ setup(struct fixture *f, int nkeys, long iv_ms, int per_key, long floor_ms,
 	f->cfg.scope_per_key = per_key;
 	f->cfg.global_interval_ms = floor_ms;
 	f->cfg.queue_max_wait_ms = max_wait_ms;
+	f->cfg.key_cooldown_ms = 60000;
+	for (i = 0; i < 8; i++)
+		snprintf(f->org_fps[i], sizeof(f->org_fps[i]), "0rg%05u",
+			 (unsigned)(unsigned char)i);
+	f->cfg.key_org = f->key_org;
+	f->cfg.org_fps = f->org_fps;
+	f->cfg.norgs = 1;
+	f->cfg.limits = f->dl;
+	f->cfg.nlimits = 1;
+	memcpy(f->dl[0].dl_cap, unlimited, sizeof(unlimited));
 	sched_local_name(&f->cfg, name, sizeof(name));
 	(void)shm_unlink(name); /* a failed test skips its teardown */
 	if (sched_local_open(&f->l, &f->cfg, errbuf, sizeof(errbuf)) != CP_OK)
@@ -74,14 +105,109 @@ teardown(struct fixture *f)
 	(void)shm_unlink(name);
 }
 
+/* Key i's organisation is orgs[i]. */
+static void
+set_orgs(struct fixture *f, const int *orgs)
+{
+	int i;
+
+	f->cfg.norgs = 0;
+	for (i = 0; i < f->cfg.nkeys; i++) {
+		f->key_org[i] = orgs[i];
+		if (orgs[i] + 1 > f->cfg.norgs)
+			f->cfg.norgs = orgs[i] + 1;
+	}
+}
+
+/*
+ * Declares caps for every model (model NULL: the only entry), or for
+ * one model on top of the unlimited default.
+ */
+static void
+declare(struct fixture *f, const char *model, const long long *caps)
+{
+	struct declared_limits *dl = &f->dl[model != NULL ? 1 : 0];
+
+	dl->dl_model = (char *)model;
+	memcpy(dl->dl_cap, caps, sizeof(dl->dl_cap));
+	f->cfg.nlimits = model != NULL ? 2 : 1;
+}
+
+/* Nothing declared: every budget starts unknown and probes. */
+static void
+no_limits(struct fixture *f)
+{
+	f->cfg.nlimits = 0;
+}
+
 static struct slot
-reserve(struct fixture *f)
+reserve_rq(struct fixture *f, const struct sched_request *rq)
 {
 	struct slot s;
 
-	sched_local_reserve(&f->l, &s);
+	sched_local_reserve(&f->l, rq, &s);
 	assert_int_equal(s.s_local, 1);
+	assert_ptr_equal(s.s_req, rq);
 	return s;
+}
+
+static struct slot
+reserve(struct fixture *f)
+{
+	return reserve_rq(f, &rq_default);
+}
+
+/* Settles s's answer: status, header block (taken now), tokens used. */
+static int
+answer(struct fixture *f, const struct slot *s, long status, const char *hdrs,
+       int64_t hdr_ns, long long used)
+{
+	struct sched_outcome o;
+
+	memset(&o, 0, sizeof(o));
+	o.so_mode = SETTLE_ANSWER;
+	o.so_status = status;
+	o.so_rest_ms = -1;
+	o.so_hdrs = hdrs;
+	o.so_hdr_ns = hdr_ns;
+	o.so_used = used;
+	return sched_local_settle(&f->l, s, "answer", &o);
+}
+
+static void
+release(struct fixture *f, const struct slot *s)
+{
+	assert_int_equal(sched_local_settle(&f->l, s, "release", NULL), -1);
+}
+
+/* One limit's headers: "x-ratelimit-limit-<what>: k" and remaining. */
+static const char *
+limit_hdrs(char *buf, size_t bufsz, int l, long long k, long long rem)
+{
+	static const char *const what[] = {
+		"requests-minute", "tokens-minute", "requests-hour",
+		"tokens-hour",	   "requests-day",  "tokens-day",
+	};
+
+	snprintf(buf, bufsz,
+		 "content-type: application/json\r\n"
+		 "x-ratelimit-limit-%s: %lld\r\n"
+		 "x-ratelimit-remaining-%s: %lld\r\n",
+		 what[l], k, what[l], rem);
+	return buf;
+}
+
+/* Asserts s is key's slot at `at`, set by why. */
+static void
+assert_slot(const struct slot *s, int key, int64_t at, int why)
+{
+	if (s->s_key != key || s->s_deadline_ns != at || s->s_why != why ||
+	    s->s_at_us != at / 1000 || s->s_wait_us != (at - fake_now) / 1000)
+		fail_msg("slot {key %d, at T0%+lld ms, why %d, wait %lld us}, "
+			 "want {key %d, at T0%+lld ms, why %d}",
+			 s->s_key, (long long)((s->s_deadline_ns - T0) / MS),
+			 s->s_why, (long long)s->s_wait_us, key,
+			 (long long)((at - T0) / MS), why);
 }
 
 /* Global scope: keys in turn, one timeline spaced by the interval. */
@@ -97,16 +223,16 @@ test_rotation_and_spacing(void **state)
 	setup(&f, 3, 200, 0, 0, 30000);
 	for (i = 0; i < NELEM(want_key); i++) {
 		s = reserve(&f);
-		assert_int_equal(s.s_key, want_key[i]);
-		assert_int_equal(s.s_deadline_ns, T0 + (int64_t)i * 200 * MS);
-		assert_int_equal(s.s_wait_us, (int64_t)i * 200 * 1000);
-		assert_int_equal(s.s_at_us, s.s_deadline_ns / 1000);
+		assert_slot(&s, want_key[i], T0 + (int64_t)i * 200 * MS,
+			    i == 0 ? SLOT_WHY_NONE : SLOT_WHY_SPACING);
+		assert_int_equal(s.s_probe, 0);
+		assert_int_equal(s.s_cq, (long long)i + 1);
+		assert_int_equal(s.s_ct, ((long long)i + 1) * 10);
 	}
 	/* Later on, a free timeline gives "now". */
 	fake_now = T0 + 10000 * MS;
 	s = reserve(&f);
-	assert_int_equal(s.s_key, 2);
-	assert_int_equal(s.s_deadline_ns, fake_now);
+	assert_slot(&s, 2, fake_now, SLOT_WHY_NONE);
 	teardown(&f);
 }
 
@@ -122,13 +248,16 @@ test_no_spacing(void **state)
 	setup(&f, 2, 0, 0, 0, 30000);
 	for (i = 0; i < 4; i++) {
 		s = reserve(&f);
-		assert_int_equal(s.s_key, i % 2);
-		assert_int_equal(s.s_deadline_ns, T0);
+		assert_slot(&s, i % 2, T0, SLOT_WHY_NONE);
 	}
 	teardown(&f);
 }
 
-/* Resting keys are skipped; a rest is only ever lengthened. */
+/*
+ * Resting keys are skipped; a rest is only ever lengthened. When every
+ * key rests, the request queues on the first back within the longest
+ * wait (why: disabled keys), else it is refused until then.
+ */
 static void
 test_rests(void **state)
 {
@@ -145,12 +274,19 @@ test_rests(void **state)
 	sched_local_rest(&f.l, 0, 3000);
 	sched_local_rest(&f.l, 2, 4000);
 	s = reserve(&f);
-	assert_int_equal(s.s_key, SLOT_ALL_RESTING);
-	assert_int_equal(s.s_wait_us, 3000 * 1000); /* key 0 is back first */
+	assert_slot(&s, 0, T0 + 3000 * MS, SLOT_WHY_DISABLED); /* back first */
 	fake_now = T0 + 3000 * MS;
 	assert_int_equal(reserve(&f).s_key, 0);
 	fake_now = T0 + 5000 * MS;
 	assert_int_equal(reserve(&f).s_key, 1);
+	sched_local_rest(&f.l, 0, 50000);
+	sched_local_rest(&f.l, 1, 40000);
+	sched_local_rest(&f.l, 2, 60000);
+	s = reserve(&f);
+	assert_int_equal(s.s_key, SLOT_ALL_RESTING);
+	assert_int_equal(s.s_why, SLOT_WHY_DISABLED);
+	assert_int_equal(s.s_wait_us, 40000 * 1000); /* key 1 is back first */
+	assert_int_equal(s.s_at_us, (fake_now + 40000 * MS) / 1000);
 	teardown(&f);
 }
 
@@ -168,35 +304,66 @@ test_queue_bound(void **state)
 	assert_int_equal(reserve(&f).s_deadline_ns, T0 + 400 * MS);
 	s = reserve(&f);
 	assert_int_equal(s.s_key, SLOT_TOO_FAR);
+	assert_int_equal(s.s_why, SLOT_WHY_SPACING);
 	assert_int_equal(s.s_wait_us, 600 * 1000);
 	s = reserve(&f);
 	assert_int_equal(s.s_key, SLOT_TOO_FAR);
-	/* Nothing was taken: the next slot is still T0 + 600. */
+	/* Nothing was taken: the next slot is still T0 + 600, charge 4. */
 	fake_now = T0 + 100 * MS;
 	s = reserve(&f);
-	assert_int_equal(s.s_key, 1);
-	assert_int_equal(s.s_deadline_ns, T0 + 600 * MS);
+	assert_slot(&s, 1, T0 + 600 * MS, SLOT_WHY_SPACING);
+	assert_int_equal(s.s_cq, 4);
 	teardown(&f);
 }
 
-/* Only the last slot of a timeline can be given back. */
+/*
+ * Release is exact: any booked slot goes back (the timeline is a set of
+ * slots), and so does its charge.
+ */
 static void
 test_release(void **state)
 {
+	static const long long one_a_minute[CONFIG_NLIMITS] = {1, 0, 0,
+							       0, 0, 0};
+	static const struct sched_request rq = {"one-a-minute", 10};
 	struct fixture f;
 	struct slot a;
 	struct slot b;
+	struct slot c;
 
 	(void)state;
-	setup(&f, 2, 200, 0, 0, 30000);
+	setup(&f, 2, 200, 0, 0, 120000);
 	a = reserve(&f);
 	b = reserve(&f);
-	sched_local_release(&f.l, &a); /* not the last: nothing moves */
-	assert_int_equal(reserve(&f).s_deadline_ns, T0 + 400 * MS);
-	b = reserve(&f);
-	assert_int_equal(b.s_deadline_ns, T0 + 600 * MS);
-	sched_local_release(&f.l, &b);
+	c = reserve(&f);
+	assert_int_equal(c.s_deadline_ns, T0 + 400 * MS);
+	assert_int_equal(c.s_cq, 3);
+	release(&f, &a); /* not the last: it goes back all the same */
+	a = reserve(&f);
+	assert_slot(&a, 1, T0, SLOT_WHY_NONE);
+	assert_int_equal(a.s_cq,
+			 4); /* given back, still counted (settle.lua) */
+	release(&f, &b);
+	release(&f, &a);
+	c = reserve(&f);
+	assert_slot(&c, 0, T0, SLOT_WHY_NONE);
+	assert_int_equal(reserve(&f).s_deadline_ns, T0 + 200 * MS);
 	assert_int_equal(reserve(&f).s_deadline_ns, T0 + 600 * MS);
+
+	/* The charge: one a minute, the second waits; released, the next
+	 * waits as long, not a minute more. */
+	declare(&f, "one-a-minute", one_a_minute);
+	fake_now = T0 + 10 * SEC;
+	a = reserve_rq(&f, &rq);
+	assert_int_equal(a.s_deadline_ns, T0 + 10 * SEC);
+	b = reserve_rq(&f, &rq);
+	assert_int_equal(b.s_deadline_ns, T0 + 70 * SEC);
+	assert_int_equal(b.s_why, 0);
+	release(&f, &b);
+	c = reserve_rq(&f, &rq);
+	assert_int_equal(c.s_deadline_ns, T0 + 70 * SEC);
+	assert_int_equal(c.s_why, 0);
+	assert_int_equal(c.s_cq, 3);
 	teardown(&f);
 }
 
@@ -212,25 +379,22 @@ test_key_scope(void **state)
 	setup(&f, 2, 1000, 1, 0, 30000);
 	for (i = 0; i < 2; i++) {
 		s = reserve(&f);
-		assert_int_equal(s.s_key, i);
-		assert_int_equal(s.s_deadline_ns, T0);
+		assert_slot(&s, i, T0, SLOT_WHY_NONE);
 	}
 	s = reserve(&f);
-	assert_int_equal(s.s_key, 0);
-	assert_int_equal(s.s_deadline_ns, T0 + 1000 * MS);
+	assert_slot(&s, 0, T0 + 1000 * MS, SLOT_WHY_SPACING);
 	fake_now = T0 + 500 * MS;
 	s = reserve(&f);
-	assert_int_equal(s.s_key, 1);
-	assert_int_equal(s.s_deadline_ns, T0 + 1000 * MS);
+	assert_slot(&s, 1, T0 + 1000 * MS, SLOT_WHY_SPACING);
 	teardown(&f);
 }
 
 /*
- * Regression: in key scope the global floor is kept from the slot
- * actually given (slot + floor, as reserve.lua does), also when a key's
- * own timeline pushed that slot late. The old per-host code moved the
- * floor timeline from its own value, so a key back from a rest could be
- * sent 200 ms after another here, under a 400 ms floor.
+ * Regression: in key scope the global floor holds around the slot
+ * actually given, also when a key's own timeline pushed that slot late.
+ * The old per-host code moved the floor timeline from its own value, so
+ * a key back from a rest could be sent 200 ms after another here, under
+ * a 400 ms floor. Key 2, resting for 50 ms, queues behind its rest.
  */
 static void
 test_key_scope_floor(void **state)
@@ -244,37 +408,54 @@ test_key_scope_floor(void **state)
 	sched_local_rest(&f.l, 2, 50);
 	for (i = 0; i < 3; i++)
 		s[i] = reserve(&f);
-	assert_int_equal(s[0].s_deadline_ns, T0);
-	assert_int_equal(s[1].s_deadline_ns, T0 + 400 * MS);
-	assert_int_equal(s[2].s_key, 0);
-	assert_int_equal(s[2].s_deadline_ns, T0 + 1000 * MS);
-	fake_now = T0 + 60 * MS; /* key 2 is back */
+	assert_slot(&s[0], 0, T0, SLOT_WHY_NONE);
+	assert_slot(&s[1], 1, T0 + 400 * MS, SLOT_WHY_SPACING);
+	assert_slot(&s[2], 2, T0 + 800 * MS, SLOT_WHY_SPACING);
+	fake_now = T0 + 60 * MS;
 	s[3] = reserve(&f);
-	assert_int_equal(s[3].s_deadline_ns, T0 + 1400 * MS);
-	/* Giving that slot back moves the floor back too. */
-	sched_local_release(&f.l, &s[3]);
-	assert_int_equal(reserve(&f).s_deadline_ns, T0 + 1400 * MS);
+	/* Key 0's own 1000 ms from T0, then the floor from T0 + 800. */
+	assert_slot(&s[3], 0, T0 + 1200 * MS, SLOT_WHY_SPACING);
+	/* Giving that slot back frees it for the next. */
+	release(&f, &s[3]);
+	assert_int_equal(reserve(&f).s_deadline_ns, T0 + 1200 * MS);
 	teardown(&f);
 }
 
+struct booked {
+	int64_t bk_at;
+	int bk_key;
+};
+
+static int
+booked_cmp(const void *a, const void *b)
+{
+	const struct booked *x = a;
+	const struct booked *y = b;
+
+	return x->bk_at < y->bk_at ? -1 : x->bk_at > y->bk_at;
+}
+
 /*
- * Key scope with a floor, random arrival times, rests and releases:
- * every two slots handed out (and not given back) are a floor apart,
- * and the slots of one key an interval apart.
+ * Key scope with a floor, random arrival times, rests and releases (of
+ * any recent slot): every two slots handed out (and not given back) are
+ * a floor apart, and the slots of one key an interval apart.
  */
 static void
 test_key_scope_invariants(void **state)
 {
 	enum { N = 3000, KEYS = 4 };
-	static int64_t at[N];
-	static int key[N];
+	static struct slot held[2 * N];
+	static int live[2 * N];
+	static struct booked bk[2 * N];
 	struct fixture f;
 	struct slot s;
 	uint32_t rnd = 12345;
 	int64_t at0;
 	int n = 0;
+	int nb = 0;
 	int i;
 	int j;
+	int k;
 
 	(void)state;
 	setup(&f, KEYS, 700, 1, 150, 3600000);
@@ -287,33 +468,698 @@ test_key_scope_invariants(void **state)
 		s = reserve(&f);
 		if (s.s_key < 0)
 			continue;
-		if ((rnd >> 10) % 11 == 0) {
-			/* The last slot goes back, and to the next taker. */
-			sched_local_release(&f.l, &s);
-			at0 = s.s_deadline_ns;
+		held[n] = s;
+		live[n] = 1;
+		n++;
+		if ((rnd >> 10) % 11 != 0)
+			continue;
+		k = n - 1 - (int)((rnd >> 20) % 8);
+		if (k < 0 || !live[k])
+			continue;
+		release(&f, &held[k]);
+		live[k] = 0;
+		if (k == n - 1) {
+			/* The latest goes back, and to the next taker. */
+			at0 = held[k].s_deadline_ns;
 			s = reserve(&f);
 			if (s.s_deadline_ns != at0)
 				fail_msg("a released slot was not reused");
+			held[n] = s;
+			live[n] = 1;
+			n++;
 		}
-		at[n] = s.s_deadline_ns;
-		key[n] = s.s_key;
-		n++;
 	}
 	assert_true(n > N / 2);
 	for (i = 0; i < n; i++) {
-		for (j = i + 1; j < n && j < i + 50; j++) {
-			int64_t gap =
-				at[j] > at[i] ? at[j] - at[i] : at[i] - at[j];
-
-			if (gap < 150 * MS)
-				fail_msg("slots %d and %d are %lld ms apart", i,
-					 j, (long long)(gap / MS));
-			if (key[i] == key[j] && gap < 700 * MS)
-				fail_msg(
-					"key %d: slots %d and %d %lld ms apart",
-					key[i], i, j, (long long)(gap / MS));
+		if (live[i]) {
+			bk[nb].bk_at = held[i].s_deadline_ns;
+			bk[nb].bk_key = held[i].s_key;
+			nb++;
 		}
 	}
+	qsort(bk, (size_t)nb, sizeof(bk[0]), booked_cmp);
+	for (i = 0; i + 1 < nb; i++) {
+		if (bk[i + 1].bk_at - bk[i].bk_at < 150 * MS)
+			fail_msg("slots %d and %d are %lld ms apart", i, i + 1,
+				 (long long)((bk[i + 1].bk_at - bk[i].bk_at) /
+					     MS));
+		for (j = i + 1; j < nb && bk[j].bk_at - bk[i].bk_at < 700 * MS;
+		     j++)
+			if (bk[j].bk_key == bk[i].bk_key)
+				fail_msg("key %d: slots %d and %d %lld ms "
+					 "apart",
+					 bk[i].bk_key, i, j,
+					 (long long)((bk[j].bk_at -
+						      bk[i].bk_at) /
+						     MS));
+	}
+	teardown(&f);
+}
+
+/* A full timeline refuses (SLOT_TOO_FAR) instead of overflowing. */
+static void
+test_timeline_full(void **state)
+{
+	struct fixture f;
+	struct slot s;
+	int i;
+
+	(void)state;
+	setup(&f, 1, 1, 0, 0, 10000);
+	for (i = 0; i < SCHED_LOCAL_SLOTS; i++) {
+		s = reserve(&f);
+		assert_int_equal(s.s_deadline_ns, T0 + i * MS);
+	}
+	s = reserve(&f);
+	assert_int_equal(s.s_key, SLOT_TOO_FAR);
+	assert_int_equal(s.s_why, SLOT_WHY_SPACING);
+	assert_int_equal(s.s_deadline_ns, T0 + SCHED_LOCAL_SLOTS * MS);
+	/* Once the first slots are past, there is room again. */
+	fake_now = T0 + 10 * MS;
+	s = reserve(&f);
+	assert_slot(&s, 0, T0 + SCHED_LOCAL_SLOTS * MS, SLOT_WHY_SPACING);
+	teardown(&f);
+
+	/* Key scope: each key's own timeline, the same. */
+	setup(&f, 2, 1, 1, 0, 10000);
+	for (i = 0; i < 2 * SCHED_LOCAL_KEY_SLOTS; i++) {
+		s = reserve(&f);
+		assert_int_equal(s.s_key, i % 2);
+		assert_int_equal(s.s_deadline_ns, T0 + i / 2 * MS);
+	}
+	s = reserve(&f);
+	assert_int_equal(s.s_key, SLOT_TOO_FAR);
+	sched_local_rest(&f.l, 0, 1000);
+	assert_int_equal(reserve(&f).s_key, SLOT_TOO_FAR);
+	fake_now = T0 + 10 * MS;
+	s = reserve(&f);
+	assert_slot(&s, 1, T0 + SCHED_LOCAL_KEY_SLOTS * MS, SLOT_WHY_SPACING);
+	teardown(&f);
+}
+
+/*
+ * An unknown budget (nothing declared, no answer seen) takes one request,
+ * the probe; the others poll until its answer settles, or its hold ends.
+ */
+static void
+test_probe(void **state)
+{
+	static const struct sched_request rq2 = {"other", 10};
+	struct fixture f;
+	struct slot p;
+	struct slot s;
+	char hdrs[256];
+
+	(void)state;
+	setup(&f, 2, 0, 0, 0, 30000);
+	no_limits(&f);
+	f.cfg.connect_timeout_ms = 1000;
+	f.cfg.first_byte_timeout_ms = 3000; /* the hold: 5 s */
+	p = reserve(&f);
+	assert_slot(&p, 0, T0, SLOT_WHY_NONE);
+	assert_int_equal(p.s_probe, 1);
+	s = reserve(&f);
+	assert_int_equal(s.s_key, SLOT_POLL);
+	assert_int_equal(s.s_why, SLOT_WHY_PROBE);
+	assert_int_equal(s.s_wait_us, strtoll(SCHED_POLL_US, NULL, 10));
+	fake_now = T0 + 4900 * MS;
+	assert_int_equal(reserve(&f).s_key, SLOT_POLL);
+	/* Another model is another budget: its own probe. */
+	s = reserve_rq(&f, &rq2);
+	assert_int_equal(s.s_key, 1);
+	assert_int_equal(s.s_probe, 1);
+	/* The probe's answer (limits learnt) lets the others through. */
+	assert_int_equal(answer(&f, &p, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 100, 99),
+				fake_now, 10),
+			 -1);
+	s = reserve(&f);
+	assert_int_equal(s.s_key, 0);
+	assert_int_equal(s.s_probe, 0);
+	assert_int_equal(s.s_deadline_ns, fake_now);
+	/* rq2's probe is not answered: its hold ends after 5 s. */
+	assert_int_equal(reserve_rq(&f, &rq2).s_key, SLOT_POLL);
+	fake_now = T0 + 4900 * MS + 5001 * MS;
+	p = reserve_rq(&f, &rq2);
+	assert_true(p.s_key >= 0);
+	assert_int_equal(p.s_probe, 1);
+	/* A probe given back frees the budget for the next probe. */
+	release(&f, &p);
+	p = reserve_rq(&f, &rq2);
+	assert_int_equal(p.s_probe, 1);
+	/* An answer refused without limits teaches nothing: probe again. */
+	assert_int_equal(answer(&f, &p, 500, NULL, 0, -1), -1);
+	p = reserve_rq(&f, &rq2);
+	assert_int_equal(p.s_probe, 1);
+	/* An answer without limits: there are none to keep. */
+	assert_int_equal(
+		answer(&f, &p, 200, "content-type: x\r\n", fake_now, 5), -1);
+	s = reserve_rq(&f, &rq2);
+	assert_true(s.s_key >= 0);
+	assert_int_equal(s.s_probe, 0);
+	teardown(&f);
+}
+
+/* One probe per organisation: another organisation's does not hold it. */
+static void
+test_probe_per_org(void **state)
+{
+	static const int orgs[] = {0, 1};
+	struct fixture f;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 2, 0, 0, 0, 30000);
+	set_orgs(&f, orgs);
+	no_limits(&f);
+	s = reserve(&f);
+	assert_int_equal(s.s_key, 0);
+	assert_int_equal(s.s_probe, 1);
+	s = reserve(&f);
+	assert_int_equal(s.s_key, 1);
+	assert_int_equal(s.s_probe, 1);
+	assert_int_equal(reserve(&f).s_key, SLOT_POLL);
+	teardown(&f);
+}
+
+/* Declared limits make the budget known: no probe. */
+static void
+test_declared_skips_probe(void **state)
+{
+	static const long long rpm6[CONFIG_NLIMITS] = {6, 0, 0, 0, 0, 0};
+	struct fixture f;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 30000);
+	declare(&f, NULL, rpm6);
+	s = reserve(&f);
+	assert_int_equal(s.s_probe, 0);
+	s = reserve(&f);
+	assert_int_equal(s.s_probe, 0);
+	assert_int_equal(s.s_deadline_ns, T0);
+	teardown(&f);
+}
+
+/* Six requests a minute: a burst of six, then one every 10 s. */
+static void
+test_requests_minute(void **state)
+{
+	static const long long rpm6[CONFIG_NLIMITS] = {6, 0, 0, 0, 0, 0};
+	struct fixture f;
+	struct slot s;
+	int i;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 60000);
+	declare(&f, NULL, rpm6);
+	for (i = 0; i < 6; i++) {
+		s = reserve(&f);
+		assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	}
+	for (i = 1; i <= 3; i++) {
+		s = reserve(&f);
+		assert_slot(&s, 0, T0 + i * 10 * SEC, 0);
+	}
+	/* Half a minute on, the refill has been booked already. */
+	fake_now = T0 + 30 * SEC;
+	s = reserve(&f);
+	assert_slot(&s, 0, T0 + 40 * SEC, 0);
+	teardown(&f);
+}
+
+/*
+ * 1000 tokens a minute, 600 a request: the second waits until 600 have
+ * refilled. While the first is out (unsettled), its usage may give
+ * tokens back early, so that wait is not booked but asked again
+ * (SLOT_POLL, why tokens-minute) a quarter of the way there, 200 ms to
+ * 2 s. An estimate beyond the capacity is charged the capacity.
+ */
+static void
+test_tokens_pacing(void **state)
+{
+	static const long long tpm[CONFIG_NLIMITS] = {0, 1000, 0, 0, 0, 0};
+	static const struct sched_request rq = {"model", 600};
+	static const struct sched_request big = {"big", 5000};
+	struct fixture f;
+	struct slot a;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 120000);
+	declare(&f, NULL, tpm);
+	a = reserve_rq(&f, &rq);
+	assert_slot(&a, 0, T0, SLOT_WHY_NONE);
+	assert_int_equal(a.s_ct, 600);
+	s = reserve_rq(&f, &rq);
+	assert_int_equal(s.s_key, SLOT_POLL);
+	assert_int_equal(s.s_why, 1);
+	/* A quarter of the 12 s, within 4..40 polls: 2 s. */
+	assert_int_equal(s.s_wait_us, 40 * strtoll(SCHED_POLL_US, NULL, 10));
+	/* It used all 600: nothing comes back, the wait is booked. */
+	assert_int_equal(answer(&f, &a, 200, NULL, 0, 600), -1);
+	s = reserve_rq(&f, &rq);
+	assert_slot(&s, 0, T0 + 12 * SEC, 1);
+	/* Out, but even all of it back would not cover the next. */
+	s = reserve_rq(&f, &rq);
+	assert_slot(&s, 0, T0 + 48 * SEC, 1);
+
+	a = reserve_rq(&f, &big);
+	assert_slot(&a, 0, T0, SLOT_WHY_NONE);
+	assert_int_equal(reserve_rq(&f, &big).s_key, SLOT_POLL);
+	assert_int_equal(answer(&f, &a, 200, NULL, 0, 1000), -1);
+	s = reserve_rq(&f, &big);
+	assert_slot(&s, 0, T0 + 60 * SEC, 1);
+	teardown(&f);
+}
+
+/*
+ * A spent day limit: no key can take the request within the longest
+ * wait; the answer names requests-day and the wait until one refills.
+ */
+static void
+test_day_spent(void **state)
+{
+	static const long long rpd2[CONFIG_NLIMITS] = {0, 0, 0, 0, 2, 0};
+	struct fixture f;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 2, 0, 0, 0, 30000);
+	declare(&f, NULL, rpd2);
+	assert_int_equal(reserve(&f).s_deadline_ns, T0);
+	assert_int_equal(reserve(&f).s_deadline_ns, T0 + 0);
+	s = reserve(&f);
+	assert_int_equal(s.s_key, SLOT_ALL_RESTING);
+	assert_int_equal(s.s_why, 4);
+	assert_int_equal(s.s_wait_us, 43200LL * 1000000);
+	assert_int_equal(s.s_at_us, (T0 + 43200 * SEC) / 1000);
+	teardown(&f);
+}
+
+/* Each model has its own budget. */
+static void
+test_models_independent(void **state)
+{
+	static const long long rpm1[CONFIG_NLIMITS] = {1, 0, 0, 0, 0, 0};
+	static const struct sched_request a = {"model-a", 10};
+	static const struct sched_request b = {"model-b", 10};
+	struct fixture f;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 120000);
+	declare(&f, NULL, rpm1);
+	s = reserve_rq(&f, &a);
+	assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	assert_int_equal(s.s_cq, 1);
+	s = reserve_rq(&f, &b);
+	assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	assert_int_equal(s.s_cq, 1);
+	s = reserve_rq(&f, &a);
+	assert_slot(&s, 0, T0 + 60 * SEC, 0);
+	assert_int_equal(s.s_cq, 2);
+	s = reserve_rq(&f, &b);
+	assert_slot(&s, 0, T0 + 60 * SEC, 0);
+	teardown(&f);
+}
+
+/* Two keys of one organisation share its budget; two organisations not. */
+static void
+test_orgs(void **state)
+{
+	static const long long rpm1[CONFIG_NLIMITS] = {1, 0, 0, 0, 0, 0};
+	static const int one[] = {0, 0};
+	static const int two[] = {0, 1};
+	struct fixture f;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 2, 0, 0, 0, 120000);
+	set_orgs(&f, one);
+	declare(&f, NULL, rpm1);
+	s = reserve(&f);
+	assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	s = reserve(&f);
+	assert_slot(&s, 1, T0 + 60 * SEC, 0);
+	teardown(&f);
+
+	setup(&f, 2, 0, 0, 0, 120000);
+	set_orgs(&f, two);
+	declare(&f, NULL, rpm1);
+	s = reserve(&f);
+	assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	s = reserve(&f);
+	assert_slot(&s, 1, T0, SLOT_WHY_NONE);
+	s = reserve(&f);
+	assert_slot(&s, 0, T0 + 60 * SEC, 0);
+	teardown(&f);
+}
+
+/*
+ * The headers correct the level: 5 remaining when the request was
+ * admitted (taken as its slot), one request charged since (in flight,
+ * unseen by the headers), so 4 more go at once where the model alone
+ * would let 8 through. The remaining refills from the slot on: 0 left,
+ * answered 6 s later, is one request.
+ */
+static void
+test_header_correction(void **state)
+{
+	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
+	static const struct sched_request b = {"model-b", 10};
+	struct fixture f;
+	struct slot first;
+	struct slot s;
+	char hdrs[256];
+	int i;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 120000);
+	declare(&f, NULL, rpm10);
+	first = reserve(&f);
+	assert_int_equal(reserve(&f).s_cq, 2);
+	assert_int_equal(answer(&f, &first, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, 5),
+				fake_now, 10),
+			 -1);
+	for (i = 0; i < 4; i++) {
+		s = reserve(&f);
+		assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	}
+	s = reserve(&f);
+	assert_slot(&s, 0, T0 + 6 * SEC, 0);
+
+	first = reserve_rq(&f, &b);
+	fake_now = T0 + 6 * SEC;
+	assert_int_equal(answer(&f, &first, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, 0),
+				fake_now, 10),
+			 -1);
+	s = reserve_rq(&f, &b);
+	assert_slot(&s, 0, T0 + 6 * SEC, SLOT_WHY_NONE);
+	s = reserve_rq(&f, &b);
+	assert_slot(&s, 0, T0 + 12 * SEC, 0);
+	teardown(&f);
+}
+
+/*
+ * Once an answer was seen, a level within two of the request's charges
+ * (or 2% of the capacity) of the proxy's own is left alone; one further
+ * off is set.
+ */
+static void
+test_header_band(void **state)
+{
+	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
+	static const struct sched_request m2 = {"model-2", 10};
+	struct fixture f;
+	struct slot a;
+	struct slot s;
+	char hdrs[256];
+	int i;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 120000);
+	declare(&f, NULL, rpm10);
+	a = reserve(&f);
+	assert_int_equal(answer(&f, &a, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, 9),
+				fake_now, 10),
+			 -1);
+	a = reserve(&f); /* the proxy's level: 8 */
+	assert_int_equal(answer(&f, &a, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, 7),
+				fake_now, 10),
+			 -1);
+	for (i = 0; i < 8; i++) {
+		s = reserve(&f);
+		assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	}
+	s = reserve(&f);
+	assert_slot(&s, 0, T0 + 6 * SEC, 0);
+
+	a = reserve_rq(&f, &m2);
+	assert_int_equal(answer(&f, &a, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, 9),
+				fake_now, 10),
+			 -1);
+	a = reserve_rq(&f, &m2);
+	assert_int_equal(answer(&f, &a, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, 4),
+				fake_now, 10),
+			 -1);
+	for (i = 0; i < 4; i++) {
+		s = reserve_rq(&f, &m2);
+		assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	}
+	s = reserve_rq(&f, &m2);
+	assert_slot(&s, 0, T0 + 6 * SEC, 0);
+	teardown(&f);
+}
+
+/*
+ * The correction allows for the tokens given back after the request was
+ * admitted (its slot), from the ring of recent give-backs, and not for
+ * those that came back before, while it waited for its slot.
+ */
+static void
+test_header_correction_refunds(void **state)
+{
+	static const long long tpm[CONFIG_NLIMITS] = {0, 60000, 0, 0, 0, 0};
+	static const struct sched_request rq = {"model", 1000};
+	static const struct sched_request all = {"model", 60000};
+	struct fixture f;
+	struct slot b;
+	struct slot c;
+	struct slot d;
+	struct slot s;
+	char hdrs[256];
+
+	(void)state;
+	setup(&f, 1, 2000, 0, 0, 120000);
+	declare(&f, NULL, tpm);
+	c = reserve_rq(&f, &rq);
+	d = reserve_rq(&f, &rq);
+	b = reserve_rq(&f, &rq);
+	assert_int_equal(b.s_deadline_ns, T0 + 4 * SEC);
+	fake_now = T0 + 1 * SEC;
+	assert_int_equal(answer(&f, &c, 200, NULL, 0, 0), -1);
+	fake_now = T0 + 5 * SEC;
+	assert_int_equal(answer(&f, &d, 200, NULL, 0, 0), -1);
+	/*
+	 * b admitted at T0 + 4 s with 10000 left, refilled by 2000 since;
+	 * d's 1000 came back after that (c's before): 13000.
+	 */
+	fake_now = T0 + 6 * SEC;
+	assert_int_equal(answer(&f, &b, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 1, 60000, 10000),
+				fake_now, -1),
+			 -1);
+	s = reserve_rq(&f, &all);
+	assert_slot(&s, 0, T0 + 53 * SEC, 1);
+	teardown(&f);
+}
+
+/*
+ * The real usage settles the charge: 600 estimated, 100 used, so 500
+ * come back and the next 600 go at once.
+ */
+static void
+test_usage_refund(void **state)
+{
+	static const long long tpm[CONFIG_NLIMITS] = {0, 1000, 0, 0, 0, 0};
+	static const struct sched_request rq = {"model", 600};
+	struct fixture f;
+	struct slot a;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 120000);
+	declare(&f, NULL, tpm);
+	a = reserve_rq(&f, &rq);
+	assert_int_equal(reserve_rq(&f, &rq).s_key, SLOT_POLL);
+	assert_int_equal(answer(&f, &a, 200, NULL, 0, 100), -1);
+	a = reserve_rq(&f, &rq);
+	assert_slot(&a, 0, T0, SLOT_WHY_NONE);
+	assert_int_equal(a.s_ct, 1200);
+	assert_int_equal(a.s_rt, 500);
+	assert_int_equal(reserve_rq(&f, &rq).s_key, SLOT_POLL);
+	assert_int_equal(answer(&f, &a, 200, NULL, 0, 600), -1);
+	s = reserve_rq(&f, &rq);
+	assert_slot(&s, 0, T0 + 18 * SEC, 1);
+	teardown(&f);
+}
+
+/*
+ * A probe's headers settle when they come ("headers"), its usage when it
+ * ends ("usage"): 400 of 1000 left, then 500 of the 600 charged come
+ * back. Its charge is out until the usage.
+ */
+static void
+test_probe_usage(void **state)
+{
+	static const struct sched_request rq = {"model", 600};
+	struct fixture f;
+	struct sched_outcome o;
+	struct slot p;
+	struct slot s;
+	char hdrs[256];
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 120000);
+	no_limits(&f);
+	p = reserve_rq(&f, &rq);
+	assert_int_equal(p.s_probe, 1);
+	memset(&o, 0, sizeof(o));
+	o.so_mode = SETTLE_HEADERS;
+	o.so_status = 200;
+	o.so_rest_ms = -1;
+	o.so_hdrs = limit_hdrs(hdrs, sizeof(hdrs), 1, 1000, 400);
+	o.so_hdr_ns = fake_now;
+	o.so_used = -1;
+	assert_int_equal(sched_local_settle(&f.l, &p, "headers", &o), -1);
+	/* 400 left, 600 out that may come back: ask again. */
+	s = reserve_rq(&f, &rq);
+	assert_int_equal(s.s_key, SLOT_POLL);
+	assert_int_equal(s.s_why, 1);
+	o.so_mode = SETTLE_USAGE;
+	o.so_hdrs = NULL;
+	o.so_hdr_ns = 0;
+	o.so_used = 100;
+	assert_int_equal(sched_local_settle(&f.l, &p, "usage", &o), -1);
+	s = reserve_rq(&f, &rq);
+	assert_int_equal(s.s_probe, 0);
+	assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	assert_int_equal(answer(&f, &s, 200, NULL, 0, 600), -1);
+	s = reserve_rq(&f, &rq);
+	assert_slot(&s, 0, T0 + 18 * SEC, 1);
+	teardown(&f);
+}
+
+/*
+ * A 429: one whose headers show a limit spent names it (0..5) and the
+ * budget waits for that bucket; one that shows none rests the budget
+ * (8) as long as the upstream said, else KEY_COOLDOWN_MS; other models
+ * go on.
+ */
+static void
+test_429(void **state)
+{
+	static const long long rpm100[CONFIG_NLIMITS] = {100, 0, 0, 0, 0, 0};
+	static const struct sched_request a = {"model-a", 10};
+	static const struct sched_request b = {"model-b", 10};
+	static const struct sched_request c = {"model-c", 10};
+	static const struct sched_request d = {"model-d", 10};
+	struct fixture f;
+	struct sched_outcome o;
+	struct slot s;
+	char hdrs[256];
+
+	(void)state;
+	setup(&f, 2, 0, 0, 0, 30000);
+	declare(&f, NULL, rpm100);
+	f.cfg.key_cooldown_ms = 2000;
+	s = reserve_rq(&f, &a);
+	memset(&o, 0, sizeof(o));
+	o.so_mode = SETTLE_ANSWER;
+	o.so_status = 429;
+	o.so_rest_ms = 5000;
+	o.so_hdrs = limit_hdrs(hdrs, sizeof(hdrs), 0, 100, 50);
+	o.so_hdr_ns = fake_now;
+	o.so_used = -1;
+	assert_int_equal(sched_local_settle(&f.l, &s, "answer", &o), 8);
+	s = reserve_rq(&f, &a);
+	assert_slot(&s, 1, T0 + 5 * SEC, SLOT_WHY_REST);
+	s = reserve_rq(&f, &b);
+	assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+
+	/* Spent: requests-minute; the next waits for one to refill. */
+	s = reserve_rq(&f, &c);
+	assert_int_equal(answer(&f, &s, 429,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 100, 0),
+				fake_now, -1),
+			 0);
+	s = reserve_rq(&f, &c);
+	assert_int_equal(s.s_deadline_ns, T0 + 600 * MS);
+	assert_int_equal(s.s_why, 0);
+
+	/* No headers, no Retry-After: KEY_COOLDOWN_MS. */
+	s = reserve_rq(&f, &d);
+	assert_int_equal(answer(&f, &s, 429, NULL, 0, -1), 8);
+	s = reserve_rq(&f, &d);
+	assert_int_equal(s.s_deadline_ns, T0 + 2 * SEC);
+	assert_int_equal(s.s_why, SLOT_WHY_REST);
+	assert_int_equal(s.s_cq, 2);
+	teardown(&f);
+}
+
+/*
+ * A refused request was never charged upstream: the budgets its
+ * answer's headers corrected already leave it out, the others (here the
+ * declared requests-minute) get its charge back.
+ */
+static void
+test_refused_charge(void **state)
+{
+	static const long long rpm2[CONFIG_NLIMITS] = {2, 0, 0, 0, 0, 0};
+	struct fixture f;
+	struct slot a;
+	struct slot s;
+	char hdrs[256];
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 60000);
+	declare(&f, NULL, rpm2);
+	(void)reserve(&f);
+	a = reserve(&f);
+	assert_int_equal(answer(&f, &a, 500,
+				limit_hdrs(hdrs, sizeof(hdrs), 1, 1000, 1000),
+				fake_now, -1),
+			 -1);
+	s = reserve(&f);
+	assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	s = reserve(&f);
+	assert_slot(&s, 0, T0 + 30 * SEC, 0);
+	/* Refused without limits: every budget gets it back. */
+	assert_int_equal(answer(&f, &s, 503, NULL, 0, -1), -1);
+	s = reserve(&f);
+	assert_slot(&s, 0, T0 + 30 * SEC, 0);
+	teardown(&f);
+}
+
+/*
+ * The budget table is bounded: a new budget beyond it forgets the least
+ * recently used one, which probes again; so does one unused for a day.
+ */
+static void
+test_budget_table(void **state)
+{
+	enum { M = 257 };
+	static char names[M][24];
+	static struct sched_request rq[M];
+	struct fixture f;
+	struct slot s;
+	int i;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 30000);
+	no_limits(&f);
+	for (i = 0; i < M; i++) {
+		snprintf(names[i], sizeof(names[i]), "model-%d", i);
+		rq[i].sr_model = names[i];
+		rq[i].sr_tokens = 10;
+		fake_now += MS;
+		s = reserve_rq(&f, &rq[i]);
+		assert_int_equal(s.s_probe, 1);
+		assert_int_equal(answer(&f, &s, 200, NULL, 0, 10), -1);
+	}
+	fake_now += MS;
+	assert_int_equal(reserve_rq(&f, &rq[M - 1]).s_probe, 0);
+	assert_int_equal(reserve_rq(&f, &rq[1]).s_probe, 0);
+	assert_int_equal(reserve_rq(&f, &rq[0]).s_probe, 1);
+	fake_now += 2 * 86400 * SEC;
+	assert_int_equal(reserve_rq(&f, &rq[M - 1]).s_probe, 1);
 	teardown(&f);
 }
 
@@ -330,7 +1176,7 @@ spin(void *arg)
 	int i;
 
 	for (i = 0; i < 20000; i++) {
-		sched_local_reserve(&sp->sp_f->l, &s);
+		sched_local_reserve(&sp->sp_f->l, &rq_default, &s);
 		if (s.s_key >= 0 && s.s_key < 8)
 			sp->sp_count[s.s_key]++;
 	}
@@ -419,9 +1265,27 @@ main(void)
 		cmocka_unit_test(test_key_scope),
 		cmocka_unit_test(test_key_scope_floor),
 		cmocka_unit_test(test_key_scope_invariants),
+		cmocka_unit_test(test_timeline_full),
+		cmocka_unit_test(test_probe),
+		cmocka_unit_test(test_probe_per_org),
+		cmocka_unit_test(test_declared_skips_probe),
+		cmocka_unit_test(test_requests_minute),
+		cmocka_unit_test(test_tokens_pacing),
+		cmocka_unit_test(test_day_spent),
+		cmocka_unit_test(test_models_independent),
+		cmocka_unit_test(test_orgs),
+		cmocka_unit_test(test_header_correction),
+		cmocka_unit_test(test_header_band),
+		cmocka_unit_test(test_header_correction_refunds),
+		cmocka_unit_test(test_usage_refund),
+		cmocka_unit_test(test_probe_usage),
+		cmocka_unit_test(test_429),
+		cmocka_unit_test(test_refused_charge),
+		cmocka_unit_test(test_budget_table),
 		cmocka_unit_test(test_rotation_is_atomic),
 		cmocka_unit_test(test_name),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests_name("test_sched_local", tests, NULL,
+					   NULL);
 }
