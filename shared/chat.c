@@ -168,10 +168,10 @@ chat_read(struct chat *c)
 	c->c_sreq.sr_model = c->c_req_ok ? c->c_req.rb_model : "";
 	c->c_sreq.sr_tokens =
 		!c->c_req_ok ? 1
-		: c->c_req.rb_prompt_est +
-			  (c->c_req.rb_max_completion >= 0
-				   ? c->c_req.rb_max_completion
-				   : UNSET_MAX_TOKENS);
+			     : c->c_req.rb_prompt_est +
+				       (c->c_req.rb_max_completion >= 0
+						? c->c_req.rb_max_completion
+						: UNSET_MAX_TOKENS);
 	return CP_OK;
 }
 
@@ -211,12 +211,14 @@ refuse_busy(struct chat *c)
 	if (secs < 1)
 		secs = 1;
 	snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", secs);
-	chat_log_refusal(c, sl->s_key == SLOT_ALL_RESTING ? "all_keys_cooling_down"
-							  : "proxy_saturated",
+	chat_log_refusal(c,
+			 sl->s_key == SLOT_ALL_RESTING ? "all_keys_cooling_down"
+						       : "proxy_saturated",
 			 secs);
 	if (sl->s_key != SLOT_ALL_RESTING) {
 		resp_error(
-			c->c_resp, 429, "rate_limit_exceeded", "proxy_saturated",
+			c->c_resp, 429, "rate_limit_exceeded",
+			"proxy_saturated",
 			"the proxy is saturated: the next free slot is "
 			"further away than its queue allows; retry after the "
 			"time in Retry-After",

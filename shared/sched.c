@@ -85,8 +85,7 @@ redis_failed(struct sched *s, int64_t now, const char *why)
 }
 
 enum cp_err
-sched_reserve(struct sched *s, const struct sched_request *rq,
-	      struct slot *out)
+sched_reserve(struct sched *s, const struct sched_request *rq, struct slot *out)
 {
 	const struct config *cfg = s->s_cfg;
 	char errbuf[256];
@@ -176,15 +175,16 @@ sched_settle(struct sched *s, const struct slot *sl,
 		log_info("API key #%d (%s) rate limited (429) on model %s: its "
 			 "organisation (%s) spent its %s budget; waiting for "
 			 "it to refill",
-			 sl->s_key, fp, model, cfg->org_fps[cfg->key_org[sl->s_key]],
+			 sl->s_key, fp, model,
+			 cfg->org_fps[cfg->key_org[sl->s_key]],
 			 hdr_limit_names[ran_out]);
 	} else if (o->so_status == 429) {
 		ms = o->so_rest_ms > 0 ? o->so_rest_ms : cfg->key_cooldown_ms;
 		log_info("API key #%d (%s) rate limited (429) on model %s, no "
 			 "budget shown spent: its organisation (%s) rests %ld "
 			 "ms for that model",
-			 sl->s_key, fp, model, cfg->org_fps[cfg->key_org[sl->s_key]],
-			 ms);
+			 sl->s_key, fp, model,
+			 cfg->org_fps[cfg->key_org[sl->s_key]], ms);
 	}
 }
 
@@ -194,15 +194,10 @@ slot_why_name(int why)
 	if (why >= 0 && why < HDR_NLIMITS)
 		return hdr_limit_names[why];
 	switch (why) {
-	case SLOT_WHY_SPACING:
-		return "spacing";
-	case SLOT_WHY_DISABLED:
-		return "disabled-keys";
-	case SLOT_WHY_REST:
-		return "rest-after-429";
-	case SLOT_WHY_PROBE:
-		return "probe";
-	default:
-		return "-";
+	case SLOT_WHY_SPACING: return "spacing";
+	case SLOT_WHY_DISABLED: return "disabled-keys";
+	case SLOT_WHY_REST: return "rest-after-429";
+	case SLOT_WHY_PROBE: return "probe";
+	default: return "-";
 	}
 }

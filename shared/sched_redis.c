@@ -36,8 +36,8 @@ script_sha(struct sched_redis_script *sc)
 	unsigned int mdlen = 0;
 	unsigned int i;
 
-	if (EVP_Digest(sc->ss_text, strlen(sc->ss_text), md, &mdlen,
-		       EVP_sha1(), NULL) != 1 ||
+	if (EVP_Digest(sc->ss_text, strlen(sc->ss_text), md, &mdlen, EVP_sha1(),
+		       NULL) != 1 ||
 	    mdlen != 20)
 		return CP_ERR_NOMEM;
 	for (i = 0; i < mdlen; i++)
@@ -475,7 +475,8 @@ limits_str(const char *hdrs, char *out, size_t outsz)
 			any |= l[i].hl_known;
 			len += (size_t)snprintf(
 				out + len, outsz - len, "%s%lld,%lld",
-				i ? "," : "", l[i].hl_known ? l[i].hl_limit : -1,
+				i ? "," : "",
+				l[i].hl_known ? l[i].hl_limit : -1,
 				l[i].hl_known ? l[i].hl_remaining : -1);
 			if (len >= outsz)
 				break;
@@ -492,8 +493,8 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 {
 	const struct config *cfg = s->sc_cfg;
 	const char *argv[20];
-	char idx[16], at[32], tokens[32], declared[160], cq[32], ct[32],
-		rt[32], status[16], limits[320], used[32], age[32], rest[32];
+	char idx[16], at[32], tokens[32], declared[160], cq[32], ct[32], rt[32],
+		status[16], limits[320], used[32], age[32], rest[32];
 	int64_t age_ns = 0;
 	redisReply *r;
 
@@ -507,8 +508,8 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 	snprintf(ct, sizeof(ct), "%lld", sl->s_ct);
 	snprintf(rt, sizeof(rt), "%lld", sl->s_rt);
 	snprintf(status, sizeof(status), "%ld", o ? o->so_status : 0L);
-	limits_str(o && strcmp(mode, "usage") != 0 ? o->so_hdrs : NULL,
-		   limits, sizeof(limits));
+	limits_str(o && strcmp(mode, "usage") != 0 ? o->so_hdrs : NULL, limits,
+		   sizeof(limits));
 	snprintf(used, sizeof(used), "%lld", o ? o->so_used : -1LL);
 	if (o != NULL && o->so_hdr_ns > 0) {
 		age_ns = mono_ns() - o->so_hdr_ns;
@@ -517,7 +518,7 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 	}
 	snprintf(age, sizeof(age), "%lld", (long long)(age_ns / 1000));
 	snprintf(rest, sizeof(rest), "%lld",
-		 (long long)(o == NULL		? 0
+		 (long long)(o == NULL		 ? 0
 			     : o->so_rest_ms > 0 ? o->so_rest_ms
 						 : cfg->key_cooldown_ms) *
 			 1000);

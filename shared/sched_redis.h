@@ -105,8 +105,8 @@ enum cp_err sched_redis_warm(struct sched_redis *s, char *errbuf, size_t errsz);
  * means nothing was reserved (see SLOT_*).
  */
 enum cp_err sched_redis_reserve(struct sched_redis *s,
-				const struct sched_request *rq, struct slot *out,
-				char *errbuf, size_t errsz);
+				const struct sched_request *rq,
+				struct slot *out, char *errbuf, size_t errsz);
 
 /*
  * Settles a slot's charge (settle.lua): mode "release" (never sent),

@@ -50,8 +50,8 @@ enum sched_settle_mode {
 
 struct sched_outcome {
 	enum sched_settle_mode so_mode;
-	long so_status;	  /* the upstream's HTTP status, 0 if none */
-	long so_rest_ms;  /* a 429's Retry-After or reset time; -1 none */
+	long so_status;	     /* the upstream's HTTP status, 0 if none */
+	long so_rest_ms;     /* a 429's Retry-After or reset time; -1 none */
 	const char *so_hdrs; /* the answer's header block, NULL if none */
 	int64_t so_hdr_ns;   /* when the headers came (mono_ns) */
 	long long so_used;   /* tokens the answer used (usage), -1 unknown */
