@@ -141,16 +141,25 @@ class SchedulerPhases:
         if loaded != sha:
             raise RuntimeError("SCRIPT LOAD gave %r, expected %s" % (loaded, sha))
         res = {"sha": sha, "same_as_workers": known == "1", "variants": {}}
-        # ARGV as sched_reserve passes them: nkeys, interval us, "1" if key
-        # scope, floor us, max wait us. KEYS: rr, slot, keys hash.
-        keys = ["{bench}:rr", "{bench}:slot", "{bench}:keys"]
-        variants = [("interval 0 (no spacing; rotation only)", ["3", "0", "0", "0", "30000000"]),
-                    ("interval 1 us (slot GET+SET each time)", ["3", "1", "0", "0", "30000000"])]
+        # KEYS and ARGV as sched_reserve passes them (shared/lua/reserve.lua):
+        # rr, slot, keys hash, kslot, then one budget hash per organisation
+        # (3 keys of 3 organisations); nkeys, interval us, "1" if key scope,
+        # floor us, max wait us, each key's organisation, the token
+        # estimate, the declared limits (here rpm and tpm so large they
+        # never bind: every budget is charged, nothing waits), probe ttl,
+        # poll us.
+        keys = ["{bench}:rr", "{bench}:slot", "{bench}:keys", "{bench}:kslot"] + \
+            ["{bench}:b:org%d:bench-model" % i for i in range(3)]
+        tail = ["0,1,2", "1000", "1000000000,1000000000000,0,0,0,0", "131000000", "50000"]
+        variants = [("interval 0 (no spacing; budgets charged)",
+                     ["3", "0", "0", "0", "30000000"] + tail),
+                    ("interval 1 us (a slot booked each time)",
+                     ["3", "1", "0", "0", "30000000"] + tail)]
         for name, argv in variants:
             progress("redis-benchmark EVALSHA reserve, %s, -n %d -c 50 -P 1"
                      % (name, REDIS_BENCH_N))
             r = run(["redis-benchmark", "-s", st.redis_sock, "-n", str(REDIS_BENCH_N),
-                     "-c", "50", "-P", "1", "--csv", "EVALSHA", sha, "3"] + keys + argv)
+                     "-c", "50", "-P", "1", "--csv", "EVALSHA", sha, str(len(keys))] + keys + argv)
             rows = [ln for ln in r.stdout.splitlines() if ln.startswith('"EVALSHA')]
             if not rows:
                 raise RuntimeError("redis-benchmark: %s %s" % (r.stdout[-300:], r.stderr[-300:]))
@@ -159,7 +168,7 @@ class SchedulerPhases:
                                      "p99_ms": float(f[6]), "argv": argv}
             progress("  %.0f reservations/s (p50 %.3f ms)" % (float(f[1]), float(f[4])))
         # A reservation answer must be a real one.
-        chk = st.redis_cli("EVALSHA", sha, "3", *keys, "3", "0", "0", "0", "30000000")
+        chk = st.redis_cli("EVALSHA", sha, str(len(keys)), *keys, *variants[0][1])
         res["sample_reply"] = chk.split()
         st.redis_cli("DEL", *keys)
         self.R["redis_bench"] = res

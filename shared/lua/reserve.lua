@@ -62,7 +62,7 @@ for o in string.gmatch(ARGV[6], '%d+') do orgof[#orgof + 1] = tonumber(o) end
 local declared = {}
 for d in string.gmatch(ARGV[8], '%d+') do declared[#declared + 1] = tonumber(d) end
 local FIELDS = {'seen', 'p', 'x', 'k0', 'k1', 'k2', 'k3', 'k4', 'k5',
-                'e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'ot'}
+                'e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'ot', 'cq', 'ct', 'rt'}
 local soft_poll = 4 * poll
 
 -- One organisation's budgets for this request: when they admit it.
@@ -95,6 +95,8 @@ local function budget(o)
   -- Charged tokens still out may come back early (usage): a wait for
   -- tokens they could cover is not booked but asked again (b.soft).
   local out_tokens = tonumber(v[16] or '0')
+  b.ot, b.cq = out_tokens, tonumber(v[17] or '0')
+  b.ct, b.rt = tonumber(v[18] or '0'), tonumber(v[19] or '0')
   b.soft = true
   for l = 1, 6 do
     if b.cap[l] then
@@ -205,23 +207,26 @@ end
 local o = orgof[best + 1]
 local b = org[o]
 local h = KEYS[5 + o]
+-- One HSET for all the budget's fields (a script's calls are its cost).
+local cq, ct, rt = b.cq + 1, b.ct + tokens, b.rt
+local set = {'cq', string.format('%d', cq), 'ct', string.format('%d', ct),
+             'ot', string.format('%d', b.ot + tokens)}
 for l = 1, 6 do
   if b.cap[l] then
     local e = b.e[l]
     if e < bat - W[l] then e = bat - W[l] end
     e = e + b.cost[l] * W[l] / b.cap[l]
-    redis.call('HSET', h, 'e' .. (l - 1), string.format('%d', math.ceil(e)))
+    set[#set + 1] = 'e' .. (l - 1)
+    set[#set + 1] = string.format('%d', math.ceil(e))
   end
 end
 local probe = 0
 if b.probe then
   probe = 1
-  redis.call('HSET', h, 'p', string.format('%d', now + probe_ttl))
+  set[#set + 1] = 'p'
+  set[#set + 1] = string.format('%d', now + probe_ttl)
 end
-local cq = redis.call('HINCRBY', h, 'cq', 1)
-local ct = redis.call('HINCRBY', h, 'ct', tokens)
-redis.call('HINCRBY', h, 'ot', tokens)
-local rt = tonumber(redis.call('HGET', h, 'rt') or '0')
+redis.call('HSET', h, unpack(set))
 keep(h, math.floor((bat - now) / 1000) + 86400000)
 local why = bwhy
 if bat > bready then why = 6 end
