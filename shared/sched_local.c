@@ -860,7 +860,8 @@ struct settlement {
 	long t_status;	  /* 0: no answer */
 	long long t_used; /* -1: unknown */
 	int64_t t_rest_ns;
-	int t_limits; /* t_lim holds the answer's limits ("-" if 0) */
+	int64_t t_came_ns; /* when the headers came, 0: now */
+	int t_limits;	   /* t_lim holds the answer's limits ("-" if 0) */
 	struct hdr_limit t_lim[HDR_NLIMITS];
 };
 
@@ -944,6 +945,8 @@ settle_answer(const struct settlement *t, struct budget *b, struct tally *y,
 	int admitted = t->t_status >= 200 && t->t_status < 300;
 	int seen = b->b_seen;
 	int64_t sent = sl->s_deadline_ns < now ? sl->s_deadline_ns : now;
+	int64_t came =
+		t->t_came_ns > 0 && t->t_came_ns < now ? t->t_came_ns : now;
 	long long old_k;
 	long long k;
 	long long rem;
@@ -957,12 +960,15 @@ settle_answer(const struct settlement *t, struct budget *b, struct tally *y,
 	int ret = -1;
 	int l;
 
+	if (came < sent)
+		came = sent;
 	if (t->t_limits) {
 		/*
-		 * From Cerebras' remaining when it admitted this request
-		 * (taken as its slot: the upstream computes it at admission),
-		 * refilled since, plus what came back after that, less what
-		 * was charged after this request: the budget's level is moved
+		 * From Cerebras' remaining when it admitted this request (it
+		 * computes it at admission), refilled since its headers came
+		 * (never before the slot), plus what came back after the
+		 * slot, less what was charged after this request (as
+		 * settle.lua): the budget's level is moved
 		 * only when the proxy's own is outside what that can mean, and
 		 * set outright after a 429, a first answer or a new capacity.
 		 */
@@ -991,7 +997,7 @@ settle_answer(const struct settlement *t, struct budget *b, struct tally *y,
 				back = (double)(b->b_rt - rt_at(b, sl, sent));
 			}
 			base = (double)rem +
-			       (double)(now - sent) * (double)k /
+			       (double)(now - came) * (double)k /
 				       (double)window_ns[l] +
 			       back;
 			if (base > (double)k)
@@ -1135,6 +1141,7 @@ sched_local_settle(struct sched_local *l, const struct slot *sl,
 	if (o != NULL) {
 		t.t_status = o->so_status;
 		t.t_used = o->so_used;
+		t.t_came_ns = o->so_hdr_ns;
 		t.t_rest_ns =
 			(int64_t)(o->so_rest_ms > 0 ? o->so_rest_ms
 						    : cfg->key_cooldown_ms) *

@@ -174,6 +174,9 @@ for j = 0, n - 1 do
     if best < 0 or at < bat then
       best, bat, bready, bwhy = i, at, ready, why
     end
+    -- Now is the earliest there is (ties go in round-robin order): the
+    -- other keys' budgets need not be read.
+    if bat <= now then break end
   end
 end
 if busy and (best < 0 or bat - now > poll) then

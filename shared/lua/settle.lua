@@ -38,8 +38,9 @@
 --          429, a first answer or a new capacity, otherwise moved only
 --          when outside what it can mean (see the correction below)
 -- ARGV[11] the tokens the answer really used, "-1" if unknown
--- ARGV[12] how long ago the answer's headers came, us (not used: the
---          remaining they announce is taken as of the request's slot)
+-- ARGV[12] how long ago the answer's headers came, us: the refill of
+--          the level they announce counts from then (never before the
+--          slot)
 -- ARGV[13] "1" if this request was the probe
 -- ARGV[14] after a 429 whose limits show nothing spent: rest this long, us
 -- Returns the limit a 429 ran out of (0..5), 8 if it rested the whole
@@ -94,9 +95,9 @@ if mode == 'release' then
 elseif mode == 'answer' or mode == 'headers' then
   local admitted = status >= 200 and status < 300
   if ARGV[10] ~= '-' then
-    -- From Cerebras' remaining when it admitted this request (taken as
-    -- its slot: the upstream computes it at admission), refilled since,
-    -- plus what came back after that, less what was charged after this
+    -- From Cerebras' remaining when it admitted this request (it
+    -- computes it at admission), refilled since its headers came, plus
+    -- what came back after the slot, less what was charged after this
     -- request: the budget's level is moved only when the proxy's own is
     -- outside what that can mean (below), and set outright after a 429,
     -- a first answer or a new capacity.
@@ -104,6 +105,12 @@ elseif mode == 'answer' or mode == 'headers' then
     for x in string.gmatch(ARGV[10], '-?%d+') do a[#a + 1] = tonumber(x) end
     local sent = tonumber(ARGV[2])
     if sent > now then sent = now end
+    -- Refilled since the headers came (no earlier: the upstream admitted
+    -- the request some time after its slot, and a level that assumed the
+    -- slot sent the next request a little early); given back since the
+    -- slot.
+    local came = now - tonumber(ARGV[12])
+    if came < sent then came = sent end
     -- rt at a time: from the ring of recent give-backs (r<i> =
     -- "time:rt"); when it does not reach back that far, the oldest it
     -- has (errs low).
@@ -146,7 +153,7 @@ elseif mode == 'answer' or mode == 'headers' then
           after = ct - tonumber(ARGV[7])
           back = rt - rt_at(sent)
         end
-        local base = rem + (now - sent) * k / W[l] + back
+        local base = rem + (now - came) * k / W[l] + back
         if base > k then base = k end
         local mine = (now - e[l]) * k / W[l]
         if mine > k then mine = k end

@@ -249,6 +249,11 @@ class ScriptCase(unittest.TestCase):
                     cq=res.cq, ct=res.ct, rt=res.rt, probe=bool(res.probe),
                     org=orgs[res.key], model=req.get("model", M))
         args.update(kw)
+        if "age" not in kw:
+            # The headers came at the request's slot (unless the test says
+            # otherwise): an age beyond it makes the refill count from the
+            # slot exactly (settle.lua never counts from before the slot).
+            args["age"] = 10 ** 15
         t0 = self.r.time_us()
         ret = self.s.settle(res.key, slot, mode, **args)
         t1 = self.r.time_us()
@@ -1061,11 +1066,20 @@ class Settle(ScriptCase):
         self.assertEqual((res.slot, res.why), (e + 600 * MS, RPM))
 
     def test_headers_as_of_the_slot_and_cap(self):
-        """remaining is the level at the request's slot (ARGV[2]), refilled since, up to the cap; the age (ARGV[12]) is not used; the headers' cap replaces the declared one."""
+        """remaining is the level when the headers came (now - ARGV[12], never before the slot ARGV[2]), refilled since, up to the cap; the headers' cap replaces the declared one."""
         r = self.reserve(1, 0, limits=limits(rpm=50))
-        # Sent 6 s ago (headers just in, age 0): 50 then, 60 now.
-        self.settle(r, slot=r.slot - 6 * SEC, status=200, headers={RPM: (100, 50)}, age=0)
+        # Sent 6 s ago, headers just in (age 0): 50 now, no refill counted
+        # (the upstream may have admitted it just now).
+        _, t0, t1 = self.settle(r, slot=r.slot - 6 * SEC, status=200, headers={RPM: (100, 50)}, age=0)
         self.assertEqual(self.bget("k0"), 100)
+        self.assertLevelSet(RPM, 50, t0, t1)
+        # Sent 6 s ago, headers 4 s ago: 50 then, refilled 4 s since.
+        self.settle(r, slot=r.slot - 6 * SEC, status=200, headers={RPM: (100, 50)}, age=4 * SEC)
+        e = self.bget("e0")
+        self.settle(r, slot=r.slot - 6 * SEC, status=429, headers={RPM: (100, 50)}, age=4 * SEC)
+        self.assertLess(abs(self.bget("e0") - e), 2000)  # the same level, a few us later
+        # Headers older than the slot: counted from the slot.
+        self.settle(r, slot=r.slot - 6 * SEC, status=429, headers={RPM: (100, 50)}, age=100 * SEC)
         self.assertLevelAt(RPM, 50, r.slot - 6 * SEC)
         # Sent 30 s ago: 95 + 50 refilled, capped at 100 now. A big age
         # changes nothing.

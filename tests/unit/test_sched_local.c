@@ -852,9 +852,10 @@ test_header_correction(void **state)
 
 	first = reserve_rq(&f, &b);
 	fake_now = T0 + 6 * SEC;
+	/* Its headers came when it was sent: refilled 6 s since. */
 	assert_int_equal(answer(&f, &first, 200,
 				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, 0),
-				fake_now, 10),
+				first.s_deadline_ns, 10),
 			 -1);
 	s = reserve_rq(&f, &b);
 	assert_slot(&s, 0, T0 + 6 * SEC, SLOT_WHY_NONE);
@@ -952,9 +953,10 @@ test_header_correction_refunds(void **state)
 	 * d's 1000 came back after that (c's before): 13000.
 	 */
 	fake_now = T0 + 6 * SEC;
+	/* Its headers came at its slot: the refill counts from there. */
 	assert_int_equal(answer(&f, &b, 200,
 				limit_hdrs(hdrs, sizeof(hdrs), 1, 60000, 10000),
-				fake_now, -1),
+				b.s_deadline_ns, -1),
 			 -1);
 	s = reserve_rq(&f, &all);
 	assert_slot(&s, 0, T0 + 53 * SEC, 1);
