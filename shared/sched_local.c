@@ -957,11 +957,14 @@ settle_answer(const struct settlement *t, struct budget *b, struct tally *y,
 	double mine;
 	double slack;
 	int corrected[CONFIG_NLIMITS] = {0};
+	int alone;
 	int ret = -1;
 	int l;
 
 	if (came < sent)
 		came = sent;
+	/* The only request out, none reserved after it. */
+	alone = b->b_ot == tokens && b->b_cq == sl->s_cq;
 	if (t->t_limits) {
 		/*
 		 * From Cerebras' remaining when it admitted this request (it
@@ -1016,12 +1019,22 @@ settle_answer(const struct settlement *t, struct budget *b, struct tally *y,
 			 * reserved after this one may be booked for later, and
 			 * then surely are not in remaining.
 			 */
+			/*
+			 * Set outright after a 429, a first answer, a new
+			 * capacity; lowered to base - after when above base;
+			 * raised to base only when this request was the only
+			 * one out (as settle.lua).
+			 */
 			if (t->t_status == 429 || !seen || old_k != k ||
-			    mine > base + slack ||
-			    mine < base - after - slack) {
+			    mine > base + slack) {
 				y->t_e[l] = now;
 				y->t_d[l] = -(base - after) *
 					    (double)window_ns[l] / (double)k;
+				corrected[l] = 1;
+			} else if (alone && mine < base - slack) {
+				y->t_e[l] = now;
+				y->t_d[l] = -base * (double)window_ns[l] /
+					    (double)k;
 				corrected[l] = 1;
 			}
 			if (t->t_status == 429 && rem < c && ret < 0)

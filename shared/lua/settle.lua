@@ -35,8 +35,9 @@
 --          when the answer carried none (or none came). The remaining
 --          is taken as of the slot (the upstream computes it when it
 --          admits the request); a budget's level is set from it after a
---          429, a first answer or a new capacity, otherwise moved only
---          when outside what it can mean (see the correction below)
+--          429, a first answer or a new capacity; otherwise lowered when
+--          above what it can mean, raised only when this request was
+--          the only one out (see the correction below)
 -- ARGV[11] the tokens the answer really used, "-1" if unknown
 -- ARGV[12] how long ago the answer's headers came, us: the refill of
 --          the level they announce counts from then (never before the
@@ -55,7 +56,7 @@ local W = {60e6, 60e6, 3600e6, 3600e6, 86400e6, 86400e6}
 local declared = {}
 for d in string.gmatch(ARGV[5], '%d+') do declared[#declared + 1] = tonumber(d) end
 local FIELDS = {'k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'e0', 'e1', 'e2', 'e3',
-                'e4', 'e5', 'cq', 'ct', 'rt', 'seen'}
+                'e4', 'e5', 'cq', 'ct', 'rt', 'seen', 'ot'}
 local v = redis.call('HMGET', h, unpack(FIELDS))
 local cap, e = {}, {}
 for l = 1, 6 do
@@ -66,6 +67,9 @@ end
 local cq, ct, rt = tonumber(v[13] or '0'), tonumber(v[14] or '0'),
                    tonumber(v[15] or '0')
 local seen = v[16] == '1'
+-- This request was the only one out (ot counts the tokens of requests
+-- not settled yet, this one's included) and none was reserved after it.
+local alone = tonumber(v[17] or '0') == tokens and cq == tonumber(ARGV[6])
 local RING = {}
 for i = 0, 15 do RING[#RING + 1] = 'r' .. i end
 local function cost(l, c)
@@ -162,11 +166,16 @@ elseif mode == 'answer' or mode == 'headers' then
         local level = nil
         if status == 429 or not seen or old_k ~= k then
           level = base - after -- the proxy was wrong, or knew nothing
-        elseif mine > base + slack or mine < base - after - slack then
-          -- Outside what the answer can mean: its lower end, as the
+        elseif mine > base + slack then
+          -- More than the answer can mean: its lower end, as the
           -- requests reserved after this one may not have been sent yet
           -- (booked for later) and then surely are not in remaining.
           level = base - after
+        elseif alone and mine < base - slack then
+          -- Less, and this request was the only one out: nothing else
+          -- can explain it (requests reserved before this one and sent
+          -- after it would, while any is out).
+          level = base
         end
         if level then
           e[l] = now - level * W[l] / k
