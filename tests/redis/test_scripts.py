@@ -975,12 +975,16 @@ class Settle(ScriptCase):
     # refilled since: base (plus, for tokens, what came back after the
     # slot). The upstream may or may not have admitted the requests
     # reserved after this one (after) before it computed remaining, so it
-    # can mean a level from base - after to base; with slack = max(this
-    # request's charge, k / 50) either side, a proxy's own level in that
-    # range is left alone, one outside it (above or below) set to base -
-    # after: the requests reserved after this one may be booked for later,
-    # and then are surely not in remaining. A 429, a first answer (seen not
-    # set) or a new capacity set base - after outright.
+    # can mean a level from base - after to base; slack = max(this
+    # request's charge, k / 50). A proxy's own level above base + slack is
+    # set down to base - after: the requests reserved after this one may
+    # be booked for later, and then are surely not in remaining. One below
+    # base - slack is set up, to base, only when this request was alone:
+    # the only one out (ot == its charge) and none reserved after it (cq
+    # == its cq); otherwise it is left alone (a request reserved before
+    # this one and admitted upstream after it is in neither remaining nor
+    # after: a raise would count it twice). A 429, a first answer (seen
+    # not set) or a new capacity set base - after outright.
 
     def test_headers_lower_the_level(self):
         """remaining below the proxy's level lowers it to remaining as of the request's slot less the requests reserved after this one: they may be booked for later and then are not in it."""
@@ -996,65 +1000,112 @@ class Settle(ScriptCase):
         self.assertEqual((self.bget("cq"), self.bget("ct")), (3, 3500))
 
     def test_headers_raise_the_level(self):
-        """remaining above the proxy's level raises it to remaining less the requests reserved after this one: at least that."""
+        """remaining above the proxy's level raises it to remaining as of the slot (base) when the request was alone: the only one out, none reserved after it. Otherwise a low level is left alone."""
         self.known(rpm=10)
-        for _ in range(10):
-            r = self.reserve(1, 0)
-        self.assertEqual(self.reserve(1, 0, max_wait=0).key, -1)
-        self.settle(r, status=200, headers={RPM: (10, 9)})
-        self.assertLevelAt(RPM, 9, r.slot)  # the refused -1 charged nothing
-        self.assertNow(self.reserve(1, 0))
-        # with requests reserved after it: less them
+        rs = [self.reserve(1, 0, tokens=1000) for _ in range(10)]
+        self.assertEqual(self.reserve(1, 0, tokens=1000, max_wait=0).key, -1)
+        for r in rs[:9]:
+            self.settle(r, status=200)  # no limits: nothing moves
+        self.assertEqual(self.bget("ot"), 1000)
+        self.settle(rs[9], status=200, headers={RPM: (10, 9)})
+        self.assertLevelAt(RPM, 9, rs[9].slot)  # the refused -1 charged nothing
+        self.assertNow(self.reserve(1, 0, tokens=1000))
+        # Four reserved, the proxy's own level low (10, 10000) where the
+        # answers say 60, 60000: left alone while another is out or one
+        # was reserved after the request.
         self.r("DEL", self.bkey())
         self.bset(seen=1)
-        self.known(rpm=100)
-        rs = [self.reserve(1, 0) for _ in range(4)]
+        self.known(rpm=100, tpm=100000)
+        rs = [self.reserve(1, 0, tokens=1000) for _ in range(4)]
         self.set_mine(RPM, 10)
-        self.settle(rs[0], status=200, headers={RPM: (100, 60)})
-        self.assertLevelAt(RPM, 60 - 3, rs[0].slot)
+        self.set_mine(TPM, 10000)
+        e = self.budget()
+        hdrs = {RPM: (100, 60), TPM: (100000, 60000)}
+        self.settle(rs[0], status=200, headers=hdrs)  # three after it
+        self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+        self.settle(rs[3], status=200, headers=hdrs)  # rs[1], rs[2] out
+        self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+        self.settle(rs[1], status=200)
+        self.assertEqual(self.bget("ot"), 1000)
+        # rs[2] is the only one out, but rs[3] was reserved after it
+        self.settle(rs[2], status=200, headers=hdrs)
+        self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+        self.assertEqual(self.bget("ot"), 0)
+        # alone: raised to base (nothing after it to take off)
+        r = self.reserve(1, 0, tokens=1000)
+        self.settle(r, status=200, headers=hdrs)
+        self.assertLevelAt(RPM, 60, r.slot)
+        self.assertLevelAt(TPM, 60000, r.slot)
 
     def test_headers_allow_for_tokens_given_back(self):
         """tokens that came back after the request's slot (rt, read from
         the ring of give-backs at the slot's time) are not in its
-        remaining: added to it, then the tokens reserved after it taken
-        off, the proxy's own level above or below alike."""
-        for mine, want in ((None, 60000 + 600 - 2000), (0, 60000 + 600 - 2000)):
-            with self.subTest(mine=mine):
+        remaining: added to it (then the tokens reserved after it taken
+        off) when the proxy's own level is set down to it, or, the request
+        alone, up to it; a low level with another out is left alone."""
+        # order "after": r, x, one more (out), x's 600 back after r's
+        # slot; "before": x, r (r alone once x is settled), the same.
+        # The proxy's own: 97600 / 98600 (None), or 0; want None: left
+        # alone.
+        cases = (("after", None, 60000 + 600 - 2000), ("after", 0, None),
+                 ("before", None, 60000 + 600), ("before", 0, 60000 + 600))
+        for order, mine, want in cases:
+            with self.subTest(order=order, mine=mine):
                 self.r("DEL", self.bkey())
                 self.bset(seen=1)
                 self.known(tpm=100000)
-                r = self.reserve(1, 0, tokens=1000)
-                x = self.reserve(1, 0, tokens=1000)
-                self.reserve(1, 0, tokens=1000)
+                if order == "after":
+                    r = self.reserve(1, 0, tokens=1000)
+                    x = self.reserve(1, 0, tokens=1000)
+                    self.reserve(1, 0, tokens=1000)
+                else:
+                    x = self.reserve(1, 0, tokens=1000)
+                    r = self.reserve(1, 0, tokens=1000)
                 self.settle(x, status=200, used=400)
                 self.assertEqual(self.bget("rt"), 600)
                 self.assertGreater(self.ring_time(), r.slot)
                 if mine is not None:
                     self.set_mine(TPM, mine)
-                # The proxy's own: 97600 (or 0); x's 600 came back after
-                # r's slot.
+                e1 = self.bget("e1")
                 self.settle(r, status=200, headers={TPM: (100000, 60000)})
-                self.assertLevelAt(TPM, want, r.slot)
+                if want is None:
+                    self.assertEqual(self.bget("e1"), e1)
+                else:
+                    self.assertLevelAt(TPM, want, r.slot)
 
     def test_headers_include_what_came_back_before_them(self):
         """a give-back before the request's slot (it was reserved earlier
-        and waited for its slot) is in the remaining: not added again (the
-        tokens reserved after it taken off, the proxy above or below)."""
-        for mine, want in ((None, 60000 - 2000), (0, 60000 - 2000)):
-            with self.subTest(mine=mine):
+        and waited for its slot) is in the remaining: not added again,
+        whether the proxy's own level is set down (the tokens reserved
+        after it taken off) or, the request alone, up; a low level with
+        another out is left alone."""
+        # order "after": r, x, one more (out); "before": x, r (r alone
+        # once x is settled). want None: left alone.
+        cases = (("after", None, 60000 - 2000), ("after", 0, None),
+                 ("before", None, 60000), ("before", 0, 60000))
+        for order, mine, want in cases:
+            with self.subTest(order=order, mine=mine):
                 self.r("DEL", self.bkey())
                 self.bset(seen=1)
                 self.known(tpm=100000)
-                r = self.reserve(1, 0, tokens=1000)
-                x = self.reserve(1, 0, tokens=1000)
-                self.reserve(1, 0, tokens=1000)
+                if order == "after":
+                    r = self.reserve(1, 0, tokens=1000)
+                    x = self.reserve(1, 0, tokens=1000)
+                    self.reserve(1, 0, tokens=1000)
+                else:
+                    x = self.reserve(1, 0, tokens=1000)
+                    r = self.reserve(1, 0, tokens=1000)
                 self.settle(x, status=200, used=400)
                 if mine is not None:
                     self.set_mine(TPM, mine)
+                e1 = self.bget("e1")
                 # r was sent when x's 600 had come back (at its slot, exactly).
                 sent = self.ring_time()
                 self.settle(r, slot=sent, status=200, headers={TPM: (100000, 60000)})
-                self.assertLevelAt(TPM, want, sent)
+                if want is None:
+                    self.assertEqual(self.bget("e1"), e1)
+                else:
+                    self.assertLevelAt(TPM, want, sent)
 
     def test_headers_spent_make_the_next_wait(self):
         """remaining 0 with nothing reserved after: the next request waits one refill (60 s / k)."""
@@ -1145,9 +1196,21 @@ class Settle(ScriptCase):
         self.assertEqual(self.bget("e1"), e1)
         self.settle(r, status=200, headers={TPM: (100000, 93500)})
         self.assertLevelAt(TPM, 93500, r.slot)
+        # lowering needs no request alone: one reserved before it, still
+        # out, the proxy's own 98, 98000, the answer 90, 90000 (nothing
+        # after it): set to 90, 90000
+        self.r("DEL", self.bkey())
+        self.bset(seen=1)
+        self.known(rpm=100, tpm=100000)
+        self.reserve(1, 0, tokens=1000)
+        r = self.reserve(1, 0, tokens=1000)
+        self.settle(r, status=200, headers={RPM: (100, 90), TPM: (100000, 90000)})
+        self.assertLevelAt(RPM, 90, r.slot)
+        self.assertLevelAt(TPM, 90000, r.slot)
+        self.assertEqual(self.bget("ot"), 1000)
 
     def test_band_beyond_sets_up(self):
-        """a proxy's own level below what the answer can mean by more than the slack is set to base - after (remaining less the charges reserved after this one): at least that; by less, left alone."""
+        """a proxy's own level below what the answer can mean by more than the slack is set up to base (remaining as of the slot) only when the request was alone (the only one out, none reserved after it); by less, or with another out or one reserved after it, left alone."""
         # Ten reserved: the proxy's own is 90, 90000; slacks 2 and 2000.
         self.known(rpm=100, tpm=100000)
         rs = [self.reserve(1, 0, tokens=1000) for _ in range(10)]
@@ -1157,11 +1220,60 @@ class Settle(ScriptCase):
         self.settle(rs[8], status=200, headers={RPM: (100, 92), TPM: (100000, 92000)})
         self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
         # the eighth (two after it): 95 - 2 - 2 and 94100 - 2000 - 2000
-        # above 90, 90000: set to 93, 92100
+        # above 90, 90000, but not alone: left alone
         self.settle(rs[7], status=200, headers={RPM: (100, 95), TPM: (100000, 94100)})
-        self.assertLevelAt(RPM, 95 - 2, rs[7].slot)
-        self.assertLevelAt(TPM, 94100 - 2000, rs[7].slot)
+        self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+        # the tenth (none after it, seven out): left alone
+        self.settle(rs[9], status=200, headers={RPM: (100, 95), TPM: (100000, 94100)})
+        self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+        for r in rs[:7]:
+            self.settle(r, status=200)
+        self.assertEqual(self.bget("ot"), 0)
+        # alone, the proxy's own 89, 89000: within the slack of 90,
+        # 90000, left alone
+        r = self.reserve(1, 0, tokens=1000)
+        e = self.budget()
+        self.settle(r, status=200, headers={RPM: (100, 90), TPM: (100000, 90000)})
+        self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+        # alone, the proxy's own 88, 88000: 95 - 2, 94100 - 2000 above
+        # them: set to 95, 94100
+        r = self.reserve(1, 0, tokens=1000)
+        self.settle(r, status=200, headers={RPM: (100, 95), TPM: (100000, 94100)})
+        self.assertLevelAt(RPM, 95, r.slot)
+        self.assertLevelAt(TPM, 94100, r.slot)
         self.assertNow(self.reserve(1, 0, tokens=1000))
+
+    def test_band_below_raised_only_alone(self):
+        """a level below base - slack is raised to base only when the request was the only one out (ot is its charge) and none was reserved after it (cq is its cq): a request reserved before it and admitted upstream after it is in neither remaining nor after; a settled one reserved after it still counts (it may have been admitted first)."""
+        hdrs = {RPM: (100, 60), TPM: (100000, 60000)}
+        # (what happens around r, raised?)
+        for around, raised in (("before out", False), ("after out", False),
+                               ("after settled", False), ("before settled", True),
+                               ("alone", True)):
+            with self.subTest(around=around):
+                self.r("DEL", self.bkey())
+                self.bset(seen=1)
+                self.known(rpm=100, tpm=100000)
+                other = None
+                if around.startswith("before"):
+                    other = self.reserve(1, 0, tokens=1000)
+                r = self.reserve(1, 0, tokens=1000)
+                if around.startswith("after"):
+                    other = self.reserve(1, 0, tokens=1000)
+                if around.endswith("settled"):
+                    self.settle(other, status=200)
+                self.set_mine(RPM, 10)
+                self.set_mine(TPM, 10000)
+                e = self.budget()
+                self.assertEqual(self.settle(r, status=200, headers=hdrs)[0], -1)
+                if raised:
+                    self.assertLevelAt(RPM, 60, r.slot)
+                    self.assertLevelAt(TPM, 60000, r.slot)
+                else:
+                    self.assertEqual((self.bget("e0"), self.bget("e1")), (e["e0"], e["e1"]))
+                    self.assertEqual(self.bget("seen"), 1)
+                self.assertEqual(self.bget("ot"),
+                                 1000 if around.endswith("out") else 0)
 
     def test_band_429_always_sets(self):
         """a 429's limits set the levels to base - after even within the slack (and its charge is not given back on them)."""

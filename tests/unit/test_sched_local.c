@@ -920,6 +920,155 @@ test_header_band(void **state)
 }
 
 /*
+ * rq's model, 10 requests a minute: one answer (9 left) sets the level,
+ * then b[0..n-1] are reserved: the proxy's level is 9 - n.
+ */
+static void
+n_out(struct fixture *f, const struct sched_request *rq, struct slot *b, int n)
+{
+	struct slot a;
+	char hdrs[256];
+	int i;
+
+	a = reserve_rq(f, rq);
+	assert_int_equal(answer(f, &a, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, 9),
+				fake_now, -1),
+			 -1);
+	for (i = 0; i < n; i++)
+		b[i] = reserve_rq(f, rq);
+}
+
+/* Settles s with 10 requests a minute, rem of them left. */
+static void
+answer_rpm10(struct fixture *f, const struct slot *s, long long rem)
+{
+	char hdrs[256];
+
+	assert_int_equal(answer(f, s, 200,
+				limit_hdrs(hdrs, sizeof(hdrs), 0, 10, rem),
+				fake_now, -1),
+			 -1);
+}
+
+/* The level of rq's budget (10 a minute) is n: n go now, the next 6 s on. */
+static void
+assert_level(struct fixture *f, const struct sched_request *rq, int n)
+{
+	struct slot s;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		s = reserve_rq(f, rq);
+		assert_slot(&s, 0, fake_now, SLOT_WHY_NONE);
+	}
+	s = reserve_rq(f, rq);
+	assert_slot(&s, 0, fake_now + 6 * SEC, 0);
+}
+
+/*
+ * A proxy's level below what an answer can mean (by more than the slack,
+ * one request) is raised, to the remaining, only when the request was
+ * the only one out (b_ot its charge) and none was reserved after it
+ * (b_cq its cq): a request reserved before it and admitted upstream
+ * after it is in neither its remaining nor the later charges. With
+ * another out, or one reserved after it (settled or not), left alone.
+ */
+static void
+test_header_raise_alone(void **state)
+{
+	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
+	static const struct sched_request alone = {"alone", 10};
+	static const struct sched_request within = {"within", 10};
+	static const struct sched_request before = {"before-out", 10};
+	static const struct sched_request after = {"after-out", 10};
+	static const struct sched_request settled = {"after-settled", 10};
+	struct fixture f;
+	struct slot b[8];
+	int i;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 120000);
+	declare(&f, NULL, rpm10);
+
+	/* Those reserved before it settled, none after: 1 raised to 6. */
+	n_out(&f, &alone, b, 8);
+	for (i = 0; i < 7; i++)
+		assert_int_equal(answer(&f, &b[i], 200, NULL, 0, -1), -1);
+	answer_rpm10(&f, &b[7], 6);
+	assert_level(&f, &alone, 6);
+
+	/* Alone, 2 left: within the slack of 1, left alone. */
+	n_out(&f, &within, b, 8);
+	for (i = 0; i < 7; i++)
+		assert_int_equal(answer(&f, &b[i], 200, NULL, 0, -1), -1);
+	answer_rpm10(&f, &b[7], 2);
+	assert_level(&f, &within, 1);
+
+	/* The last reserved, the seven before it still out: left at 1. */
+	n_out(&f, &before, b, 8);
+	answer_rpm10(&f, &b[7], 6);
+	assert_level(&f, &before, 1);
+
+	/*
+	 * One reserved after it, out: 9 left, 1 after, the proxy's 1 (the
+	 * old rule raised it to 8): left alone.
+	 */
+	n_out(&f, &after, b, 8);
+	for (i = 0; i < 6; i++)
+		assert_int_equal(answer(&f, &b[i], 200, NULL, 0, -1), -1);
+	answer_rpm10(&f, &b[6], 9);
+	assert_level(&f, &after, 1);
+
+	/* The same, the one after it settled first: the only one out, but
+	 * not the last reserved: left alone. */
+	n_out(&f, &settled, b, 8);
+	for (i = 0; i < 6; i++)
+		assert_int_equal(answer(&f, &b[i], 200, NULL, 0, -1), -1);
+	assert_int_equal(answer(&f, &b[7], 200, NULL, 0, -1), -1);
+	answer_rpm10(&f, &b[6], 9);
+	assert_level(&f, &settled, 1);
+	teardown(&f);
+}
+
+/*
+ * Lowering needs no request alone: a proxy's level above what the answer
+ * can mean (by more than the slack) is set to its lower end, remaining
+ * less the requests reserved after this one, with others out or not.
+ */
+static void
+test_header_lower_not_alone(void **state)
+{
+	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
+	static const struct sched_request before = {"before-out", 10};
+	static const struct sched_request after = {"after-out", 10};
+	static const struct sched_request alone = {"alone", 10};
+	struct fixture f;
+	struct slot b[2];
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 120000);
+	declare(&f, NULL, rpm10);
+
+	/* The proxy's 7; one reserved before it, out; 3 left: set to 3. */
+	n_out(&f, &before, b, 2);
+	answer_rpm10(&f, &b[1], 3);
+	assert_level(&f, &before, 3);
+
+	/* One reserved after it, out; 4 left: set to 4 - 1. */
+	n_out(&f, &after, b, 2);
+	answer_rpm10(&f, &b[0], 4);
+	assert_level(&f, &after, 3);
+
+	/* Alone (the one before it settled); 3 left: set to 3. */
+	n_out(&f, &alone, b, 2);
+	assert_int_equal(answer(&f, &b[0], 200, NULL, 0, -1), -1);
+	answer_rpm10(&f, &b[1], 3);
+	assert_level(&f, &alone, 3);
+	teardown(&f);
+}
+
+/*
  * The correction allows for the tokens given back after the request was
  * admitted (its slot), from the ring of recent give-backs, and not for
  * those that came back before, while it waited for its slot.
@@ -1278,6 +1427,8 @@ main(void)
 		cmocka_unit_test(test_orgs),
 		cmocka_unit_test(test_header_correction),
 		cmocka_unit_test(test_header_band),
+		cmocka_unit_test(test_header_raise_alone),
+		cmocka_unit_test(test_header_lower_not_alone),
 		cmocka_unit_test(test_header_correction_refunds),
 		cmocka_unit_test(test_usage_refund),
 		cmocka_unit_test(test_probe_usage),
