@@ -173,7 +173,8 @@ chat_read(struct chat *c)
 						? c->c_req.rb_max_completion
 						: UNSET_MAX_TOKENS);
 	if (c->c_sreq.sr_tokens < 1)
-		c->c_sreq.sr_tokens = 1; /* the budgets count requests out by it */
+		c->c_sreq.sr_tokens =
+			1; /* the budgets count requests out by it */
 	return CP_OK;
 }
 
