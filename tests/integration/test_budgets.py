@@ -228,10 +228,17 @@ class TestTwoModels(BudgetTest):
         say("model A waited %.0f ms (%s); model B answered in %s ms"
             % (waited, log_word(a_line, "waited_for"),
                [round((t1 - t0) * 1000) for _, t0, t1 in bs]))
-        self.assertEqual(log_word(a_line, "waited_for"), "requests-minute")
         # Behind mod_fcgid the 20 spread over its process spawns, and the
-        # bucket refills meanwhile: the wait is shorter, but there is one.
-        self.assertGreater(waited, 100 if APACHE else 1000)
+        # bucket refills meanwhile: the wait is shorter, or none when the
+        # burst took longer than a refill (the mock then admitted it: no
+        # refusal, checked at the end).
+        burst_span = max(recs["a-%d" % i]["t"] for i in range(20)) - \
+            min(recs["a-%d" % i]["t"] for i in range(20))
+        if APACHE and burst_span > 3.0 and log_word(a_line, "waited_for") == "-":
+            say("behind mod_fcgid the burst took %.1f s: the 21st needed no wait" % burst_span)
+        else:
+            self.assertEqual(log_word(a_line, "waited_for"), "requests-minute")
+            self.assertGreater(waited, 100 if APACHE else 1000)
         # The mock's bucket refills from A's first charge on, one request
         # every 3 s; the last of the 20 was told "remaining 0" (a floor: up
         # to one request's refill unsaid). So A waited no longer than 3 s
