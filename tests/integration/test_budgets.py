@@ -255,7 +255,10 @@ class TestTwoModels(BudgetTest):
         a_sent = float(log_word(a_line, "sent_mono"))
         self.assertGreater(recs["b-4"]["t"], a_sent - waited / 1000)
         for i in range(5):
-            self.assertLess(recs["b-%d" % i]["t"], a_sent)
+            # Behind mod_fcgid A's wait may be shorter than B's five
+            # requests take (see above): B then also goes after A.
+            if not APACHE:
+                self.assertLess(recs["b-%d" % i]["t"], a_sent)
             self.assertNotIn("requests-minute", log_word(lines["b-%d" % i], "waited_for"))
         self.assertEqual(sum(mock_refusals().values()), 0)
 
