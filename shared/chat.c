@@ -46,6 +46,9 @@ struct chat {
 	int64_t c_hdr_ns;	     /* when this attempt's headers came */
 	int c_learned;		     /* a probe's headers were settled */
 	int c_poll_why;		     /* what made it ask again, or -1 */
+	/* The limits on this attempt's answer, read once from its headers. */
+	struct hdr_limit c_limits[HDR_NLIMITS];
+	long c_rest_ms; /* its 429's Retry-After or reset (ms), else -1 */
 };
 
 /*
@@ -393,15 +396,13 @@ count_str(long long v, char *buf, size_t bufsz)
 static const char *
 budget_str(const struct chat *c, char *buf, size_t bufsz)
 {
-	const char *hdrs = c->c_w->w_up.up_hdrs.b_p;
-	struct hdr_limit l[HDR_NLIMITS];
+	const struct hdr_limit *l = c->c_limits;
 	double share, least = 2.0;
 	size_t i, pick = 0;
 
 	snprintf(buf, bufsz, "-");
-	if (c->c_res.us_status == 0 || hdrs == NULL)
+	if (c->c_res.us_status == 0)
 		return buf;
-	hdr_limits(hdrs, l);
 	for (i = 0; i < HDR_NLIMITS; i++) {
 		if (!l[i].hl_known)
 			continue;
@@ -473,29 +474,49 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		 outcome);
 }
 
+/*
+ * Tells the scheduler how the attempt went: its budget learns from the
+ * answer's limits and is charged its real usage (see sched_settle). At
+ * the headers (a probe's), the usage follows when the answer ends.
+ */
+static void
+chat_settle(struct chat *c, int at_headers, long status)
+{
+	struct sched_outcome so;
+
+	memset(&so, 0, sizeof(so));
+	so.so_mode = at_headers	    ? SETTLE_HEADERS
+		     : c->c_learned ? SETTLE_USAGE
+				    : SETTLE_ANSWER;
+	so.so_status = status;
+	so.so_rest_ms = c->c_rest_ms;
+	so.so_limits = status != 0 ? c->c_limits : NULL;
+	so.so_hdr_ns = c->c_hdr_ns;
+	so.so_used = -1;
+	if (!at_headers && !c->c_held && c->c_scan.sc_usage.u_prompt >= 0 &&
+	    c->c_scan.sc_usage.u_completion >= 0)
+		so.so_used = c->c_scan.sc_usage.u_prompt +
+			     c->c_scan.sc_usage.u_completion;
+	sched_settle(&c->c_w->w_sched, &c->c_slot, &so);
+}
+
 /* The sink: the upstream's answer goes to the client, unless held back. */
 static enum cp_err
 sink_begin(void *ctx, long status, int sse, const char *hdrs)
 {
 	struct chat *c = ctx;
 	char extra[sizeof(c->c_timing) + 40];
-	struct sched_outcome so;
 	long ms;
 
+	c->c_rest_ms = status == 429 ? hdr_cooldown_ms(hdrs) : -1;
 	c->c_hdr_ns = mono_ns();
+	hdr_limits(hdrs, c->c_limits);
 	/*
 	 * A probe's headers are what the requests waiting for it need: they
 	 * are settled now, its usage when it ends.
 	 */
 	if (c->c_slot.s_probe && !c->c_learned) {
-		memset(&so, 0, sizeof(so));
-		so.so_mode = SETTLE_HEADERS;
-		so.so_status = status;
-		so.so_rest_ms = hdr_cooldown_ms(hdrs);
-		so.so_hdrs = hdrs;
-		so.so_hdr_ns = c->c_hdr_ns;
-		so.so_used = -1;
-		sched_settle(&c->c_w->w_sched, &c->c_slot, &so);
+		chat_settle(c, 1, status);
 		c->c_learned = 1;
 	}
 	/*
@@ -514,7 +535,7 @@ sink_begin(void *ctx, long status, int sse, const char *hdrs)
 	 * how long the proxy rests such a key), for the SDKs that wait on it.
 	 */
 	if (status == 429 && !hdr_has(hdrs, "retry-after")) {
-		ms = hdr_cooldown_ms(hdrs);
+		ms = c->c_rest_ms;
 		if (ms < 0)
 			ms = c->c_w->w_cfg->key_cooldown_ms;
 		snprintf(extra, sizeof(extra), "%sRetry-After: %ld\r\n",
@@ -565,34 +586,11 @@ chat_forward(struct chat *c)
 	ur.ur_body_len = w->w_body.b_len;
 	c->c_held = 0;
 	c->c_hdr_ns = 0;
+	c->c_rest_ms = -1;
 	c->c_learned = 0;
 	err = upstream_forward(&w->w_up, &ur, &sink, &c->c_res);
 	usage_scan_end(&c->c_scan);
 	return err;
-}
-
-/*
- * Tells the scheduler how the attempt went: its budget learns from the
- * answer's headers and is charged its real usage (see sched_settle).
- */
-static void
-chat_settle(struct chat *c)
-{
-	struct worker *w = c->c_w;
-	struct sched_outcome so;
-
-	memset(&so, 0, sizeof(so));
-	so.so_mode = c->c_learned ? SETTLE_USAGE : SETTLE_ANSWER;
-	so.so_status = c->c_res.us_status;
-	so.so_rest_ms = c->c_res.us_rest_ms;
-	so.so_hdrs = c->c_res.us_status != 0 ? w->w_up.up_hdrs.b_p : NULL;
-	so.so_hdr_ns = c->c_hdr_ns;
-	so.so_used = -1;
-	if (!c->c_held && c->c_scan.sc_usage.u_prompt >= 0 &&
-	    c->c_scan.sc_usage.u_completion >= 0)
-		so.so_used = c->c_scan.sc_usage.u_prompt +
-			     c->c_scan.sc_usage.u_completion;
-	sched_settle(&w->w_sched, &c->c_slot, &so);
 }
 
 /* What the log line says of an attempt that did not simply succeed. */
@@ -676,7 +674,7 @@ chat_run(struct chat *c)
 		if (v.rv_action != RETRY_AGAIN)
 			break;
 		/* The next reservation must know what this answer said. */
-		chat_settle(c);
+		chat_settle(c, 0, c->c_res.us_status);
 		snprintf(line, sizeof(line), "%s; retrying on another key",
 			 attempt_detail(c, detail, sizeof(detail)));
 		chat_log(c, c->c_res.us_status ? (int)c->c_res.us_status : 502,
@@ -684,7 +682,7 @@ chat_run(struct chat *c)
 	}
 	chat_finish(c, &v);
 	/* After the client has its last byte: the round trip delays nobody. */
-	chat_settle(c);
+	chat_settle(c, 0, c->c_res.us_status);
 }
 
 void

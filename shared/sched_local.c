@@ -1160,8 +1160,8 @@ sched_local_settle(struct sched_local *l, const struct slot *sl,
 						    : cfg->key_cooldown_ms) *
 			MS_NS;
 		if ((t.t_mode == MODE_ANSWER || t.t_mode == MODE_HEADERS) &&
-		    o->so_hdrs != NULL) {
-			hdr_limits(o->so_hdrs, t.t_lim);
+		    o->so_limits != NULL) {
+			memcpy(t.t_lim, o->so_limits, sizeof(t.t_lim));
 			for (i = 0; i < HDR_NLIMITS; i++)
 				t.t_limits |= t.t_lim[i].hl_known;
 		}

@@ -65,7 +65,7 @@ void sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
 /*
  * Settles a slot (from sched_local_reserve) as settle.lua does: mode
  * "release" (never sent: its slot unbooked from both timelines, its
- * charge given back), "answer" (the budgets' levels from o->so_hdrs,
+ * charge given back), "answer" (the budgets' levels from o->so_limits,
  * allowing for the requests in flight; a refused request's charge given
  * back on the budgets the headers did not correct; a 429 that shows no
  * limit spent rests the budget for o->so_rest_ms, else KEY_COOLDOWN_MS;

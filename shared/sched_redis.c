@@ -345,16 +345,14 @@ sched_redis_eval(struct sched_redis *s, struct sched_redis_script *sc, int argc,
 	return sched_redis_cmd(s, argc, argv, errbuf, errsz);
 }
 
-/* Fills the budget hashes' names for model, one per organisation. */
-static void
-budget_keys(struct sched_redis *s, const char *model)
+/* Fills (and returns) organisation o's budget hash name for model. */
+static const char *
+budget_key(struct sched_redis *s, int o, const char *model)
 {
-	int o;
-
-	for (o = 0; o < s->sc_cfg->norgs; o++)
-		snprintf(s->sc_key_budget[o], s->sc_budget_sz, "%s:b:%s:%.255s",
-			 s->sc_cfg->redis_prefix, s->sc_cfg->org_fps[o],
-			 model[0] ? model : "-");
+	snprintf(s->sc_key_budget[o], s->sc_budget_sz, "%s:b:%s:%.255s",
+		 s->sc_cfg->redis_prefix, s->sc_cfg->org_fps[o],
+		 model[0] ? model : "-");
+	return s->sc_key_budget[o];
 }
 
 /* The declared limits for model, as settle.lua and reserve.lua take them. */
@@ -387,7 +385,6 @@ sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
 
 	memset(out, 0, sizeof(*out));
 	out->s_req = rq;
-	budget_keys(s, rq->sr_model);
 	snprintf(nkeys_arg, sizeof(nkeys_arg), "%d", 4 + cfg->norgs);
 	snprintf(tokens, sizeof(tokens), "%lld", rq->sr_tokens);
 	declared_str(cfg, rq->sr_model, declared, sizeof(declared));
@@ -397,7 +394,7 @@ sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
 	argv[argc++] = s->sc_key_state;
 	argv[argc++] = s->sc_key_kslot;
 	for (o = 0; o < cfg->norgs; o++)
-		argv[argc++] = s->sc_key_budget[o];
+		argv[argc++] = budget_key(s, o, rq->sr_model);
 	argv[argc++] = s->sc_nkeys;
 	argv[argc++] = s->sc_interval_us;
 	argv[argc++] = cfg->scope_per_key ? "1" : "0";
@@ -462,15 +459,13 @@ sched_redis_rest(struct sched_redis *s, int key, long ms, char *errbuf,
 
 /* The answer's limits as settle.lua takes them, or "-" if none. */
 static void
-limits_str(const char *hdrs, char *out, size_t outsz)
+limits_str(const struct hdr_limit *l, char *out, size_t outsz)
 {
-	struct hdr_limit l[HDR_NLIMITS];
 	size_t len = 0;
 	int any = 0;
 	int i;
 
-	if (hdrs != NULL) {
-		hdr_limits(hdrs, l);
+	if (l != NULL) {
 		for (i = 0; i < HDR_NLIMITS; i++) {
 			any |= l[i].hl_known;
 			len += (size_t)snprintf(
@@ -499,7 +494,6 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 	redisReply *r;
 
 	*ran_out = -1;
-	budget_keys(s, sl->s_req->sr_model);
 	snprintf(idx, sizeof(idx), "%d", sl->s_key);
 	snprintf(at, sizeof(at), "%lld", (long long)sl->s_at_us);
 	snprintf(tokens, sizeof(tokens), "%lld", sl->s_req->sr_tokens);
@@ -508,8 +502,8 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 	snprintf(ct, sizeof(ct), "%lld", sl->s_ct);
 	snprintf(rt, sizeof(rt), "%lld", sl->s_rt);
 	snprintf(status, sizeof(status), "%ld", o ? o->so_status : 0L);
-	limits_str(o && strcmp(mode, "usage") != 0 ? o->so_hdrs : NULL, limits,
-		   sizeof(limits));
+	limits_str(o && strcmp(mode, "usage") != 0 ? o->so_limits : NULL,
+		   limits, sizeof(limits));
 	snprintf(used, sizeof(used), "%lld", o ? o->so_used : -1LL);
 	if (o != NULL && o->so_hdr_ns > 0) {
 		age_ns = mono_ns() - o->so_hdr_ns;
@@ -523,7 +517,7 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 						 : cfg->key_cooldown_ms) *
 			 1000);
 	argv[2] = "3";
-	argv[3] = s->sc_key_budget[cfg->key_org[sl->s_key]];
+	argv[3] = budget_key(s, cfg->key_org[sl->s_key], sl->s_req->sr_model);
 	argv[4] = s->sc_key_slot;
 	argv[5] = s->sc_key_kslot;
 	argv[6] = idx;

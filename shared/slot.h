@@ -8,6 +8,8 @@
 #ifndef CP_SLOT_H
 #define CP_SLOT_H
 
+#include "headers.h"
+
 #include <stdint.h>
 
 #define SLOT_ALL_RESTING (-1) /* s_key: no key can take it in time */
@@ -50,11 +52,12 @@ enum sched_settle_mode {
 
 struct sched_outcome {
 	enum sched_settle_mode so_mode;
-	long so_status;	     /* the upstream's HTTP status, 0 if none */
-	long so_rest_ms;     /* a 429's Retry-After or reset time; -1 none */
-	const char *so_hdrs; /* the answer's header block, NULL if none */
-	int64_t so_hdr_ns;   /* when the headers came (mono_ns) */
-	long long so_used;   /* tokens the answer used (usage), -1 unknown */
+	long so_status;	 /* the upstream's HTTP status, 0 if none */
+	long so_rest_ms; /* a 429's Retry-After or reset time; -1 none */
+	/* the answer's limits (hdr_limits), NULL if no answer came */
+	const struct hdr_limit *so_limits;
+	int64_t so_hdr_ns; /* when the headers came (mono_ns) */
+	long long so_used; /* tokens the answer used (usage), -1 unknown */
 };
 
 const char *slot_why_name(int why); /* "tokens-minute", "spacing", "-"... */

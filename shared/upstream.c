@@ -307,7 +307,6 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 	int performed = 0;
 
 	memset(res, 0, sizeof(*res));
-	res->us_rest_ms = -1;
 	memset(&x, 0, sizeof(x));
 	x.x_up = u;
 	x.x_sink = sink;
@@ -352,9 +351,6 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 
 	res->us_status = x.x_status;
 	res->us_sse = x.x_sse;
-	if (x.x_status == 429)
-		res->us_rest_ms =
-			hdr_cooldown_ms(u->up_hdrs.b_p ? u->up_hdrs.b_p : "");
 	if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &res->us_connects) !=
 	    CURLE_OK)
 		res->us_connects = -1;

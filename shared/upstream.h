@@ -54,7 +54,6 @@ struct upstream_res {
 	long us_connects;    /* new connections this transfer (0 = reused) */
 	double us_ttfb_ms;   /* until the first response byte */
 	int us_sse;	     /* the answer is text/event-stream */
-	long us_rest_ms;     /* a 429's Retry-After or reset time; -1 none */
 	enum cp_err us_sink; /* what the sink returned, if it stopped it */
 	char us_detail[CURL_ERROR_SIZE]; /* human-readable reason on failure */
 };

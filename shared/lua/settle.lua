@@ -56,7 +56,7 @@ local W = {60e6, 60e6, 3600e6, 3600e6, 86400e6, 86400e6}
 local declared = {}
 for d in string.gmatch(ARGV[5], '%d+') do declared[#declared + 1] = tonumber(d) end
 local FIELDS = {'k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'e0', 'e1', 'e2', 'e3',
-                'e4', 'e5', 'cq', 'ct', 'rt', 'seen', 'ot'}
+                'e4', 'e5', 'cq', 'ct', 'rt', 'seen', 'ot', 'ri'}
 local v = redis.call('HMGET', h, unpack(FIELDS))
 local cap, e = {}, {}
 for l = 1, 6 do
@@ -67,6 +67,10 @@ end
 local cq, ct, rt = tonumber(v[13] or '0'), tonumber(v[14] or '0'),
                    tonumber(v[15] or '0')
 local seen = v[16] == '1'
+-- Every field written goes in one HSET at the end (a script's cost is
+-- its calls).
+local set = {}
+local function put(f, x) set[#set + 1] = f; set[#set + 1] = x end
 -- This request was the only one out (ot counts the tokens of requests
 -- not settled yet, this one's included) and none was reserved after it.
 local alone = tonumber(v[17] or '0') == tokens and cq == tonumber(ARGV[6])
@@ -131,21 +135,22 @@ elseif mode == 'answer' or mode == 'headers' then
           if old_t == nil or tt < old_t then old_t, old_v = tt, vv end
         end
       end
-      local v = best_v
-      if v == nil then
+      local got = best_v
+      if got == nil then
         -- Before the oldest: nothing yet if the ring never wrapped.
-        if tonumber(redis.call('HGET', h, 'ri') or '0') <= #RING then v = 0
-        else v = old_v or rt end
+        if tonumber(v[18] or '0') <= #RING then got = 0
+        else got = old_v or rt end
       end
-      if v < tonumber(ARGV[8]) then v = tonumber(ARGV[8]) end
-      return v
+      if got < tonumber(ARGV[8]) then got = tonumber(ARGV[8]) end
+      return got
     end
+    local given_since = nil -- rt - rt_at(sent), read once for all limits
     for l = 1, 6 do
       local k, rem = a[2 * l - 1], a[2 * l]
       if k and k > 0 and rem and rem >= 0 then
         local old_k = cap[l]
         cap[l] = k
-        redis.call('HSET', h, 'k' .. (l - 1), k)
+        put('k' .. (l - 1), k)
         local c = 1
         if l % 2 == 0 then c = tokens end
         -- Cerebras' level now, had it admitted every request reserved
@@ -155,7 +160,8 @@ elseif mode == 'answer' or mode == 'headers' then
         local after, back = cq - tonumber(ARGV[6]), 0
         if l % 2 == 0 then
           after = ct - tonumber(ARGV[7])
-          back = rt - rt_at(sent)
+          if given_since == nil then given_since = rt - rt_at(sent) end
+          back = given_since
         end
         local base = rem + (now - came) * k / W[l] + back
         if base > k then base = k end
@@ -184,10 +190,10 @@ elseif mode == 'answer' or mode == 'headers' then
         if status == 429 and rem < c and ret < 0 then ret = l - 1 end
       end
     end
-    redis.call('HSET', h, 'seen', '1')
+    put('seen', '1')
   elseif admitted then
     -- An answer without limits: there are none to keep.
-    redis.call('HSET', h, 'seen', '1')
+    put('seen', '1')
   end
   if not admitted then
     -- Never charged upstream: a level from the headers already leaves
@@ -201,7 +207,7 @@ elseif mode == 'answer' or mode == 'headers' then
   if status == 429 and ret < 0 and tonumber(ARGV[14]) > 0 then
     local x = now + tonumber(ARGV[14])
     if x > tonumber(redis.call('HGET', h, 'x') or '0') then
-      redis.call('HSET', h, 'x', string.format('%d', x))
+      put('x', string.format('%d', x))
     end
     ret = 8
   end
@@ -212,16 +218,19 @@ if (mode == 'answer' or mode == 'usage') and status >= 200 and status < 300 then
     for l = 2, 6, 2 do give(l, cost(l, tokens) - used) end
     rt = rt + tokens - used
     local i = redis.call('HINCRBY', h, 'ri', 1) % #RING
-    redis.call('HSET', h, RING[i + 1], string.format('%d:%d', now, rt))
+    put(RING[i + 1], string.format('%d:%d', now, rt))
   end
 end
 if ARGV[13] == '1' and mode ~= 'usage' then redis.call('HDEL', h, 'p') end
-if mode ~= 'headers' then redis.call('HINCRBY', h, 'ot', string.format('%d', -tokens)) end
-for l = 1, 6 do
-  if cap[l] > 0 then
-    redis.call('HSET', h, 'e' .. (l - 1), string.format('%d', math.ceil(e[l])))
-  end
+if mode ~= 'headers' then
+  put('ot', string.format('%d', tonumber(v[17] or '0') - tokens))
 end
-redis.call('HSET', h, 'cq', cq, 'ct', ct, 'rt', rt)
+for l = 1, 6 do
+  if cap[l] > 0 then put('e' .. (l - 1), string.format('%d', math.ceil(e[l]))) end
+end
+put('cq', cq)
+put('ct', ct)
+put('rt', rt)
+redis.call('HSET', h, unpack(set))
 if redis.call('PTTL', h) < 86400000 then redis.call('PEXPIRE', h, 86400000) end
 return ret

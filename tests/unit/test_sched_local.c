@@ -157,18 +157,29 @@ reserve(struct fixture *f)
 	return reserve_rq(f, &rq_default);
 }
 
+/* The limits of a header block as the request path hands them over. */
+static const struct hdr_limit *
+limits_of(const char *hdrs, struct hdr_limit out[HDR_NLIMITS])
+{
+	if (hdrs == NULL)
+		return NULL;
+	hdr_limits(hdrs, out);
+	return out;
+}
+
 /* Settles s's answer: status, header block (taken now), tokens used. */
 static int
 answer(struct fixture *f, const struct slot *s, long status, const char *hdrs,
        int64_t hdr_ns, long long used)
 {
 	struct sched_outcome o;
+	struct hdr_limit lim[HDR_NLIMITS];
 
 	memset(&o, 0, sizeof(o));
 	o.so_mode = SETTLE_ANSWER;
 	o.so_status = status;
 	o.so_rest_ms = -1;
-	o.so_hdrs = hdrs;
+	o.so_limits = limits_of(hdrs, lim);
 	o.so_hdr_ns = hdr_ns;
 	o.so_used = used;
 	return sched_local_settle(&f->l, s, "answer", &o);
@@ -1153,6 +1164,7 @@ test_probe_usage(void **state)
 	static const struct sched_request rq = {"model", 600};
 	struct fixture f;
 	struct sched_outcome o;
+	struct hdr_limit lim[HDR_NLIMITS];
 	struct slot p;
 	struct slot s;
 	char hdrs[256];
@@ -1166,7 +1178,8 @@ test_probe_usage(void **state)
 	o.so_mode = SETTLE_HEADERS;
 	o.so_status = 200;
 	o.so_rest_ms = -1;
-	o.so_hdrs = limit_hdrs(hdrs, sizeof(hdrs), 1, 1000, 400);
+	o.so_limits =
+		limits_of(limit_hdrs(hdrs, sizeof(hdrs), 1, 1000, 400), lim);
 	o.so_hdr_ns = fake_now;
 	o.so_used = -1;
 	assert_int_equal(sched_local_settle(&f.l, &p, "headers", &o), -1);
@@ -1175,7 +1188,7 @@ test_probe_usage(void **state)
 	assert_int_equal(s.s_key, SLOT_POLL);
 	assert_int_equal(s.s_why, 1);
 	o.so_mode = SETTLE_USAGE;
-	o.so_hdrs = NULL;
+	o.so_limits = NULL;
 	o.so_hdr_ns = 0;
 	o.so_used = 100;
 	assert_int_equal(sched_local_settle(&f.l, &p, "usage", &o), -1);
@@ -1204,6 +1217,7 @@ test_429(void **state)
 	static const struct sched_request d = {"model-d", 10};
 	struct fixture f;
 	struct sched_outcome o;
+	struct hdr_limit lim[HDR_NLIMITS];
 	struct slot s;
 	char hdrs[256];
 
@@ -1216,7 +1230,8 @@ test_429(void **state)
 	o.so_mode = SETTLE_ANSWER;
 	o.so_status = 429;
 	o.so_rest_ms = 5000;
-	o.so_hdrs = limit_hdrs(hdrs, sizeof(hdrs), 0, 100, 50);
+	o.so_limits =
+		limits_of(limit_hdrs(hdrs, sizeof(hdrs), 0, 100, 50), lim);
 	o.so_hdr_ns = fake_now;
 	o.so_used = -1;
 	assert_int_equal(sched_local_settle(&f.l, &s, "answer", &o), 8);
