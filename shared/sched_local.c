@@ -641,6 +641,7 @@ book(struct resv *r, int best, int org, struct org_view *v, int64_t bat,
 				     r->r_cfg->first_byte_timeout_ms + 1000) *
 					    MS_NS;
 	}
+	out->s_first = b->b_ot == 0;
 	b->b_cq += 1;
 	b->b_ct += a->a_tokens;
 	b->b_ot += a->a_tokens;
@@ -963,8 +964,8 @@ settle_answer(const struct settlement *t, struct budget *b, struct tally *y,
 
 	if (came < sent)
 		came = sent;
-	/* The only request out, none reserved after it. */
-	alone = b->b_ot == tokens && b->b_cq == sl->s_cq;
+	/* The only request out all its life (settle.lua's alone). */
+	alone = sl->s_first && b->b_ot == tokens && b->b_cq == sl->s_cq;
 	if (t->t_limits) {
 		/*
 		 * From Cerebras' remaining when it admitted this request (it

@@ -291,7 +291,7 @@ sched_redis_decode(const redisReply *r, int nkeys, struct slot *out,
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
 	    !reply_ints(r, 0, 4) ||
 	    (r->element[0]->integer >= 0 &&
-	     (r->elements != 8 || !reply_ints(r, 4, 8)))) {
+	     (r->elements != 9 || !reply_ints(r, 4, 9)))) {
 		snprintf(errbuf, errsz, "script: unexpected reply shape");
 		return CP_ERR_REDIS;
 	}
@@ -311,6 +311,7 @@ sched_redis_decode(const redisReply *r, int nkeys, struct slot *out,
 		out->s_cq = r->element[5]->integer;
 		out->s_ct = r->element[6]->integer;
 		out->s_rt = r->element[7]->integer;
+		out->s_first = r->element[8]->integer != 0;
 	}
 	return CP_OK;
 }
@@ -487,7 +488,7 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 		   int *ran_out, char *errbuf, size_t errsz)
 {
 	const struct config *cfg = s->sc_cfg;
-	const char *argv[20];
+	const char *argv[21];
 	char idx[16], at[32], tokens[32], declared[160], cq[32], ct[32], rt[32],
 		status[16], limits[320], used[32], age[32], rest[32];
 	int64_t age_ns = 0;
@@ -534,7 +535,8 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 	argv[17] = age;
 	argv[18] = sl->s_probe ? "1" : "0";
 	argv[19] = rest;
-	r = sched_redis_eval(s, &s->sc_settle, 20, argv, errbuf, errsz);
+	argv[20] = sl->s_first ? "1" : "0";
+	r = sched_redis_eval(s, &s->sc_settle, 21, argv, errbuf, errsz);
 	if (r == NULL)
 		return CP_ERR_REDIS;
 	if (r->type != REDIS_REPLY_INTEGER) {

@@ -34,6 +34,7 @@ struct slot {
 	int s_local;	       /* 1: from the per-host scheduler */
 	int s_why;	       /* SLOT_WHY_* or a budget index */
 	int s_probe;	       /* 1: the probe of its organisation and model */
+	int s_first;	       /* 1: none of its budget's requests was out */
 	int64_t s_wait_us;     /* slot - the scheduler's "now" */
 	int64_t s_at_us;       /* the slot on the scheduler's clock (us) */
 	int64_t s_deadline_ns; /* the slot on this host's CLOCK_MONOTONIC */

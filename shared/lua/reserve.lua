@@ -27,10 +27,12 @@
 -- round-robin order). An organisation whose limits are unknown (no answer
 -- seen, none declared) takes one request, the probe, and the others wait
 -- for its answer. Returns
---   {key, wait, slot, why, probe, cq, ct, rt}  reserved: budgets charged,
---        slot booked, the position moved past key; why says what set the
---        slot (below); cq, ct, rt: the organisation's counters after this
---        charge, which the settlement uses to allow for requests in flight;
+--   {key, wait, slot, why, probe, cq, ct, rt, first}  reserved: budgets
+--        charged, slot booked, the position moved past key; why says what
+--        set the slot (below); cq, ct, rt: the organisation's counters
+--        after this charge, which the settlement uses to allow for
+--        requests in flight; first: 1 if no other request of the budget
+--        was out (field ot 0);
 --   {-1, wait, until, why}  no key can take it within the longest wait:
 --        every one is disabled or out of budget until until (why: the
 --        first one's reason);
@@ -234,4 +236,6 @@ keep(h, math.floor((bat - now) / 1000) + 86400000)
 local why = bwhy
 if bat > bready then why = 6 end
 if bat <= now then why = -1 end
-return {best, bat - now, bat, why, probe, cq, ct, rt}
+local first = 0
+if b.ot == 0 then first = 1 end
+return {best, bat - now, bat, why, probe, cq, ct, rt, first}

@@ -44,6 +44,8 @@
 --          slot)
 -- ARGV[13] "1" if this request was the probe
 -- ARGV[14] after a 429 whose limits show nothing spent: rest this long, us
+-- ARGV[15] "1" if no other request of the budget was out when this one
+--          was reserved (reserve.lua's first)
 -- Returns the limit a 429 ran out of (0..5), 8 if it rested the whole
 -- budget, -1 otherwise.
 local t = redis.call('TIME')
@@ -71,9 +73,14 @@ local seen = v[16] == '1'
 -- its calls).
 local set = {}
 local function put(f, x) set[#set + 1] = f; set[#set + 1] = x end
--- This request was the only one out (ot counts the tokens of requests
--- not settled yet, this one's included) and none was reserved after it.
-local alone = tonumber(v[17] or '0') == tokens and cq == tonumber(ARGV[6])
+-- This request was the only one out all its life: none was out when it
+-- was reserved (ARGV[15]), none is now but this one (ot counts the tokens
+-- of requests not settled yet, this one's included), and none was
+-- reserved after it. A request reserved before it and settled since may
+-- have been admitted after it (the upstream's order is not the slots'),
+-- so that remaining may not count it.
+local alone = ARGV[15] == '1' and tonumber(v[17] or '0') == tokens and
+              cq == tonumber(ARGV[6])
 local RING = {}
 for i = 0, 15 do RING[#RING + 1] = 'r' .. i end
 local function cost(l, c)
@@ -178,9 +185,9 @@ elseif mode == 'answer' or mode == 'headers' then
           -- (booked for later) and then surely are not in remaining.
           level = base - after
         elseif alone and mine < base - slack then
-          -- Less, and this request was the only one out: nothing else
-          -- can explain it (requests reserved before this one and sent
-          -- after it would, while any is out).
+          -- Less, and this request was the only one out all its life:
+          -- nothing else can explain it (a request out beside it could:
+          -- charged here, admitted upstream after this one's remaining).
           level = base
         end
         if level then

@@ -254,7 +254,7 @@ class Scripts:
     def reserve(self, nkeys, interval, perkey=False, floor=0, max_wait=10**13,
                 orgs=None, tokens=0, limits=(0,) * 6, probe_ttl=30 * 10**6,
                 poll=50000, model="m"):
-        """reserve.lua: [key, wait, slot, why, probe, cq, ct, rt] or
+        """reserve.lua: [key, wait, slot, why, probe, cq, ct, rt, first] or
         [-1|-2|-3, wait, at, why] (times in us). orgs: each key's
         organisation (default: all 0); one budget hash is passed per
         organisation, 0 .. max(orgs)."""
@@ -274,11 +274,13 @@ class Scripts:
 
     def settle(self, key, slot, mode, tokens=0, limits=(0,) * 6, cq=0, ct=0,
                rt=0, status=0, headers=None, used=-1, age=0, probe=False,
-               rest=0, org=0, model="m"):
+               rest=0, org=0, model="m", first=False):
         """settle.lua on the budget hash of (org, model): its answer (a
-        limit index 0..5, 8 for a rest, -1). headers: see headers_arg."""
+        limit index 0..5, 8 for a rest, -1). headers: see headers_arg.
+        first: none of the budget's requests was out when it was reserved
+        (reserve.lua's reply)."""
         return self.r("EVALSHA", self.sha["settle"], 3,
                       self.budget(org, model), self.slot, self.kslot,
                       key, slot, mode, tokens, limits_arg(limits), cq, ct, rt,
                       status, headers_arg(headers), used, age,
-                      "1" if probe else "0", rest)
+                      "1" if probe else "0", rest, "1" if first else "0")

@@ -54,10 +54,10 @@ def limits(**kw):
 
 SERVER = None
 
-# key, wait, slot (the until of -1), why, probe, cq, ct, rt: the reply
-# (the last four None unless reserved); t0, t1: TIME around the call; req:
+# key, wait, slot (the until of -1), why, probe, cq, ct, rt, first: the
+# reply (the last five None unless reserved); t0, t1: TIME around the call; req:
 # the arguments of the call, which settle() passes on.
-Res = collections.namedtuple("Res", "key wait slot why probe cq ct rt t0 t1 req")
+Res = collections.namedtuple("Res", "key wait slot why probe cq ct rt first t0 t1 req")
 
 
 def script_bug(reason):
@@ -202,9 +202,10 @@ class ScriptCase(unittest.TestCase):
         self.assertIsInstance(reply, list, reply)
         key, wait, slot, why = reply[:4]
         if key >= 0:
-            self.assertEqual(len(reply), 8, reply)
+            self.assertEqual(len(reply), 9, reply)
             self.assertLess(key, nkeys, reply)
             self.assertIn(reply[4], (0, 1), reply)
+            self.assertIn(reply[8], (0, 1), reply)
         else:
             self.assertEqual(len(reply), 4, reply)
             self.assertIn(key, (-1, -2, -3), reply)
@@ -223,7 +224,7 @@ class ScriptCase(unittest.TestCase):
                             % (wait, slot, t0, t1))
             self.assertGreaterEqual(wait, 0)
         req = dict(kw, nkeys=nkeys, interval=interval)
-        rest = reply[4:] if key >= 0 else [None] * 4
+        rest = reply[4:] if key >= 0 else [None] * 5
         return Res(key, wait, slot, why, *rest, t0=t0, t1=t1, req=req)
 
     def reserve_many(self, count, *args, **kw):
@@ -247,6 +248,7 @@ class ScriptCase(unittest.TestCase):
         orgs = req.get("orgs") or [0] * req["nkeys"]
         args = dict(tokens=req.get("tokens", 0), limits=req.get("limits", NONE),
                     cq=res.cq, ct=res.ct, rt=res.rt, probe=bool(res.probe),
+                    first=bool(res.first),
                     org=orgs[res.key], model=req.get("model", M))
         args.update(kw)
         if "age" not in kw:
@@ -979,11 +981,12 @@ class Settle(ScriptCase):
     # request's charge, k / 50). A proxy's own level above base + slack is
     # set down to base - after: the requests reserved after this one may
     # be booked for later, and then are surely not in remaining. One below
-    # base - slack is set up, to base, only when this request was alone:
-    # the only one out (ot == its charge) and none reserved after it (cq
-    # == its cq); otherwise it is left alone (a request reserved before
-    # this one and admitted upstream after it is in neither remaining nor
-    # after: a raise would count it twice). A 429, a first answer (seen
+    # base - slack is set up, to base, only when this request was alone
+    # all its life: none out when it was reserved (first), the only one out
+    # when it settles (ot == its charge) and none reserved after it (cq ==
+    # its cq); otherwise it is left alone (a request reserved before this
+    # one and admitted upstream after it is in neither remaining nor
+    # after, even once settled: a raise would count it twice). A 429, a first answer (seen
     # not set) or a new capacity set base - after outright.
 
     def test_headers_lower_the_level(self):
@@ -1000,16 +1003,19 @@ class Settle(ScriptCase):
         self.assertEqual((self.bget("cq"), self.bget("ct")), (3, 3500))
 
     def test_headers_raise_the_level(self):
-        """remaining above the proxy's level raises it to remaining as of the slot (base) when the request was alone: the only one out, none reserved after it. Otherwise a low level is left alone."""
+        """remaining above the proxy's level raises it to remaining as of the slot (base) when the request was alone: none out when it was reserved or since. Otherwise a low level is left alone."""
         self.known(rpm=10)
         rs = [self.reserve(1, 0, tokens=1000) for _ in range(10)]
         self.assertEqual(self.reserve(1, 0, tokens=1000, max_wait=0).key, -1)
         for r in rs[:9]:
             self.settle(r, status=200)  # no limits: nothing moves
         self.assertEqual(self.bget("ot"), 1000)
+        # The upstream admitted rs[9] first (remaining 9), but the nine
+        # out when it was reserved may have come after it: left alone.
+        e0 = self.bget("e0")
         self.settle(rs[9], status=200, headers={RPM: (10, 9)})
-        self.assertLevelAt(RPM, 9, rs[9].slot)  # the refused -1 charged nothing
-        self.assertNow(self.reserve(1, 0, tokens=1000))
+        self.assertEqual(self.bget("e0"), e0)
+        self.assertEqual(self.reserve(1, 0, tokens=1000, max_wait=0).key, -1)
         # Four reserved, the proxy's own level low (10, 10000) where the
         # answers say 60, 60000: left alone while another is out or one
         # was reserved after the request.
@@ -1044,11 +1050,11 @@ class Settle(ScriptCase):
         off) when the proxy's own level is set down to it, or, the request
         alone, up to it; a low level with another out is left alone."""
         # order "after": r, x, one more (out), x's 600 back after r's
-        # slot; "before": x, r (r alone once x is settled), the same.
-        # The proxy's own: 97600 / 98600 (None), or 0; want None: left
-        # alone.
+        # slot; "before": x, r, the same (x was out when r was reserved:
+        # r is never alone, and a low level is left alone). The proxy's
+        # own: 97600 / 98600 (None), or 0; want None: left alone.
         cases = (("after", None, 60000 + 600 - 2000), ("after", 0, None),
-                 ("before", None, 60000 + 600), ("before", 0, 60000 + 600))
+                 ("before", None, 60000 + 600), ("before", 0, None))
         for order, mine, want in cases:
             with self.subTest(order=order, mine=mine):
                 self.r("DEL", self.bkey())
@@ -1079,8 +1085,8 @@ class Settle(ScriptCase):
         whether the proxy's own level is set down (the tokens reserved
         after it taken off) or, the request alone, up; a low level with
         another out is left alone."""
-        # order "after": r, x, one more (out); "before": x, r (r alone
-        # once x is settled). want None: left alone.
+        # order "after": r, x, one more (out); "before": x, then r once
+        # x is settled (r alone). want None: left alone.
         cases = (("after", None, 60000 - 2000), ("after", 0, None),
                  ("before", None, 60000), ("before", 0, 60000))
         for order, mine, want in cases:
@@ -1092,10 +1098,11 @@ class Settle(ScriptCase):
                     r = self.reserve(1, 0, tokens=1000)
                     x = self.reserve(1, 0, tokens=1000)
                     self.reserve(1, 0, tokens=1000)
+                    self.settle(x, status=200, used=400)
                 else:
                     x = self.reserve(1, 0, tokens=1000)
+                    self.settle(x, status=200, used=400)
                     r = self.reserve(1, 0, tokens=1000)
-                self.settle(x, status=200, used=400)
                 if mine is not None:
                     self.set_mine(TPM, mine)
                 e1 = self.bget("e1")
@@ -1244,12 +1251,12 @@ class Settle(ScriptCase):
         self.assertNow(self.reserve(1, 0, tokens=1000))
 
     def test_band_below_raised_only_alone(self):
-        """a level below base - slack is raised to base only when the request was the only one out (ot is its charge) and none was reserved after it (cq is its cq): a request reserved before it and admitted upstream after it is in neither remaining nor after; a settled one reserved after it still counts (it may have been admitted first)."""
+        """a level below base - slack is raised to base only when the request was alone all its life: none out when it was reserved (first), none but it out now (ot is its charge), none reserved after it (cq is its cq). A request reserved before it and admitted upstream after it is in neither remaining nor after, even once settled; a settled one reserved after it still counts (it may have been admitted first)."""
         hdrs = {RPM: (100, 60), TPM: (100000, 60000)}
         # (what happens around r, raised?)
         for around, raised in (("before out", False), ("after out", False),
-                               ("after settled", False), ("before settled", True),
-                               ("alone", True)):
+                               ("after settled", False), ("before settled", False),
+                               ("settled before", True), ("alone", True)):
             with self.subTest(around=around):
                 self.r("DEL", self.bkey())
                 self.bset(seen=1)
@@ -1257,6 +1264,8 @@ class Settle(ScriptCase):
                 other = None
                 if around.startswith("before"):
                     other = self.reserve(1, 0, tokens=1000)
+                if around == "settled before":
+                    self.settle(self.reserve(1, 0, tokens=1000), status=200)
                 r = self.reserve(1, 0, tokens=1000)
                 if around.startswith("after"):
                     other = self.reserve(1, 0, tokens=1000)

@@ -48,7 +48,7 @@ struct decode_case {
 	const char *desc;
 	int nkeys;
 	size_t nelem;
-	struct elem e[8];
+	struct elem e[9];
 	int ret;
 	/* when ret == 0: */
 	int key;
@@ -59,24 +59,24 @@ struct decode_case {
 	long long cq, ct, rt;
 };
 
-/* A reserved reply's eight integers. */
+/* A reserved reply's nine integers (first: 1, s_first checked). */
 #define RESERVED(key, wait, at, why, probe, cq, ct, rt)                        \
 	{                                                                      \
 		INT(key), INT(wait), INT(at), INT(why), INT(probe), INT(cq),   \
-			INT(ct), INT(rt)                                       \
+			INT(ct), INT(rt), INT(1)                               \
 	}
 
 static const struct decode_case decode_cases[] = {
-	{"reserved", 2, 8, RESERVED(1, 200000, AT, 6, 0, 5, 5000, 120), 0, 1,
+	{"reserved", 2, 9, RESERVED(1, 200000, AT, 6, 0, 5, 5000, 120), 0, 1,
 	 200000, AT, 6, 0, 5, 5000, 120},
-	{"probe, sent at once", 1, 8, RESERVED(0, 0, AT, -1, 1, 1, 600, 0), 0,
+	{"probe, sent at once", 1, 9, RESERVED(0, 0, AT, -1, 1, 1, 600, 0), 0,
 	 0, 0, AT, -1, 1, 1, 600, 0},
-	{"last key", 256, 8, RESERVED(255, 5, AT, 0, 0, 1, 1, 1), 0, 255, 5, AT,
+	{"last key", 256, 9, RESERVED(255, 5, AT, 0, 0, 1, 1, 1), 0, 255, 5, AT,
 	 0, 0, 1, 1, 1},
-	{"long wait, tokens-day", 3, 8,
+	{"long wait, tokens-day", 3, 9,
 	 RESERVED(2, 3600000000LL, AT, 5, 0, 9, 90000000000LL, 7), 0, 2,
 	 3600000000LL, AT, 5, 0, 9, 90000000000LL, 7},
-	{"probe why is the top of the range", 2, 8,
+	{"probe why is the top of the range", 2, 9,
 	 RESERVED(0, 0, AT, 9, 0, 1, 1, 0), 0, 0, 0, AT, 9, 0, 1, 1, 0},
 	/* Nothing reserved: four elements. */
 	{"all disabled",
@@ -303,11 +303,11 @@ static const struct decode_case decode_cases[] = {
 	 0,
 	 0,
 	 0},
-	{"key == nkeys", 2, 8, RESERVED(2, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0,
+	{"key == nkeys", 2, 9, RESERVED(2, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0,
 	 0, 0, 0, 0, 0},
-	{"key > nkeys", 2, 8, RESERVED(7, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0,
+	{"key > nkeys", 2, 9, RESERVED(7, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0,
 	 0, 0, 0, 0, 0},
-	{"huge key", 2, 8, RESERVED(4294967297LL, 0, AT, -1, 0, 1, 1, 0), -1, 0,
+	{"huge key", 2, 9, RESERVED(4294967297LL, 0, AT, -1, 0, 1, 1, 0), -1, 0,
 	 0, 0, 0, 0, 0, 0, 0},
 	{"key below SLOT_POLL",
 	 2,
@@ -322,9 +322,9 @@ static const struct decode_case decode_cases[] = {
 	 0,
 	 0,
 	 0},
-	{"negative wait", 2, 8, RESERVED(0, -1, AT, -1, 0, 1, 1, 0), -1, 0, 0,
+	{"negative wait", 2, 9, RESERVED(0, -1, AT, -1, 0, 1, 1, 0), -1, 0, 0,
 	 0, 0, 0, 0, 0, 0},
-	{"why below -1", 2, 8, RESERVED(0, 0, AT, -2, 0, 1, 1, 0), -1, 0, 0, 0,
+	{"why below -1", 2, 9, RESERVED(0, 0, AT, -2, 0, 1, 1, 0), -1, 0, 0, 0,
 	 0, 0, 0, 0, 0},
 	{"why above 9",
 	 2,
@@ -339,7 +339,20 @@ static const struct decode_case decode_cases[] = {
 	 0,
 	 0,
 	 0},
-	{"no keys", 0, 8, RESERVED(0, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0, 0, 0,
+	{"eight elements (an older script)",
+	 2,
+	 8,
+	 {INT(0), INT(0), INT(AT), INT(-1), INT(0), INT(1), INT(1), INT(0)},
+	 -1,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0,
+	 0},
+	{"no keys", 0, 9, RESERVED(0, 0, AT, -1, 0, 1, 1, 0), -1, 0, 0, 0, 0, 0,
 	 0, 0, 0},
 };
 
@@ -376,9 +389,9 @@ test_sched_redis_decode(void **state)
 	for (i = 0; i < NELEM(decode_cases); i++) {
 		const struct decode_case *t = &decode_cases[i];
 		redisReply r;
-		redisReply elems[8];
-		redisReply *ptrs[8];
-		char strs[8][32];
+		redisReply elems[9];
+		redisReply *ptrs[9];
+		char strs[9][32];
 		struct slot s;
 		char errbuf[256];
 		int ret;
@@ -397,7 +410,8 @@ test_sched_redis_decode(void **state)
 			if (s.s_key != t->key || s.s_wait_us != t->wait_us ||
 			    s.s_at_us != t->at_us || s.s_why != t->why ||
 			    s.s_probe != t->probe || s.s_cq != t->cq ||
-			    s.s_ct != t->ct || s.s_rt != t->rt)
+			    s.s_ct != t->ct || s.s_rt != t->rt ||
+			    s.s_first != (s.s_key >= 0))
 				fail_msg("row %zu (%s): got {%d, %lld, %lld, "
 					 "%d, %d, %lld, %lld, %lld}",
 					 i, t->desc, s.s_key,

@@ -980,9 +980,10 @@ assert_level(struct fixture *f, const struct sched_request *rq, int n)
 /*
  * A proxy's level below what an answer can mean (by more than the slack,
  * one request) is raised, to the remaining, only when the request was
- * the only one out (b_ot its charge) and none was reserved after it
- * (b_cq its cq): a request reserved before it and admitted upstream
- * after it is in neither its remaining nor the later charges. With
+ * alone all its life: none out when it was reserved (s_first), the only
+ * one out now (b_ot its charge), none reserved after it (b_cq its cq). A
+ * request reserved before it and admitted upstream after it is in
+ * neither its remaining nor the later charges, even once settled. With
  * another out, or one reserved after it (settled or not), left alone.
  */
 static void
@@ -991,6 +992,7 @@ test_header_raise_alone(void **state)
 	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
 	static const struct sched_request alone = {"alone", 10};
 	static const struct sched_request within = {"within", 10};
+	static const struct sched_request early = {"before-settled", 10};
 	static const struct sched_request before = {"before-out", 10};
 	static const struct sched_request after = {"after-out", 10};
 	static const struct sched_request settled = {"after-settled", 10};
@@ -1002,17 +1004,33 @@ test_header_raise_alone(void **state)
 	setup(&f, 1, 0, 0, 0, 120000);
 	declare(&f, NULL, rpm10);
 
-	/* Those reserved before it settled, none after: 1 raised to 6. */
-	n_out(&f, &alone, b, 8);
+	/* Those reserved before it settled first, none after: 1 raised to 6. */
+	n_out(&f, &alone, b, 7);
 	for (i = 0; i < 7; i++)
 		assert_int_equal(answer(&f, &b[i], 200, NULL, 0, -1), -1);
+	b[7] = reserve_rq(&f, &alone);
+	assert_int_equal(b[7].s_first, 1);
 	answer_rpm10(&f, &b[7], 6);
 	assert_level(&f, &alone, 6);
 
-	/* Alone, 2 left: within the slack of 1, left alone. */
-	n_out(&f, &within, b, 8);
+	/*
+	 * The same seven settled, but after it was reserved: out beside it,
+	 * any may have been admitted upstream after it (not in its
+	 * remaining): left at 1.
+	 */
+	n_out(&f, &early, b, 8);
+	assert_int_equal(b[7].s_first, 0);
 	for (i = 0; i < 7; i++)
 		assert_int_equal(answer(&f, &b[i], 200, NULL, 0, -1), -1);
+	answer_rpm10(&f, &b[7], 6);
+	assert_level(&f, &early, 1);
+
+	/* Alone, 2 left: within the slack of 1, left alone. */
+	n_out(&f, &within, b, 7);
+	for (i = 0; i < 7; i++)
+		assert_int_equal(answer(&f, &b[i], 200, NULL, 0, -1), -1);
+	b[7] = reserve_rq(&f, &within);
+	assert_int_equal(b[7].s_first, 1);
 	answer_rpm10(&f, &b[7], 2);
 	assert_level(&f, &within, 1);
 
