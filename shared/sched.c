@@ -198,6 +198,16 @@ slot_why_name(int why)
 	case SLOT_WHY_DISABLED: return "disabled-keys";
 	case SLOT_WHY_REST: return "rest-after-429";
 	case SLOT_WHY_PROBE: return "probe";
+	case SLOT_WHY_CLIENT_RATE: return "client-rate";
+	case SLOT_WHY_CLIENT_CONC: return "client-concurrency";
 	default: return "-";
 	}
+}
+
+void
+sched_client_done(struct sched *s, const struct sched_request *rq)
+{
+	/* Filled in by the client limits' work (issue 12). */
+	(void)s;
+	(void)rq;
 }

@@ -46,8 +46,11 @@ void sched_warm(struct sched *s);
  * Reserves a slot for rq, charging its organisation's budgets for
  * rq's model: from Redis, else (as configured) from the host's shared
  * state. CP_ERR_REDIS when neither can give one; CP_OK with s_key < 0
- * when nothing was reserved (SLOT_ALL_RESTING, SLOT_TOO_FAR, SLOT_POLL:
- * s_wait_us says how long until one might be). rq must outlive the slot.
+ * when nothing was reserved (SLOT_ALL_RESTING, SLOT_TOO_FAR, SLOT_POLL,
+ * SLOT_CLIENT: s_wait_us says how long until one might be). rq must
+ * outlive the slot. The client's limits (rq->sr_client) are checked first:
+ * over one, SLOT_CLIENT with s_why SLOT_WHY_CLIENT_RATE or _CONC, nothing
+ * booked or charged.
  */
 enum cp_err sched_reserve(struct sched *s, const struct sched_request *rq,
 			  struct slot *out);
@@ -57,6 +60,14 @@ enum cp_err sched_reserve(struct sched *s, const struct sched_request *rq,
  * is unbooked, the charge given back.
  */
 void sched_release(struct sched *s, const struct slot *sl);
+
+/*
+ * Gives back rq's seat among its client's requests in flight (taken by
+ * its first reservation or poll while rq->sr_client->sc_concurrent > 0):
+ * called once per request, at its end, whatever happened. No-op when no
+ * seat can be held.
+ */
+void sched_client_done(struct sched *s, const struct sched_request *rq);
 
 /* Rests key for ms, on this host and (when Redis answers) on all. */
 void sched_rest(struct sched *s, int key, long ms);

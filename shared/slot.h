@@ -15,18 +15,42 @@
 #define SLOT_ALL_RESTING (-1) /* s_key: no key can take it in time */
 #define SLOT_TOO_FAR	 (-2) /* s_key: the timelines are full that far */
 #define SLOT_POLL	 (-3) /* s_key: a probe is out; ask again later */
+#define SLOT_CLIENT	 (-4) /* s_key: over its client's limit (s_why) */
 
 /* s_why: what set the slot (0..5: a budget, in hdr_limit_names order). */
-#define SLOT_WHY_NONE	  (-1) /* sent at once */
-#define SLOT_WHY_SPACING  6    /* the interval between requests */
-#define SLOT_WHY_DISABLED 7    /* keys disabled (401/403) */
-#define SLOT_WHY_REST	  8    /* a rest after a 429 that named no limit */
-#define SLOT_WHY_PROBE	  9    /* waiting for a probe's answer */
+#define SLOT_WHY_NONE	     (-1) /* sent at once */
+#define SLOT_WHY_SPACING     6	  /* the interval between requests */
+#define SLOT_WHY_DISABLED    7	  /* keys disabled (401/403) */
+#define SLOT_WHY_REST	     8	  /* a rest after a 429 that named no limit */
+#define SLOT_WHY_PROBE	     9	  /* waiting for a probe's answer */
+#define SLOT_WHY_CLIENT_RATE 10	  /* the client's requests per window */
+#define SLOT_WHY_CLIENT_CONC 11	  /* the client's requests in flight */
+
+/*
+ * A client's own limits (CLIENT_RATE_LIMIT, CLIENT_MAX_CONCURRENT, or its
+ * line in PROXY_TOKENS_FILE). Kept by the scheduler, across hosts, in the
+ * reservation's round trip; 0 = no such limit.
+ */
+struct sched_client {
+	const char *sc_id;  /* opaque, [0-9a-f]{16}: safe in a key name */
+	long sc_rate;	    /* requests per window, 0: none */
+	long sc_window_ms;  /* that window */
+	long sc_concurrent; /* requests in flight at once, 0: none */
+};
 
 /* What a request asks of the scheduler. */
 struct sched_request {
 	const char *sr_model; /* the body's model; "" if unknown */
 	long long sr_tokens;  /* its token estimate: the charge */
+	/* its client's limits; NULL: none (sr_seat unused) */
+	const struct sched_client *sr_client;
+	/*
+	 * Unique per request (not per attempt), [0-9a-f]{16}: its seat among
+	 * its client's requests in flight, taken by the first reservation
+	 * (or poll) and given back by sched_client_done().
+	 */
+	char sr_seat[17];
+	int sr_attempt; /* 0 the first: only it counts to the client's rate */
 };
 
 struct slot {
