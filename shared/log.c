@@ -24,36 +24,77 @@ static const char *const level_names[] = {
 };
 
 /*
- * Formats one line into a stack buffer and writes it at once. A message
- * too long for the buffer is cut; the line still ends in '\n'.
+ * Copies the message msg[0..n) to out (room for outsz bytes, no NUL) with
+ * every byte that could end or disguise a line written as \xHH: control
+ * characters (CR, LF, ESC of a terminal sequence...), DEL and every byte
+ * above 0x7f (C1 controls in 8-bit terminals, U+0085 and U+2028 in UTF-8,
+ * which some viewers break lines at). '"' and '\\' stay as they are:
+ * log_escape'd values already write them as \xHH, and the line's own
+ * quotes must survive. An escape is never cut in half. Returns the length.
+ */
+static size_t
+log_neutralise(const char *msg, size_t n, char *out, size_t outsz)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+	size_t o = 0;
+	unsigned char c;
+
+	for (i = 0; i < n; i++) {
+		c = (unsigned char)msg[i];
+		if (c >= 0x20 && c < 0x7f) {
+			if (o + 1 > outsz)
+				break;
+			out[o++] = (char)c;
+			continue;
+		}
+		if (o + 4 > outsz)
+			break;
+		out[o++] = '\\';
+		out[o++] = 'x';
+		out[o++] = hex[c >> 4];
+		out[o++] = hex[c & 15];
+	}
+	return o;
+}
+
+/*
+ * Formats one line and writes it at once. The message (and strerror) is
+ * formatted first, then copied into the line through log_neutralise, so no
+ * caller can put a line break or a terminal escape into the log, whatever
+ * it passes. A message too long for the line is cut; the line still ends
+ * in '\n'.
  */
 static void
 log_vline(enum log_level level, int with_errno, int saved_errno,
 	  const char *fmt, va_list ap)
 {
+	char msg[1024];
 	char line[1024];
 	int n;
 	int m;
 	size_t len;
+	size_t mlen;
 
-	n = snprintf(line, sizeof(line),
-		     "cerebras-proxy[%ld]: %s: ", (long)getpid(),
-		     level_names[level]);
-	if (n < 0)
-		return;
-	m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	m = vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (m < 0)
 		return;
-	len = strnlen(line, sizeof(line) - 1);
-	if (with_errno && len < sizeof(line) - 1) {
-		m = snprintf(line + len, sizeof(line) - len, ": %s",
+	mlen = strnlen(msg, sizeof(msg) - 1);
+	if (with_errno && mlen < sizeof(msg) - 1) {
+		m = snprintf(msg + mlen, sizeof(msg) - mlen, ": %s",
 			     strerror(saved_errno));
 		if (m < 0)
 			return;
-		len = strnlen(line, sizeof(line) - 1);
+		mlen = strnlen(msg, sizeof(msg) - 1);
 	}
-	if (len >= sizeof(line) - 1)
-		len = sizeof(line) - 2;
+	n = snprintf(line, sizeof(line),
+		     "cerebras-proxy[%ld]: %s: ", (long)getpid(),
+		     level_names[level]);
+	if (n < 0 || (size_t)n >= sizeof(line) - 2)
+		return;
+	/* At most 1023 bytes with the '\n', as before the escaping. */
+	len = (size_t)n +
+	      log_neutralise(msg, mlen, line + n, sizeof(line) - 2 - (size_t)n);
 	line[len++] = '\n';
 	/* Nothing sensible to do if stderr is gone. */
 	if (write(STDERR_FILENO, line, len) < 0)

@@ -23,9 +23,13 @@
  * so `grep -E ': (warning|error): '` finds what needs attention. Each line
  * goes out in one write(2) of at most 1024 bytes (longer messages are cut),
  * so lines of processes and threads sharing stderr do not interleave.
- * errno is preserved. Anything a client sent is passed through log_escape
- * first. API keys never reach a log line: they are named by index and
- * key_fingerprint().
+ * errno is preserved. The writer itself writes every control character,
+ * DEL and byte above 0x7f of the message as \xHH, so no value, whoever
+ * forgot to escape it, can end a line early, forge the next one or send a
+ * terminal escape sequence. Anything a client sent is still passed through
+ * log_escape first, which also escapes '"' and '\\', so a value cannot
+ * pass for an escape or close a quoted field. API keys never reach a log
+ * line: they are named by index and key_fingerprint().
  */
 #ifndef CP_LOG_H
 #define CP_LOG_H

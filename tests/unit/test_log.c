@@ -1,6 +1,7 @@
 /*
  * test_log.c - the log line format: "cerebras-proxy[PID]: LEVEL: MESSAGE",
- * one write(2) per line, errno kept. stderr is pointed at one end of a
+ * one write(2) per line, errno kept, no line break or control character
+ * in a message, log_escape. stderr is pointed at one end of a
  * SOCK_SEQPACKET socket pair, where each write(2) arrives as one packet.
  */
 #include <stdarg.h>
@@ -174,6 +175,119 @@ test_log_long_line(void **state)
 	}
 }
 
+/*
+ * The writer neutralises what would break or forge a line, whatever the
+ * caller passed: a value logged without log_escape cannot end the line.
+ */
+struct inject_case {
+	const char *msg;  /* logged with "id=%s" */
+	const char *want; /* the message part of the line */
+};
+
+static const struct inject_case inject_cases[] = {
+	{"abc", "id=abc"},
+	{"a\nb", "id=a\\x0ab"},
+	{"a\r\ncerebras-proxy[1]: error: forged",
+	 "id=a\\x0d\\x0acerebras-proxy[1]: error: forged"},
+	{"\x1b[31mred\x1b[0m", "id=\\x1b[31mred\\x1b[0m"},
+	{"tab\there", "id=tab\\x09here"},
+	{"del\x7f"
+	 "end",
+	 "id=del\\x7fend"},
+	/* U+2028 LINE SEPARATOR, U+0085 NEL, a bare C1 CSI byte. */
+	{"ls\xe2\x80\xa8"
+	 "nel\xc2\x85"
+	 "csi\x9b",
+	 "id=ls\\xe2\\x80\\xa8nel\\xc2\\x85csi\\x9b"},
+	/* Quotes and backslashes stay: log_escape'd values are not doubled. */
+	{"\"q\" \\x0a", "id=\"q\" \\x0a"},
+};
+
+static void
+test_log_neutralises(void **state)
+{
+	char got[2048];
+	char want[2048];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NELEM(inject_cases); i++) {
+		snprintf(want, sizeof(want), "cerebras-proxy[%ld]: info: %s\n",
+			 (long)getpid(), inject_cases[i].want);
+		capture_start();
+		log_info("id=%s", inject_cases[i].msg);
+		capture_end(got, sizeof(got));
+		if (strcmp(got, want) != 0)
+			fail_msg("row %zu: got \"%s\", want \"%s\"", i, got,
+				 want);
+	}
+}
+
+/*
+ * A message of line breaks is cut to 1023 bytes like any other, and never
+ * in the middle of an escape; strerror is neutralised too (log_warn).
+ */
+static void
+test_log_neutralise_cut(void **state)
+{
+	char msg[1000];
+	char got[4096];
+	size_t n;
+	size_t i;
+	char *body;
+
+	(void)state;
+	memset(msg, '\n', sizeof(msg) - 1);
+	msg[sizeof(msg) - 1] = '\0';
+	capture_start();
+	errno = ENOENT;
+	log_warn("%s", msg);
+	n = capture_end(got, sizeof(got));
+	assert_true(n <= 1023);
+	assert_true(n > 1023 - 4);
+	assert_int_equal(got[n - 1], '\n');
+	assert_ptr_equal(strchr(got, '\n'), got + n - 1);
+	body = strstr(got, "warning: ") + strlen("warning: ");
+	for (i = 0; body + i < got + n - 1; i += 4)
+		assert_memory_equal(body + i, "\\x0a", 4);
+	assert_ptr_equal(body + i, got + n - 1);
+}
+
+/* log_escape also escapes '"' and '\\', and still cuts at its size. */
+struct escape_case {
+	const char *in;
+	size_t outsz;
+	const char *want;
+};
+
+static const struct escape_case escape_cases[] = {
+	{"req-1", 80, "req-1"},
+	{"a\nb", 80, "a\\x0ab"},
+	{"\"x\"\\", 80, "\\x22x\\x22\\x5c"},
+	{"\xc3\xa9", 80, "\\xc3\\xa9"},
+	{"abcdef", 4, "abc"},
+	{"ab\n", 6, "ab"}, /* no room for a whole escape */
+	{"", 8, ""},
+};
+
+static void
+test_log_escape(void **state)
+{
+	char out[128];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NELEM(escape_cases); i++) {
+		const struct escape_case *t = &escape_cases[i];
+
+		memset(out, 'Z', sizeof(out));
+		assert_ptr_equal(log_escape(t->in, out, t->outsz), out);
+		if (strcmp(out, t->want) != 0)
+			fail_msg("row %zu: got \"%s\", want \"%s\"", i, out,
+				 t->want);
+	}
+}
+
 int
 main(void)
 {
@@ -181,6 +295,9 @@ main(void)
 		cmocka_unit_test(test_log_levels),
 		cmocka_unit_test(test_log_format_args),
 		cmocka_unit_test(test_log_long_line),
+		cmocka_unit_test(test_log_neutralises),
+		cmocka_unit_test(test_log_neutralise_cut),
+		cmocka_unit_test(test_log_escape),
 	};
 
 	return cmocka_run_group_tests_name("test_log", tests, NULL, NULL);
