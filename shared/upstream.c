@@ -12,6 +12,21 @@
 
 #define UP_MAX_HEADERS	(64 * 1024)
 #define UP_HUP_CHECK_NS (50 * 1000000LL)
+/*
+ * The scratch copy of what is being masked: a header line (under
+ * UP_MAX_HEADERS) or a body chunk (CURL_MAX_WRITE_SIZE, 16 KiB, plus a
+ * held tail under CONFIG_MAX_KEY_LEN). Beyond it the transfer stops
+ * rather than pass a chunk unscanned.
+ */
+#define UP_MAX_SCRATCH                                                         \
+	(UP_MAX_HEADERS + CURL_MAX_WRITE_SIZE + CONFIG_MAX_KEY_LEN)
+/*
+ * A held tail still there when the answer ends is the start of a key,
+ * never the whole of one; this many bytes of it or more are masked, fewer
+ * (at most 7 bytes of a key, its public "csk-" and 3 more for Cerebras')
+ * go out as sent, so a body that merely ends in "cs" is not mangled.
+ */
+#define UP_MASK_TAIL_MIN 8
 
 /* State of one transfer, shared by the callbacks. */
 struct xfer {
@@ -27,6 +42,8 @@ struct xfer {
 	int64_t x_hup_check_ns;
 	int64_t x_first_ns; /* first response byte */
 	enum cp_err x_err;  /* what the sink returned */
+	size_t x_scrubbed;  /* keys masked in this answer */
+	int x_scrub_key;    /* the first one's index, -1 if none */
 };
 
 /*
@@ -59,6 +76,14 @@ upstream_init(struct upstream *u, const struct config *cfg, char *errbuf,
 	memset(u, 0, sizeof(*u));
 	u->up_cfg = cfg;
 	buf_init(&u->up_hdrs, UP_MAX_HEADERS);
+	buf_init(&u->up_scratch, UP_MAX_SCRATCH);
+	buf_init(&u->up_hold, CONFIG_MAX_KEY_LEN);
+	if (scrub_init(&u->up_scrub, (const char *const *)cfg->keys,
+		       cfg->nkeys) != CP_OK) {
+		snprintf(errbuf, errsz, "no memory for the key scrubber");
+		upstream_free(u);
+		return CP_ERR_NOMEM;
+	}
 	c = curl_easy_init();
 	if (c == NULL) {
 		snprintf(errbuf, errsz, "libcurl: no handle (out of memory)");
@@ -99,6 +124,9 @@ upstream_free(struct upstream *u)
 		curl_easy_cleanup(u->up_curl);
 	u->up_curl = NULL;
 	buf_free(&u->up_hdrs);
+	buf_free(&u->up_scratch);
+	buf_free(&u->up_hold);
+	scrub_free(&u->up_scrub);
 }
 
 static size_t
@@ -160,13 +188,51 @@ xfer_begin(struct xfer *x)
 			   x->x_up->up_hdrs.b_p ? x->x_up->up_hdrs.b_p : "");
 }
 
+/* Counts what was masked in this answer, for the warning at its end. */
+static void
+xfer_scrubbed(struct xfer *x, size_t n, int key)
+{
+	if (n > 0 && x->x_scrubbed == 0)
+		x->x_scrub_key = key;
+	x->x_scrubbed += n;
+}
+
+/*
+ * data[0..len) with every key that starts before offset starts masked:
+ * data itself when it holds none (the common case costs one scan, no
+ * copy), else a masked copy in the scratch buffer; NULL if that copy
+ * cannot be made. libcurl's buffer is never written to: its
+ * documentation hands it over to be read (and data may already be the
+ * scratch buffer, which is masked in place).
+ */
+static const char *
+scrub_copy(struct xfer *x, const char *data, size_t len, size_t starts)
+{
+	struct upstream *u = x->x_up;
+	struct buf *w = &u->up_scratch;
+	int key;
+	size_t n;
+
+	if (scrub_find(&u->up_scrub, data, len, starts) < 0)
+		return data;
+	if (data != w->b_p) {
+		buf_reset(w);
+		if (buf_add(w, data, len) != CP_OK)
+			return NULL;
+	}
+	n = scrub_mask(&u->up_scrub, w->b_p, len, starts, &key);
+	xfer_scrubbed(x, n, key);
+	return w->b_p;
+}
+
 static size_t
-on_header(char *data, size_t size, size_t nmemb, void *arg)
+on_header(char *raw, size_t size, size_t nmemb, void *arg)
 {
 	struct xfer *x = arg;
 	size_t len = size * nmemb;
-	size_t n = hdr_trim_eol(data, len);
+	size_t n = hdr_trim_eol(raw, len);
 	struct buf *h = &x->x_up->up_hdrs;
+	const char *data = raw;
 	const char *v;
 
 	x->x_last_ns = mono_ns();
@@ -183,6 +249,12 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 	}
 	if (!hdr_forward_response(data, n))
 		return len;
+	/* A forwarded header that echoes a key carries it masked. */
+	data = scrub_copy(x, raw, n, n);
+	if (data == NULL) {
+		x->x_hdr_toobig = 1;
+		return 0;
+	}
 	if (has_prefix_ci(data, n, "content-type:")) {
 		v = data + 13;
 		while (*v == ' ' || *v == '\t')
@@ -197,6 +269,75 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 	return len;
 }
 
+/*
+ * Hands one chunk to the sink with every key masked. The bytes at its end
+ * that could be the start of a key (scrub_hold: none for an SSE event,
+ * which ends in "\n\n") wait in up_hold for the next chunk, so a key
+ * split across two chunks is masked whole; body_flush sends them at the
+ * end. The client receives the same bytes, cut differently.
+ */
+static enum cp_err
+body_relay(struct xfer *x, const char *data, size_t len)
+{
+	struct upstream *u = x->x_up;
+	const struct upstream_sink *k = x->x_sink;
+	struct buf *w = &u->up_scratch;
+	const char *p = data;
+	size_t hold;
+
+	if (u->up_scrub.sc_nsec == 0)
+		return k->sk_body(k->sk_ctx, data, len);
+	if (u->up_hold.b_len > 0) {
+		buf_reset(w);
+		if (buf_add(w, u->up_hold.b_p, u->up_hold.b_len) != CP_OK ||
+		    buf_add(w, data, len) != CP_OK)
+			return CP_ERR_UPSTREAM_TOOBIG;
+		buf_reset(&u->up_hold);
+		p = w->b_p;
+		len = w->b_len;
+	}
+	/* Held bytes are decided with the next chunk: see scrub.h. */
+	hold = scrub_hold(&u->up_scrub, p, len);
+	p = scrub_copy(x, p, len, len - hold);
+	if (p == NULL)
+		return CP_ERR_UPSTREAM_TOOBIG;
+	if (hold > 0) {
+		if (buf_add(&u->up_hold, p + len - hold, hold) != CP_OK)
+			return CP_ERR_UPSTREAM_TOOBIG;
+		len -= hold;
+	}
+	if (len == 0)
+		return CP_OK;
+	return k->sk_body(k->sk_ctx, p, len);
+}
+
+/*
+ * At the end of the body: the held tail is sent, its keys masked, or if
+ * it has none but is the start of one, masked if it is long enough to
+ * matter (UP_MASK_TAIL_MIN).
+ */
+static enum cp_err
+body_flush(struct xfer *x)
+{
+	struct upstream *u = x->x_up;
+	struct buf *t = &u->up_hold;
+	enum cp_err err;
+	size_t n;
+	int key;
+
+	if (t->b_len == 0)
+		return CP_OK;
+	n = scrub_mask(&u->up_scrub, t->b_p, t->b_len, t->b_len, &key);
+	if (n == 0 && t->b_len >= UP_MASK_TAIL_MIN) {
+		key = scrub_mask_tail(&u->up_scrub, t->b_p, t->b_len);
+		n = key >= 0;
+	}
+	xfer_scrubbed(x, n, key);
+	err = x->x_sink->sk_body(x->x_sink->sk_ctx, t->b_p, t->b_len);
+	buf_reset(t);
+	return err;
+}
+
 static size_t
 on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -207,7 +348,7 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	x->x_last_ns = mono_ns();
 	err = xfer_begin(x);
 	if (!err)
-		err = x->x_sink->sk_body(x->x_sink->sk_ctx, data, len);
+		err = body_relay(x, data, len);
 	if (err) {
 		x->x_err = err;
 		x->x_hup = err == CP_ERR_HUP;
@@ -310,6 +451,8 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 	memset(&x, 0, sizeof(x));
 	x.x_up = u;
 	x.x_sink = sink;
+	x.x_scrub_key = -1;
+	buf_reset(&u->up_hold);
 	x.x_last_ns = start;
 	x.x_hup_check_ns = start;
 	u->up_errbuf[0] = '\0';
@@ -348,6 +491,19 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 	if (curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL) != CURLE_OK)
 		log_warnx("libcurl: cannot detach header list");
 	curl_slist_free_all(hdrs);
+	/* Whatever the body was cut short by, its held tail goes too. */
+	if (performed && !x.x_hup && !x.x_err && u->up_hold.b_len > 0) {
+		x.x_err = body_flush(&x);
+		x.x_hup = x.x_err == CP_ERR_HUP;
+	}
+	buf_reset(&u->up_hold);
+	if (x.x_scrubbed > 0)
+		log_warnx("upstream answer (status %ld) held an API key "
+			  "%zu time(s), first key #%d (%s): masked before "
+			  "it reached the client; something upstream echoes "
+			  "the Authorization header",
+			  x.x_status, x.x_scrubbed, x.x_scrub_key,
+			  u->up_cfg->key_fps[x.x_scrub_key]);
 
 	res->us_status = x.x_status;
 	res->us_sse = x.x_sse;

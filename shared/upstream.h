@@ -6,12 +6,18 @@
  * arrives: its status and filtered headers once, then each chunk of body
  * at once; nothing is buffered here, and nothing here knows what the
  * client is sent: that is the sink's business (respond.c, through
- * proxy.c).
+ * proxy.c). One thing is decided here for every sink: no configured API
+ * key in the answer reaches it. Each occurrence in a forwarded header or
+ * in the body is masked (scrub.h), including one split across two chunks
+ * (the bytes that could start a key are held back until the next chunk),
+ * and the answer is logged once as a warning naming the key by index and
+ * fingerprint.
  */
 #ifndef CP_UPSTREAM_H
 #define CP_UPSTREAM_H
 
 #include "config.h"
+#include "scrub.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -21,6 +27,13 @@ struct upstream {
 	CURL *up_curl;		     /* owned */
 	char up_errbuf[CURL_ERROR_SIZE];
 	struct buf up_hdrs; /* owned: filtered upstream headers */
+	/*
+	 * Every configured API key is masked in what the upstream sends
+	 * before it reaches the sink (headers and body): see scrub.h.
+	 */
+	struct scrub up_scrub; /* owned; its strings borrowed from up_cfg */
+	struct buf up_scratch; /* owned: a copy of a chunk being masked */
+	struct buf up_hold;    /* owned: a body's tail that may start a key */
 };
 
 /* Where the answer goes. Each callback returns CP_OK to go on. */
@@ -33,7 +46,11 @@ struct upstream_sink {
 	 */
 	enum cp_err (*sk_begin)(void *ctx, long status, int sse,
 				const char *hdrs);
-	/* One chunk of the body, as it arrived. */
+	/*
+	 * One chunk of the body, as it arrived but with keys masked; a few
+	 * bytes at a chunk's end that could start a key may come with the
+	 * next chunk instead.
+	 */
 	enum cp_err (*sk_body)(void *ctx, const char *data, size_t len);
 	/* 1 once the client has gone (polled while the upstream is silent). */
 	int (*sk_gone)(void *ctx);
