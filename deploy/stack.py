@@ -96,16 +96,39 @@ class Template:
         self.text = self.text.replace(old, new)
 
 
-def render_nginx_site(sock_path, port, prefix=None, upstream_name=None, io_timeout=None):
-    """The shipped nginx.conf.example with our port and socket path."""
+# The shipped per-address limits (nginx.conf.example), as render_nginx_site
+# finds them.
+NGINX_LIMIT_CONN = "limit_conn cerebras_proxy_perip_conn 128;"
+NGINX_LIMIT_REQ_ZONE = ("#limit_req_zone $binary_remote_addr "
+                        "zone=cerebras_proxy_perip_req:10m rate=10r/s;")
+NGINX_LIMIT_REQ = "#limit_req zone=cerebras_proxy_perip_req burst=50 nodelay;"
+
+
+def render_nginx_site(sock_path, port, prefix=None, upstream_name=None, io_timeout=None,
+                      front_limits=None):
+    """The shipped nginx.conf.example with our port and socket path.
+
+    front_limits: None lifts the per-address connection limit (the tests
+    and the benchmark send hundreds of concurrent requests from one
+    address); else {"conn": N, "rate": "Nr/s", "burst": N}: limit_conn at
+    N, and limit_req, commented out as shipped, turned on with that rate
+    and burst (either may be left out)."""
     t = Template(NGINX_EXAMPLE)
     sub = t.sub
 
     sub("server unix:/run/cerebras-proxy/fcgi.sock;", "server unix:%s;" % sock_path)
     sub("listen 127.0.0.1:8000;", "listen 127.0.0.1:%d;" % port)
     sub("listen [::1]:8000;", ("listen [::1]:%d;" % port) if ipv6_loopback_ok() else "")
+    limits = front_limits or {}
+    sub(NGINX_LIMIT_CONN, "limit_conn cerebras_proxy_perip_conn %d;" % limits.get("conn", 65535))
+    if limits.get("rate"):
+        sub(NGINX_LIMIT_REQ_ZONE, NGINX_LIMIT_REQ_ZONE[1:].replace("10r/s", limits["rate"]))
+        sub(NGINX_LIMIT_REQ, NGINX_LIMIT_REQ[1:].replace("burst=50", "burst=%d"
+                                                         % limits.get("burst", 0)))
     if upstream_name:
         sub("cerebras_proxy_fcgi", upstream_name)
+        # Its own zones: two servers in one http {} cannot declare the same.
+        sub("cerebras_proxy_perip_", upstream_name + "_perip_")
     if io_timeout:
         sub("fastcgi_read_timeout    600s;", "fastcgi_read_timeout    %ds;" % io_timeout)
     if prefix:
@@ -119,8 +142,11 @@ APACHE_EXAMPLE = os.path.join(ROOT, "apache.conf.example")
 APACHE_MODULES = "/usr/lib/apache2/modules"
 
 
-def render_apache_site(binary, env_file, max_procs, prefix=None, io_timeout=None):
-    """The shipped apache.conf.example with our binary and env file."""
+def render_apache_site(binary, env_file, max_procs, prefix=None, io_timeout=None,
+                       read_timeout=None):
+    """The shipped apache.conf.example with our binary and env file.
+    read_timeout: mod_reqtimeout's header and body timeouts cut to this
+    many seconds."""
     t = Template(APACHE_EXAMPLE)
     sub = t.sub
 
@@ -138,6 +164,9 @@ def render_apache_site(binary, env_file, max_procs, prefix=None, io_timeout=None
     sub("FcgidMinProcessesPerClass 2", "FcgidMinProcessesPerClass %d" % min(2, max_procs))
     if io_timeout:
         sub("FcgidIOTimeout 600", "FcgidIOTimeout %d" % io_timeout)
+    if read_timeout:
+        sub("RequestReadTimeout header=20-40,MinRate=500 body=10,MinRate=500",
+            "RequestReadTimeout header=%d body=%d" % (read_timeout, read_timeout))
     return t.text
 
 
@@ -265,6 +294,12 @@ class Stack:
         # Test-only: the web server's I/O timeout shortened to this many
         # seconds (nginx fastcgi_read_timeout, Apache FcgidIOTimeout).
         self.io_timeout = None
+        # Test-only: nginx's per-address limits (render_nginx_site's
+        # front_limits); None lifts them.
+        self.front_limits = None
+        # Test-only: Apache's mod_reqtimeout timeouts cut to this many
+        # seconds (render_apache_site's read_timeout).
+        self.read_timeout = None
 
     # -- helpers --------------------------------------------------------
     def _log(self, name):
@@ -396,13 +431,15 @@ class Stack:
         """nginx with the shipped example, plus the same site under a prefix."""
         self.port = port or free_port()
         self.nginx_prefix = prefix
-        sites = [render_nginx_site(self.fcgi_sock, self.port, io_timeout=self.io_timeout)]
+        sites = [render_nginx_site(self.fcgi_sock, self.port, io_timeout=self.io_timeout,
+                                   front_limits=self.front_limits)]
         if prefix:
             self.prefix_port = self.prefix_port or free_port()
             sites.append(render_nginx_site(self.fcgi_sock, self.prefix_port,
                                            prefix=prefix,
                                            upstream_name="cerebras_proxy_prefixed",
-                                           io_timeout=self.io_timeout))
+                                           io_timeout=self.io_timeout,
+                                           front_limits=self.front_limits))
         with open(os.path.join(self.dir, "site.conf"), "w") as f:
             f.write("\n".join(sites))
         conf = os.path.join(self.dir, "nginx.conf")
@@ -444,7 +481,7 @@ class Stack:
         os.chmod(env_file, 0o600)
         with open(os.path.join(self.dir, "apache-site.conf"), "w") as f:
             f.write(render_apache_site(self.binary, env_file, n, self.apache_prefix,
-                                       self.io_timeout))
+                                       self.io_timeout, self.read_timeout))
         ipc = os.path.join(self.dir, "fcgid")
         os.makedirs(ipc, exist_ok=True)
         os.makedirs(os.path.join(self.dir, "htdocs"), exist_ok=True)
@@ -478,6 +515,7 @@ LoadModule env_module %(m)s/mod_env.so
 LoadModule headers_module %(m)s/mod_headers.so
 LoadModule fcgid_module %(m)s/mod_fcgid.so
 LoadModule cgid_module %(m)s/mod_cgid.so
+LoadModule reqtimeout_module %(m)s/mod_reqtimeout.so
 ScriptSock %(dir)s/cgid.sock
 %(user)sLogFormat "%%h %%l %%u %%t \\"%%r\\" %%>s %%b" common
 CustomLog %(dir)s/apache-access.log common
