@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 log=$(mktemp)
 # The proxy's own test modules (tests/integration/harness.py), which the
 # Apache and threaded passes run again: all but test_deploy.
-proxy_tests="test_http test_scheduling test_failures test_lifecycle test_budgets"
+proxy_tests="test_http test_scheduling test_failures test_lifecycle test_budgets test_front"
 trap 'rm -f "$log"' EXIT
 start=$(date +%s)
 
