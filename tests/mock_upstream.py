@@ -37,6 +37,15 @@ Endpoints
                         stream: pause stall_ms after that many events
                         (0 = right after the response headers).
     reply               non-stream assistant content.
+    echo_auth           true: echo the Authorization header received, as a
+                        gateway or upstream that leaks it would: in the
+                        response header X-Echo-Authorization, in the error
+                        message of a >= 400 answer (unless error_body), in
+                        the reply of a JSON answer and in an extra event
+                        (before the content events) of a stream.
+    echo_split_ms       stream, with echo_auth: write that extra event as
+                        two chunks cut in the middle of the key, this many
+                        ms apart (so the proxy reads them separately).
 
     Per-key rules set with ``/__mock/config`` are merged over ``mock`` (rule
     fields win).
@@ -1000,6 +1009,10 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
             status = 200
         overrides = mock.get("headers")
+        echo = self.headers.get("Authorization", "") if mock.get("echo_auth") is True else None
+        if echo is not None:
+            overrides = dict(overrides) if isinstance(overrides, dict) else {}
+            overrides["X-Echo-Authorization"] = echo
         model = req.get("model") if isinstance(req.get("model"), str) else DEFAULT_MODEL
         self.state.update(rec, model=model)
 
@@ -1021,14 +1034,17 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
 
         if status >= 400:
             err = mock.get("error_body")
+            message = "mock error" if echo is None else f"invalid header Authorization: {echo}"
             payload = (err.encode() if isinstance(err, str)
-                       else _error_json("mock error", "mock_error", f"mock_{status}"))
+                       else _error_json(message, "mock_error", f"mock_{status}"))
             self._send_recorded(rec, status, payload, overrides)
         elif stream:
-            self._stream(rec, status, model, mock, overrides)
+            self._stream(rec, status, model, mock, overrides, echo)
         else:
             reply = mock.get("reply", DEFAULT_REPLY)
             reply = reply if isinstance(reply, str) else json.dumps(reply)
+            if echo is not None:
+                reply = f"{reply} (you sent Authorization: {echo})"
             self._completion_tokens = max(1, len(reply.split()))
             out = {
                 "id": f"chatcmpl-mock-{seq}-{uuid.uuid4().hex[:12]}",
@@ -1053,7 +1069,7 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         return self._prompt_tokens if self._prompt_tokens is not None else max(1, body_len // 4)
 
     def _stream(self, rec: dict[str, Any], status: int, model: str,
-                mock: dict[str, Any], overrides: Any) -> None:
+                mock: dict[str, Any], overrides: Any, echo: str | None = None) -> None:
         """Send an SSE stream, one chunk (one sendall) per event."""
         seq = rec["seq"]
         events = _opt_int(mock, "events")
@@ -1086,6 +1102,21 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         if not checkpoint(0):
             return
         self._write(_chunk(b": mock heartbeat\n\n"))
+        if echo is not None:
+            event = {"id": chat_id, "object": "chat.completion.chunk", "created": created,
+                     "model": model, "choices": [{"index": 0, "delta": {
+                         "content": f"you sent Authorization: {echo}"}, "finish_reason": None}]}
+            data = b"data: " + json.dumps(event).encode() + b"\n\n"
+            split_ms = _opt_int(mock, "echo_split_ms")
+            key = echo.partition(" ")[2].encode()
+            at = data.find(key) if key else -1
+            if split_ms is None or at < 0:
+                self._write(_chunk(data))
+            else:
+                cut = at + len(key) // 2
+                self._write(_chunk(data[:cut]))
+                _sleep_ms(split_ms)
+                self._write(_chunk(data[cut:]))
         for i in range(events):
             if i > 0:
                 _sleep_ms(gap_ms)

@@ -11,10 +11,12 @@ stops, stop_stack() checks that no API key leaked (check_no_secrets): a leak
 makes the module's teardown fail, which unittest reports as an error.
 """
 
+import ast
 import concurrent.futures
 import glob
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -118,11 +120,39 @@ def tearDownModule():
     stop_stack()
 
 
+# What each Redis type's value is read with, for the secrets check.
+_REDIS_READ = {"string": ["GET"], "hash": ["HGETALL"], "list": ["LRANGE", 0, -1],
+               "set": ["SMEMBERS"], "zset": ["ZRANGE", 0, -1, "WITHSCORES"],
+               "stream": ["XRANGE", "-", "+"]}
+
+
+def redis_names():
+    """[(name, quoted)]: every Redis key's name and the same quoted as
+    redis-cli quotes it ("a\\r\\nb"), which any name survives (a client's
+    model, part of budget key names, may hold spaces or line breaks)."""
+    out = []
+    for q in ST.redis_cli("--no-raw", "--scan").splitlines():
+        out.append((ast.literal_eval(q) if q.startswith('"') else q, q))
+    return out
+
+
+def redis_value(quoted):
+    """The value of the Redis key named by quoted (redis_names) as
+    redis-cli prints it (every member, field and score), whatever its
+    type; "" if it is gone."""
+    kind = ST.redis_cli("--quoted-input", "TYPE", quoted)
+    cmd = _REDIS_READ.get(kind)
+    if cmd is None:
+        return "" if kind == "none" else "(unknown type %s)" % kind
+    return ST.redis_cli("--quoted-input", cmd[0], quoted, *[str(a) for a in cmd[1:]])
+
+
 def check_no_secrets():
     """No API key in any response the module's tests saw, in any log of the
     stack's directory but the mock's (the upstream is the one party that
-    must see keys), in the command line of any process of the stack, or in
-    any Redis key name; every Redis key name starts with the prefix.
+    must see keys), in the command line of any process of the stack, in
+    any Redis key name or value, or in what `--check-config` prints for
+    the stack's workers; every Redis key name starts with the prefix.
     Raises AssertionError naming every place a key was found."""
     problems = []
     texts = [("response #%d" % i, t) for i, t in enumerate(RESPONSES)]
@@ -150,10 +180,18 @@ def check_no_secrets():
         problems.append("no worker process running %s: no command line checked" % BINARY)
     if ST.redis_cli("PING") != "PONG":
         problems.append("Redis does not answer: its key names were not checked")
-    for n in ST.redis_cli("--scan").split():
+    for n, quoted in redis_names():
         if not n.startswith(REDIS_PREFIX + ":"):
             problems.append("Redis key %r does not start with %s:" % (n, REDIS_PREFIX))
         texts.append(("the Redis key name %r" % n, n))
+        texts.append(("the value of Redis key %r" % n, redis_value(quoted)))
+    # The effective configuration of the workers, as an operator sees it.
+    p = subprocess.run([BINARY, "--check-config"], env=dict(os.environ, **ST.worker_env),
+                       capture_output=True, text=True, timeout=10)
+    if "CEREBRAS_API_KEYS=" not in p.stdout:
+        problems.append("--check-config printed no CEREBRAS_API_KEYS line (exit %d): %s"
+                        % (p.returncode, p.stderr.strip()[:200]))
+    texts.append(("the output of --check-config", p.stdout + p.stderr))
     for where, text in texts:
         for i, k in enumerate(KEYS):
             at = text.find(k)
