@@ -12,6 +12,7 @@ and their CORS header must not be doubled.
 
 import concurrent.futures
 import os
+import re
 import socket
 import time
 import unittest
@@ -81,6 +82,31 @@ class TestServerErrors(FrontTest):
         self.assertServerError(r, 400, "bad_request")
         r = self.raw(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")    # no Host
         self.assertServerError(r, 400, "bad_request")
+
+    def test_every_other_refusal_is_json(self):
+        """Odd requests each server refuses itself: whatever the status,
+        the JSON form (the shipped lists cover them all)."""
+        h = b"Host: localhost\r\nConnection: close\r\n"
+        post = b"POST /v1/chat/completions HTTP/1.1\r\n" + h
+        cases = [
+            (b"TRACE / HTTP/1.1\r\n" + h + b"\r\n", None if APACHE else 405),
+            (b"GET / HTTP/3.1\r\n" + h + b"\r\n", None if APACHE else 505),
+            (post + b"Transfer-Encoding: gzip\r\n\r\n", 400 if APACHE else 501),
+            (post + b"Content-Length: abc\r\n\r\n", 400),
+            (post + b"Expect: nothing\r\nContent-Length: 2\r\n\r\n{}", 417 if APACHE else None),
+            (b"GET /a%00b HTTP/1.1\r\n" + h + b"\r\n", 404 if APACHE else 400),
+            (b"GET /../../etc/passwd HTTP/1.1\r\n" + h + b"\r\n", 400),
+            (b"GET / HTTP/1.1\r\n" + h + b"".join(b"X-%d: y\r\n" % i for i in range(200))
+             + b"\r\n", 400 if APACHE else None),
+        ]
+        for data, status in cases:
+            with self.subTest(request=data[:40]):
+                r = self.raw(data)
+                if status is not None:
+                    self.assertEqual(r.status, status, r.text())
+                if r.status >= 400:
+                    self.assertOpenAIError(r, r.status)
+                    self.assertEqual(r.header("Content-Type"), "application/json", r.text())
 
     def test_proxy_errors_pass_unchanged(self):
         self.assertProxyError(self.req("GET", "/nope"), 404, "not_found", "no such endpoint")
@@ -298,8 +324,15 @@ class TestShippedConfig(unittest.TestCase):
     def test_apache_as_shipped(self):
         with open(stack.APACHE_EXAMPLE) as f:
             text = f.read()
-        for status in (400, 408, 413, 414, 500, 502, 503, 504):
-            self.assertRegex(text, r'(?m)^ErrorDocument %d "\{' % status)
+        statuses = [int(s) for s in re.findall(r'(?m)^ErrorDocument (\d+) "\{', text)]
+        for status in (400, 404, 405, 408, 413, 414, 417, 500, 501, 502, 503, 504, 505):
+            self.assertIn(status, statuses)
+        # The Header lines name exactly the statuses with an ErrorDocument.
+        lines = re.findall(r"(?m)^\s*Header always set .*-in \{([^}]*)\}", text)
+        self.assertEqual(len(lines), 2)
+        for listed in lines:
+            self.assertEqual(sorted(int(s.strip(" '")) for s in listed.split(",")),
+                             sorted(statuses), listed)
         # No LimitRequestBody: mod_fcgid 2.3.9 would hand the worker an
         # empty body instead of answering 413.
         self.assertNotRegex(text, r"(?m)^\s*LimitRequestBody")
