@@ -19,7 +19,7 @@ enum cp_err
 sched_init(struct sched *s, const struct config *cfg, char *errbuf,
 	   size_t errsz)
 {
-	char why[160];
+	char why[224];
 	enum cp_err err;
 
 	memset(s, 0, sizeof(*s));
@@ -204,10 +204,25 @@ slot_why_name(int why)
 	}
 }
 
+/*
+ * The seat may be held in Redis, on this host, or both (Redis failed
+ * over between the request's reservations): given back in both. Not in
+ * Redis while it is backed off from; that seat's lease ends it
+ * (SCHED_SEAT_LEASE_MS).
+ */
 void
 sched_client_done(struct sched *s, const struct sched_request *rq)
 {
-	/* Filled in by the client limits' work (issue 12). */
-	(void)s;
-	(void)rq;
+	char errbuf[256];
+
+	if (rq->sr_client == NULL || rq->sr_client->sc_concurrent <= 0)
+		return;
+	if (s->s_local.sl_state != NULL)
+		sched_local_client_done(&s->s_local, rq);
+	if (s->s_cfg->redis_enabled && s->s_backoff_ns == 0 &&
+	    sched_redis_client_done(&s->s_redis, rq, errbuf, sizeof(errbuf)) !=
+		    CP_OK)
+		log_warnx("could not give back a client's seat in Redis (its "
+			  "lease ends it within %ld min): %s",
+			  SCHED_SEAT_LEASE_MS / 60000, errbuf);
 }

@@ -7,15 +7,18 @@
  * recently used entry reused when full (that budget is forgotten and
  * probes again), and sorted arrays for the timelines (the global one,
  * and one per key). A full timeline answers SLOT_TOO_FAR instead of
- * growing. Everything is
- * computed under a spin lock with no system call and no allocation;
- * what needs neither the state nor the lock (the model's hash, the
- * declared limits, the answer's headers) is prepared before it.
+ * growing. Clients' rate buckets and seats are a table of the same kind
+ * (the least recently used client forgotten), each with a bounded list
+ * of seats. Everything is computed under a spin lock with no system
+ * call and no allocation; what needs neither the state nor the lock (the
+ * model's and client's hashes, the declared limits, the answer's
+ * headers) is prepared before it.
  */
 #include "sched_local.h"
 
 #include "headers.h"
 #include "log.h"
+#include "sched_redis.h" /* SCHED_SEAT_LEASE_MS, sched_client_limited */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,13 +35,25 @@
  * Bump when the layout changes: the name changes with it, so workers of
  * an older build on the same host never map a state they misread.
  */
-#define STATE_LAYOUT "3"
+#define STATE_LAYOUT "4"
 
 #define MS_NS  1000000LL
 #define DAY_NS (86400LL * 1000 * MS_NS)
 
 /* Budgets kept: more (organisation, model) pairs than a host sees. */
 #define BUDGETS 256
+/*
+ * Clients kept (their rate buckets and seats), the least recently used
+ * forgotten when a new one is needed (its bucket full again, its seats
+ * gone); and seats kept per client: a client's concurrency limit is at
+ * most this on the per-host scheduler.
+ */
+#define CLIENTS 256
+#define SEATS	64
+/* A client's seats expire a lease after they were last taken (zset). */
+#define LEASE_NS ((int64_t)SCHED_SEAT_LEASE_MS * MS_NS)
+/* Redis keeps a client's keys this long past a window or a lease. */
+#define CLIENT_KEEP_NS (1000 * MS_NS)
 /* settle.lua's ring of recent give-backs (r0..r15). */
 #define RING 16
 /* Model names are compared on this many bytes and their whole hash. */
@@ -102,6 +117,27 @@ struct budget {
 	int64_t b_ri; /* give-backs so far: entry ri % RING is the latest */
 };
 
+/* A request in flight: reserve.lua's member of <prefix>:cf:<client>. */
+struct seat {
+	int64_t se_till_ns; /* the end of its lease */
+	uint64_t se_id;	    /* its sr_seat, hashed */
+};
+
+/*
+ * A client's rate bucket and seats (reserve.lua's <prefix>:c:<client>
+ * and :cf:<client>). Absent (free) once both have expired.
+ */
+struct client {
+	int64_t c_used_ns; /* last looked up: the least recent is reused */
+	uint64_t c_hash;   /* of its whole id */
+	char c_id[SCHED_CLIENT_ID_MAX + 1];
+	int64_t c_e_expire_ns;	   /* the bucket: absent (full) from then */
+	int64_t c_e;		   /* its empty time */
+	int64_t c_seats_expire_ns; /* the seats: absent from then */
+	int32_t c_nseats;
+	struct seat c_seats[SEATS];
+};
+
 /* Times are CLOCK_MONOTONIC ns; 0 means "never set". */
 struct sched_local_state {
 	/* 0 when free, else the holder's pid (for a dead holder: see lock) */
@@ -114,6 +150,7 @@ struct sched_local_state {
 	int32_t st_nkslots[CONFIG_MAX_KEYS];
 	int64_t st_kslots[CONFIG_MAX_KEYS][KEY_SLOTS];
 	struct budget st_budgets[BUDGETS];
+	struct client st_clients[CLIENTS];
 };
 
 /* A holder that keeps the lock this long is checked for being alive. */
@@ -168,6 +205,81 @@ sched_local_name(const struct config *cfg, char *out, size_t outsz)
 	snprintf(out, outsz, "/cerebras-proxy-%s-%ld", fp, (long)geteuid());
 }
 
+size_t
+sched_local_size(void)
+{
+	return sizeof(struct sched_local_state);
+}
+
+/*
+ * Opens the object name, created here if absent (O_EXCL, 0600, zero-
+ * filled: a valid initial state), else only if this user may trust it:
+ * its owner is our euid, it is open to no one else, and its size is the
+ * state's. Size 0 is also taken (and grown): a worker of ours that has
+ * just created it and not yet grown it, as this one would (growing to
+ * the same size twice changes nothing). Returns the descriptor, or -1
+ * with errbuf set.
+ */
+static int
+state_open(const char *name, char *errbuf, size_t errsz)
+{
+	size_t size = sizeof(struct sched_local_state);
+	struct stat sb;
+	int tries;
+	int fd = -1;
+
+	for (tries = 0; tries < 10 && fd < 0; tries++) {
+		fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+			      0600);
+		if (fd >= 0 || errno != EEXIST)
+			break;
+		/* Removed in between: create it again. */
+		fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+		if (fd < 0 && errno != ENOENT)
+			break;
+	}
+	if (fd < 0) {
+		snprintf(errbuf, errsz, "shm_open %s: %s%s", name,
+			 strerror(errno),
+			 errno == EACCES ? " (an object of that name that "
+					   "another user created?)"
+					 : "");
+		return -1;
+	}
+	if (fstat(fd, &sb) != 0) {
+		snprintf(errbuf, errsz, "fstat %s: %s", name, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (sb.st_uid != geteuid() || (sb.st_mode & 077) != 0 ||
+	    !S_ISREG(sb.st_mode)) {
+		snprintf(errbuf, errsz,
+			 "shm object %s is owned by uid %ld, mode %04o (want "
+			 "uid %ld, mode 0600): refused, its owner could forge "
+			 "the state; remove it",
+			 name, (long)sb.st_uid, (unsigned)(sb.st_mode & 07777),
+			 (long)geteuid());
+		close(fd);
+		return -1;
+	}
+	if (sb.st_size != 0 && (uintmax_t)sb.st_size != size) {
+		snprintf(errbuf, errsz,
+			 "shm object %s is %jd bytes, not %zu: refused; "
+			 "remove it",
+			 name, (intmax_t)sb.st_size, size);
+		close(fd);
+		return -1;
+	}
+	/* Growing a fresh object zero-fills it: a valid initial state. */
+	if (sb.st_size == 0 && ftruncate(fd, (off_t)size) != 0) {
+		snprintf(errbuf, errsz, "ftruncate %s: %s", name,
+			 strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 enum cp_err
 sched_local_open(struct sched_local *l, const struct config *cfg, char *errbuf,
 		 size_t errsz)
@@ -180,21 +292,11 @@ sched_local_open(struct sched_local *l, const struct config *cfg, char *errbuf,
 	l->sl_cfg = cfg;
 	l->sl_now = mono_ns;
 	sched_local_name(cfg, name, sizeof(name));
-	fd = shm_open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		snprintf(errbuf, errsz, "shm_open %s: %s", name,
-			 strerror(errno));
+	fd = state_open(name, errbuf, errsz);
+	if (fd < 0)
 		return CP_ERR_IO;
-	}
-	/* Growing a fresh object zero-fills it: a valid initial state. */
-	if (ftruncate(fd, sizeof(struct sched_local_state)) != 0) {
-		snprintf(errbuf, errsz, "ftruncate %s: %s", name,
-			 strerror(errno));
-		close(fd);
-		return CP_ERR_IO;
-	}
 	/*
-	 * Populated now, so no page fault (a few microseconds each, ~160
+	 * Populated now, so no page fault (a few microseconds each, ~250
 	 * pages) lands inside the lock later.
 	 */
 	p = mmap(NULL, sizeof(struct sched_local_state), PROT_READ | PROT_WRITE,
@@ -273,18 +375,26 @@ struct ask {
 	long long a_declared[CONFIG_NLIMITS];
 };
 
+/* FNV-1a of the first n bytes of s (up to its end). */
+static uint64_t
+fnv1a(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	uint64_t h = 14695981039346656037ULL;
+	size_t i;
+
+	for (i = 0; i < n && p[i]; i++)
+		h = (h ^ p[i]) * 1099511628211ULL;
+	return h;
+}
+
 static void
 ask_init(struct ask *a, const struct config *cfg,
 	 const struct sched_request *rq)
 {
-	const unsigned char *p;
-	uint64_t h = 14695981039346656037ULL;
-
 	a->a_model = rq != NULL && rq->sr_model != NULL ? rq->sr_model : "";
 	a->a_tokens = rq != NULL ? rq->sr_tokens : 0;
-	for (p = (const unsigned char *)a->a_model; *p; p++)
-		h = (h ^ *p) * 1099511628211ULL;
-	a->a_hash = h;
+	a->a_hash = fnv1a(a->a_model, SIZE_MAX);
 	config_declared(cfg, a->a_model, a->a_declared);
 }
 
@@ -346,6 +456,242 @@ budget_new(struct sched_local_state *st, const struct config *cfg, int org,
 	for (l = 0; l < CONFIG_NLIMITS; l++)
 		b->b_e[l] = -E_FAR;
 	return b;
+}
+
+/* --- the client table (reserve.lua's client keys) --------------------- */
+
+/* A request's client limits, prepared outside the lock. */
+struct client_ask {
+	int ca_on;	   /* 0: no client limit (sr_client NULL or none) */
+	const char *ca_id; /* borrowed: sc_id */
+	uint64_t ca_hash;  /* of the whole id */
+	long long ca_rate; /* requests per window, 0: none */
+	int64_t ca_window_ns;
+	long long ca_conc; /* in flight at once, 0: none; at most SEATS */
+	uint64_t ca_seat;  /* sr_seat, hashed */
+	int ca_attempt;
+};
+
+static void
+client_ask_init(struct client_ask *ca, const struct sched_request *rq)
+{
+	const struct sched_client *c = rq != NULL ? rq->sr_client : NULL;
+
+	memset(ca, 0, sizeof(*ca));
+	if (!sched_client_limited(c))
+		return;
+	ca->ca_on = 1;
+	ca->ca_id = c->sc_id != NULL ? c->sc_id : "";
+	ca->ca_hash = fnv1a(ca->ca_id, SIZE_MAX);
+	if (c->sc_rate > 0 && c->sc_window_ms > 0) {
+		ca->ca_rate = c->sc_rate;
+		ca->ca_window_ns = (int64_t)c->sc_window_ms * MS_NS;
+	}
+	if (c->sc_concurrent > 0)
+		ca->ca_conc =
+			c->sc_concurrent < SEATS ? c->sc_concurrent : SEATS;
+	ca->ca_seat = fnv1a(rq->sr_seat, sizeof(rq->sr_seat) - 1);
+	ca->ca_attempt = rq->sr_attempt;
+}
+
+/* 1 while c holds a bucket or seats (one of its keys has not expired). */
+static int
+client_live(const struct client *c, int64_t now)
+{
+	return c->c_e_expire_ns > now ||
+	       (c->c_nseats > 0 && c->c_seats_expire_ns > now);
+}
+
+/* ca's client (last use: now), or NULL if absent. */
+static struct client *
+client_find(struct sched_local_state *st, const struct client_ask *ca,
+	    int64_t now)
+{
+	struct client *c;
+	int j;
+
+	for (j = 0; j < CLIENTS; j++) {
+		c = &st->st_clients[j];
+		if (c->c_hash == ca->ca_hash && client_live(c, now) &&
+		    strncmp(c->c_id, ca->ca_id, SCHED_CLIENT_ID_MAX) == 0) {
+			c->c_used_ns = now;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * A fresh entry for ca's client, as absent keys read: bucket full, no
+ * seat. Takes a free entry, else the least recently used one, which is
+ * forgotten.
+ */
+static struct client *
+client_new(struct sched_local_state *st, const struct client_ask *ca,
+	   int64_t now)
+{
+	struct client *c = &st->st_clients[0];
+	int j;
+
+	for (j = 0; j < CLIENTS; j++) {
+		if (!client_live(&st->st_clients[j], now)) {
+			c = &st->st_clients[j];
+			break;
+		}
+		if (st->st_clients[j].c_used_ns < c->c_used_ns)
+			c = &st->st_clients[j];
+	}
+	memset(c, 0, sizeof(*c));
+	c->c_used_ns = now;
+	c->c_hash = ca->ca_hash;
+	memcpy(c->c_id, ca->ca_id, strnlen(ca->ca_id, SCHED_CLIENT_ID_MAX));
+	return c;
+}
+
+/*
+ * ZREMRANGEBYSCORE -inf now: drops the seats whose lease has ended (all
+ * of them once the set has expired). The count is checked on use, as
+ * the timelines' are.
+ */
+static void
+seats_prune(struct client *c, int64_t now)
+{
+	int n = 0;
+	int i;
+
+	if (c->c_nseats < 0 || c->c_nseats > SEATS ||
+	    c->c_seats_expire_ns <= now)
+		c->c_nseats = 0;
+	for (i = 0; i < c->c_nseats; i++)
+		if (c->c_seats[i].se_till_ns > now)
+			c->c_seats[n++] = c->c_seats[i];
+	c->c_nseats = n;
+}
+
+/* The index of seat id among c's, or -1. */
+static int
+seat_find(const struct client *c, uint64_t id)
+{
+	int i;
+
+	for (i = 0; i < c->c_nseats; i++)
+		if (c->c_seats[i].se_id == id)
+			return i;
+	return -1;
+}
+
+/* The bucket's empty time at now, an absent or long idle one full. */
+static int64_t
+client_e(const struct client *c, const struct client_ask *ca, int64_t now)
+{
+	int64_t e = c != NULL && c->c_e_expire_ns > now ? c->c_e : -E_FAR;
+
+	return e < now - ca->ca_window_ns ? now - ca->ca_window_ns : e;
+}
+
+/*
+ * reserve.lua's first step: 1 if the request is over its client's rate
+ * (a first attempt, when the bucket lacks a request) or concurrency (a
+ * request without a seat when all are taken), out saying which and
+ * until when, nothing booked; else 0, *clp its client (NULL: absent).
+ */
+static int
+client_check(struct sched_local_state *st, const struct client_ask *ca,
+	     int64_t now, struct client **clp, struct slot *out)
+{
+	struct client *c;
+	int64_t at;
+
+	*clp = NULL;
+	if (!ca->ca_on)
+		return 0;
+	c = client_find(st, ca, now);
+	*clp = c;
+	if (ca->ca_rate > 0 && ca->ca_attempt == 0) {
+		at = e_add(client_e(c, ca, now),
+			   (double)ca->ca_window_ns / (double)ca->ca_rate);
+		if (at > now) {
+			/* Whole microseconds, as the script's, rounded up. */
+			at = (at + 999) / 1000 * 1000;
+			out->s_key = SLOT_CLIENT;
+			out->s_why = SLOT_WHY_CLIENT_RATE;
+			out->s_wait_us = (at - now + 999) / 1000;
+			out->s_at_us = at / 1000;
+			out->s_deadline_ns = at;
+			return 1;
+		}
+	}
+	if (ca->ca_conc > 0 && c != NULL) {
+		seats_prune(c, now);
+		if (seat_find(c, ca->ca_seat) < 0 &&
+		    c->c_nseats >= ca->ca_conc) {
+			out->s_key = SLOT_CLIENT;
+			out->s_why = SLOT_WHY_CLIENT_CONC;
+			out->s_wait_us = 1000000;
+			out->s_at_us = (now + 1000 * MS_NS) / 1000;
+			out->s_deadline_ns = now + 1000 * MS_NS;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * reserve.lua's seated(): after a reservation (key >= 0) or a poll, the
+ * request (re)takes its seat for a lease; a first attempt's reservation
+ * is charged to the bucket. A refusal writes nothing. c: client_check's.
+ */
+static void
+client_keep(struct sched_local_state *st, const struct client_ask *ca,
+	    struct client *c, int64_t now, int key)
+{
+	int charge_it = key >= 0 && ca->ca_rate > 0 && ca->ca_attempt == 0;
+	int i;
+
+	if (!ca->ca_on || (key < 0 && key != SLOT_POLL) ||
+	    (ca->ca_conc <= 0 && !charge_it))
+		return;
+	if (c == NULL)
+		c = client_new(st, ca, now);
+	if (ca->ca_conc > 0) {
+		seats_prune(c, now);
+		i = seat_find(c, ca->ca_seat);
+		if (i < 0 && c->c_nseats < SEATS)
+			i = c->c_nseats++;
+		if (i >= 0) {
+			c->c_seats[i].se_id = ca->ca_seat;
+			c->c_seats[i].se_till_ns = now + LEASE_NS;
+		}
+		c->c_seats_expire_ns = now + LEASE_NS + CLIENT_KEEP_NS;
+	}
+	if (charge_it) {
+		c->c_e = e_add(client_e(c, ca, now),
+			       (double)ca->ca_window_ns / (double)ca->ca_rate);
+		c->c_e_expire_ns = now + ca->ca_window_ns + CLIENT_KEEP_NS;
+	}
+}
+
+void
+sched_local_client_done(struct sched_local *l, const struct sched_request *rq)
+{
+	struct sched_local_state *st = l->sl_state;
+	struct client_ask ca;
+	struct client *c;
+	int i;
+
+	client_ask_init(&ca, rq);
+	if (st == NULL || ca.ca_conc <= 0)
+		return;
+	state_lock(st);
+	c = client_find(st, &ca, l->sl_now());
+	if (c != NULL) {
+		if (c->c_nseats < 0 || c->c_nseats > SEATS)
+			c->c_nseats = 0;
+		i = seat_find(c, ca.ca_seat);
+		if (i >= 0)
+			c->c_seats[i] = c->c_seats[--c->c_nseats];
+	}
+	state_unlock(st);
 }
 
 /* --- the timelines ---------------------------------------------------- */
@@ -806,6 +1152,8 @@ sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
 {
 	const struct config *c = l->sl_cfg;
 	struct sched_local_state *st = l->sl_state;
+	struct client_ask ca;
+	struct client *cl;
 	struct ask a;
 	struct resv r;
 
@@ -814,6 +1162,7 @@ sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
 	out->s_req = rq;
 	out->s_why = SLOT_WHY_NONE;
 	ask_init(&a, c, rq);
+	client_ask_init(&ca, rq);
 	memset(&r, 0, sizeof(r));
 	r.r_st = st;
 	r.r_cfg = c;
@@ -825,7 +1174,11 @@ sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
 	r.r_maxw = (int64_t)c->queue_max_wait_ms * MS_NS;
 	state_lock(st);
 	r.r_now = l->sl_now();
-	reserve_locked(&r, out);
+	/* The client's limits first: over one, nothing else is looked at. */
+	if (!client_check(st, &ca, r.r_now, &cl, out)) {
+		reserve_locked(&r, out);
+		client_keep(st, &ca, cl, r.r_now, out->s_key);
+	}
 	state_unlock(st);
 }
 

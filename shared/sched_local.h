@@ -13,7 +13,10 @@
  * (no system call, no allocation). The tables are bounded: 256 budgets,
  * the least recently used forgotten when a new one is needed (it probes
  * again), and a budget unused for a day is absent, as the Redis hash
- * expires; a timeline with no room left answers SLOT_TOO_FAR. All-zero
+ * expires; a timeline with no room left answers SLOT_TOO_FAR. Clients'
+ * rate buckets and seats likewise: 256 clients (the least recently used
+ * forgotten: its bucket full again, its seats free), 64 seats each (a
+ * higher CLIENT_MAX_CONCURRENT is 64 here). All-zero
  * is a valid initial state, so any worker may create the object and none
  * has to initialise it. It spaces and budgets requests per host only: N
  * hosts without Redis send N times the configured rate, and each learns
@@ -46,7 +49,16 @@ struct sched_local {
  */
 void sched_local_name(const struct config *cfg, char *out, size_t outsz);
 
-/* Maps (creating if needed) the host's shared state. */
+/* The shared memory object's size (the state's). */
+size_t sched_local_size(void);
+
+/*
+ * Maps (creating if needed) the host's shared state. An object of that
+ * name that this user did not create is refused (errbuf names it, its
+ * owner and mode): one owned by another uid, open to group or others, or
+ * of another size would let its owner forge the state or, by truncating
+ * it, crash the workers (SIGBUS).
+ */
 enum cp_err sched_local_open(struct sched_local *l, const struct config *cfg,
 			     char *errbuf, size_t errsz);
 void sched_local_close(struct sched_local *l);
@@ -54,8 +66,9 @@ void sched_local_close(struct sched_local *l);
 /*
  * Reserves a slot for rq as reserve.lua does, on the host's clock: the
  * same results (s_key a key or SLOT_ALL_RESTING, SLOT_TOO_FAR, SLOT_POLL
- * while a probe is out or tokens still out may come back; s_why,
- * s_probe, s_cq/s_ct/s_rt), s_at_us the slot on CLOCK_MONOTONIC (us),
+ * while a probe is out or tokens still out may come back, SLOT_CLIENT
+ * over rq's client's rate or concurrency; s_why, s_probe,
+ * s_cq/s_ct/s_rt), s_at_us the slot on CLOCK_MONOTONIC (us),
  * s_deadline_ns the same in ns. rq is borrowed by out (s_req) and must
  * outlive it.
  */
@@ -76,6 +89,10 @@ void sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
  */
 int sched_local_settle(struct sched_local *l, const struct slot *sl,
 		       const char *mode, const struct sched_outcome *o);
+
+/* Gives back rq's seat among its client's requests in flight, if held. */
+void sched_local_client_done(struct sched_local *l,
+			     const struct sched_request *rq);
 
 /* Rests key for ms on this host (never shortens a rest). */
 void sched_local_rest(struct sched_local *l, int key, long ms);

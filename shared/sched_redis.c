@@ -68,12 +68,19 @@ sched_redis_init(struct sched_redis *s, const struct config *cfg)
 	s->sc_key_state = join_key(cfg->redis_prefix, "keys");
 	s->sc_key_kslot = join_key(cfg->redis_prefix, "kslot");
 	s->sc_key_budget = calloc((size_t)cfg->norgs, sizeof(char *));
-	s->sc_argv = calloc((size_t)cfg->norgs + 20, sizeof(char *));
+	/* EVALSHA, sha, numkeys, 4 + norgs + 2 keys, 16 arguments */
+	s->sc_argv = calloc((size_t)cfg->norgs + 32, sizeof(char *));
 	s->sc_orgmap = malloc(mapsz);
+	/* <prefix>:cf:<client id, at most SCHED_CLIENT_ID_MAX bytes> */
+	s->sc_client_sz =
+		strlen(cfg->redis_prefix) + 4 + SCHED_CLIENT_ID_MAX + 1;
+	s->sc_key_client = malloc(s->sc_client_sz);
+	s->sc_key_seats = malloc(s->sc_client_sz);
 	if (s->sc_key_rr == NULL || s->sc_key_slot == NULL ||
 	    s->sc_key_state == NULL || s->sc_key_kslot == NULL ||
 	    s->sc_key_budget == NULL || s->sc_argv == NULL ||
-	    s->sc_orgmap == NULL) {
+	    s->sc_orgmap == NULL || s->sc_key_client == NULL ||
+	    s->sc_key_seats == NULL) {
 		sched_redis_free(s);
 		return CP_ERR_NOMEM;
 	}
@@ -130,6 +137,8 @@ sched_redis_free(struct sched_redis *s)
 	free(s->sc_key_budget);
 	free(s->sc_argv);
 	free(s->sc_orgmap);
+	free(s->sc_key_client);
+	free(s->sc_key_seats);
 	s->sc_key_rr = NULL;
 	s->sc_key_slot = NULL;
 	s->sc_key_state = NULL;
@@ -137,6 +146,8 @@ sched_redis_free(struct sched_redis *s)
 	s->sc_key_budget = NULL;
 	s->sc_argv = NULL;
 	s->sc_orgmap = NULL;
+	s->sc_key_client = NULL;
+	s->sc_key_seats = NULL;
 }
 
 /* Monotonic clocks of two hosts drift apart by far less than this. */
@@ -295,10 +306,14 @@ sched_redis_decode(const redisReply *r, int nkeys, struct slot *out,
 		snprintf(errbuf, errsz, "script: unexpected reply shape");
 		return CP_ERR_REDIS;
 	}
-	if (r->element[0]->integer < SLOT_POLL ||
+	/* Why 10 and 11 (the client's limits) come with SLOT_CLIENT only. */
+	if (r->element[0]->integer < SLOT_CLIENT ||
 	    r->element[0]->integer >= nkeys || r->element[1]->integer < 0 ||
-	    r->element[3]->integer < SLOT_WHY_NONE ||
-	    r->element[3]->integer > SLOT_WHY_PROBE) {
+	    (r->element[0]->integer == SLOT_CLIENT
+		     ? r->element[3]->integer != SLOT_WHY_CLIENT_RATE &&
+			       r->element[3]->integer != SLOT_WHY_CLIENT_CONC
+		     : r->element[3]->integer < SLOT_WHY_NONE ||
+			       r->element[3]->integer > SLOT_WHY_PROBE)) {
 		snprintf(errbuf, errsz, "script: reply out of range");
 		return CP_ERR_REDIS;
 	}
@@ -368,25 +383,49 @@ declared_str(const struct config *cfg, const char *model, char *out,
 		 d[3], d[4], d[5]);
 }
 
+/*
+ * Fills the client's two key names (reserve.lua's last KEYS) for rq;
+ * 0 if rq has no client limit to keep (the script is called without).
+ */
+static int
+client_keys(struct sched_redis *s, const struct sched_request *rq)
+{
+	const struct sched_client *c = rq->sr_client;
+	const char *id;
+
+	if (!sched_client_limited(c))
+		return 0;
+	id = c->sc_id != NULL ? c->sc_id : "";
+	snprintf(s->sc_key_client, s->sc_client_sz, "%s:c:%.*s",
+		 s->sc_cfg->redis_prefix, SCHED_CLIENT_ID_MAX, id);
+	snprintf(s->sc_key_seats, s->sc_client_sz, "%s:cf:%.*s",
+		 s->sc_cfg->redis_prefix, SCHED_CLIENT_ID_MAX, id);
+	return 1;
+}
+
 enum cp_err
 sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
 		    struct slot *out, char *errbuf, size_t errsz)
 {
 	const struct config *cfg = s->sc_cfg;
+	const struct sched_client *c = rq->sr_client;
 	const char **argv = s->sc_argv;
 	char nkeys_arg[16];
 	char tokens[32];
 	char declared[160];
+	char rate[32], window[32], conc[32], seat[17], attempt[16], lease[32];
 	redisReply *r;
 	enum cp_err err;
 	int64_t sent_us;
 	int64_t recv_us;
+	int client = client_keys(s, rq);
 	int argc = 2;
 	int o;
 
 	memset(out, 0, sizeof(*out));
 	out->s_req = rq;
-	snprintf(nkeys_arg, sizeof(nkeys_arg), "%d", 4 + cfg->norgs);
+	snprintf(nkeys_arg, sizeof(nkeys_arg), "%d",
+		 4 + cfg->norgs + (client ? 2 : 0));
 	snprintf(tokens, sizeof(tokens), "%lld", rq->sr_tokens);
 	declared_str(cfg, rq->sr_model, declared, sizeof(declared));
 	argv[argc++] = nkeys_arg;
@@ -396,6 +435,10 @@ sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
 	argv[argc++] = s->sc_key_kslot;
 	for (o = 0; o < cfg->norgs; o++)
 		argv[argc++] = budget_key(s, o, rq->sr_model);
+	if (client) {
+		argv[argc++] = s->sc_key_client;
+		argv[argc++] = s->sc_key_seats;
+	}
 	argv[argc++] = s->sc_nkeys;
 	argv[argc++] = s->sc_interval_us;
 	argv[argc++] = cfg->scope_per_key ? "1" : "0";
@@ -406,6 +449,25 @@ sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
 	argv[argc++] = declared;
 	argv[argc++] = s->sc_probe_us;
 	argv[argc++] = SCHED_POLL_US;
+	if (client) {
+		snprintf(rate, sizeof(rate), "%ld",
+			 c->sc_window_ms > 0 && c->sc_rate > 0 ? c->sc_rate
+							       : 0L);
+		snprintf(window, sizeof(window), "%lld",
+			 (long long)c->sc_window_ms * 1000);
+		snprintf(conc, sizeof(conc), "%ld",
+			 c->sc_concurrent > 0 ? c->sc_concurrent : 0L);
+		snprintf(seat, sizeof(seat), "%.16s", rq->sr_seat);
+		snprintf(attempt, sizeof(attempt), "%d", rq->sr_attempt);
+		snprintf(lease, sizeof(lease), "%lld",
+			 (long long)SCHED_SEAT_LEASE_MS * 1000);
+		argv[argc++] = rate;
+		argv[argc++] = window;
+		argv[argc++] = conc;
+		argv[argc++] = seat;
+		argv[argc++] = attempt;
+		argv[argc++] = lease;
+	}
 	sent_us = mono_ns() / 1000;
 	r = sched_redis_eval(s, &s->sc_reserve, argc, argv, errbuf, errsz);
 	if (r == NULL)
@@ -419,6 +481,36 @@ sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
 		clock_sync_local(&s->sc_clock, sent_us, recv_us,
 				 out->s_at_us - out->s_wait_us, out->s_at_us) *
 		1000;
+	return CP_OK;
+}
+
+enum cp_err
+sched_redis_client_done(struct sched_redis *s, const struct sched_request *rq,
+			char *errbuf, size_t errsz)
+{
+	const char *argv[3];
+	char seat[17];
+	redisReply *r;
+
+	if (!client_keys(s, rq) || rq->sr_client->sc_concurrent <= 0)
+		return CP_OK;
+	if (s->sc_ctx == NULL && sched_redis_connect(s, errbuf, errsz) != CP_OK)
+		return CP_ERR_REDIS;
+	snprintf(seat, sizeof(seat), "%.16s", rq->sr_seat);
+	argv[0] = "ZREM";
+	argv[1] = s->sc_key_seats;
+	argv[2] = seat;
+	r = sched_redis_cmd(s, 3, argv, errbuf, errsz);
+	if (r == NULL)
+		return CP_ERR_REDIS;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		snprintf(errbuf, errsz, "ZREM: %.200s",
+			 r->type == REDIS_REPLY_ERROR ? r->str
+						      : "unexpected reply");
+		freeReplyObject(r);
+		return CP_ERR_REDIS;
+	}
+	freeReplyObject(r);
 	return CP_OK;
 }
 

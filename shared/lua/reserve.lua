@@ -16,6 +16,16 @@
 -- ARGV[8] declared limits, six numbers in budget order ("0" none)
 -- ARGV[9] how long a probe may hold an organisation, us
 -- ARGV[10] how long to wait before asking again while a probe runs, us
+-- With a client's limits (ARGV[11..16] given), the last two KEYS are the
+-- client's:
+-- KEYS[#KEYS - 1] its rate bucket: a hash, field e its empty time (us)
+-- KEYS[#KEYS] its seats: a sorted set, member a request's seat, score
+--         the end of the seat's lease (us)
+-- ARGV[11] the client's requests per window (0: none)
+-- ARGV[12] that window, us
+-- ARGV[13] the client's requests in flight at once (0: none)
+-- ARGV[14] the request's seat (unique per request, not per attempt)
+-- ARGV[15] the attempt, 0 the first   ARGV[16] a seat's lease, us
 --
 -- Times are integer microseconds of Redis time (~1.8e15, exact in Lua's
 -- doubles). For each key not disabled, the request is ready when its
@@ -40,11 +50,22 @@
 --   {-3, wait, 0, why}      ask again after wait: a probe is out (why
 --        9), or the budget why is short of tokens that requests still
 --        out (field ot) may give back early: such a wait is not booked
---        but asked again a quarter of the way there (4 to 40 polls).
+--        but asked again a quarter of the way there (4 to 40 polls);
+--   {-4, wait, until, why}  over the client's limit, nothing booked or
+--        charged: why 10, its bucket lacks a request until until; why 11,
+--        it has that many requests in flight (asked again in 1 s).
+-- The client's limits are checked before anything else is read or
+-- written. Its bucket (capacity ARGV[11], refilling that much per
+-- ARGV[12], the budgets' representation) is charged 1 only by a first
+-- attempt that books a slot (not by a poll, a refusal or a retry). A
+-- request holds a seat from its first reservation (a poll included) to
+-- its end (sched_client_done's ZREM), or until its lease ends (a crashed
+-- worker's), renewed by each call; one that is refused (-1, -2) before
+-- it had a seat takes none. A seat already held counts once.
 -- why: -1 nothing (sent at once); 0..5 the budget (budget order:
 -- requests-minute, tokens-minute, requests-hour, tokens-hour,
 -- requests-day, tokens-day); 6 the spacing; 7 a disabled key; 8 a rest
--- after a 429 that named no limit; 9 a probe.
+-- after a 429 that named no limit; 9 a probe; 10, 11 the client's limits.
 -- Every key written expires. TIME before writes is fine on Redis >= 5.
 -- shared/sched_local.c runs the same algorithm on one host's clock.
 local t = redis.call('TIME')
@@ -66,6 +87,47 @@ for d in string.gmatch(ARGV[8], '%d+') do declared[#declared + 1] = tonumber(d) 
 local FIELDS = {'seen', 'p', 'x', 'k0', 'k1', 'k2', 'k3', 'k4', 'k5',
                 'e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'ot', 'cq', 'ct', 'rt'}
 local soft_poll = 4 * poll
+
+-- The client's limits, first: over one, nothing is written but the
+-- seats' expired leases dropped.
+local client = #ARGV >= 16
+local ck, cf, crate, cwin, cconc, seat, attempt, lease, ce
+if client then
+  ck, cf = KEYS[#KEYS - 1], KEYS[#KEYS]
+  crate, cwin = tonumber(ARGV[11]), tonumber(ARGV[12])
+  cconc, seat = tonumber(ARGV[13]), ARGV[14]
+  attempt, lease = tonumber(ARGV[15]), tonumber(ARGV[16])
+  if cwin <= 0 then crate = 0 end
+  if crate > 0 and attempt == 0 then
+    ce = tonumber(redis.call('HGET', ck, 'e') or '0')
+    if ce < now - cwin then ce = now - cwin end
+    local at = math.ceil(ce + cwin / crate)
+    if at > now then return {-4, at - now, at, 10} end
+  end
+  if cconc > 0 then
+    redis.call('ZREMRANGEBYSCORE', cf, '-inf', now)
+    if not redis.call('ZSCORE', cf, seat) and
+        redis.call('ZCARD', cf) >= cconc then
+      return {-4, 1000000, now + 1000000, 11}
+    end
+  end
+end
+
+-- The reply, after the client's share of it: a reservation or a poll
+-- (re)takes the request's seat for a lease; a first attempt's
+-- reservation is charged to the client's bucket.
+local function seated(r)
+  if not client then return r end
+  if cconc > 0 then
+    redis.call('ZADD', cf, now + lease, seat)
+    redis.call('PEXPIRE', cf, math.floor(lease / 1000) + 1000)
+  end
+  if r[1] >= 0 and crate > 0 and attempt == 0 then
+    redis.call('HSET', ck, 'e', string.format('%d', math.ceil(ce + cwin / crate)))
+    redis.call('PEXPIRE', ck, math.floor(cwin / 1000) + 1000)
+  end
+  return r
+end
 
 -- One organisation's budgets for this request: when they admit it.
 local org = {}
@@ -182,7 +244,7 @@ for j = 0, n - 1 do
   end
 end
 if busy and (best < 0 or bat - now > poll) then
-  return {-3, poll, 0, 9}
+  return seated({-3, poll, 0, 9})
 end
 if soft >= 0 and (best < 0 or bat > soft) then
   -- Asked again a quarter of the way there: soon enough to use tokens
@@ -190,7 +252,7 @@ if soft >= 0 and (best < 0 or bat > soft) then
   local w = math.floor((soft - now) / 4)
   if w < soft_poll then w = soft_poll end
   if w > 10 * soft_poll then w = 10 * soft_poll end
-  return {-3, w, 0, softwhy}
+  return seated({-3, w, 0, softwhy})
 end
 if best < 0 then return {-1, out - now, out, outwhy} end
 if bat - now > maxw then return {-2, bat - now, bat, 6} end
@@ -238,4 +300,4 @@ if bat > bready then why = 6 end
 if bat <= now then why = -1 end
 local first = 0
 if b.ot == 0 then first = 1 end
-return {best, bat - now, bat, why, probe, cq, ct, rt, first}
+return seated({best, bat - now, bat, why, probe, cq, ct, rt, first})

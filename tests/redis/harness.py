@@ -251,22 +251,41 @@ class Scripts:
         """The budget hash of organisation org (its index) for model."""
         return "%s:b:%08x:%s" % (self.prefix, 0xf00 + org, model or "-")
 
+    def client_bucket(self, client):
+        """The rate bucket hash of client (its id)."""
+        return "%s:c:%s" % (self.prefix, client)
+
+    def client_seats(self, client):
+        """The sorted set of client's seats."""
+        return "%s:cf:%s" % (self.prefix, client)
+
     def reserve(self, nkeys, interval, perkey=False, floor=0, max_wait=10**13,
                 orgs=None, tokens=0, limits=(0,) * 6, probe_ttl=30 * 10**6,
-                poll=50000, model="m"):
+                poll=50000, model="m", client=None, rate=0, window=0,
+                concurrent=0, seat="", attempt=0, lease=900 * 10**6):
         """reserve.lua: [key, wait, slot, why, probe, cq, ct, rt, first] or
-        [-1|-2|-3, wait, at, why] (times in us). orgs: each key's
+        [-1|-2|-3|-4, wait, at, why] (times in us). orgs: each key's
         organisation (default: all 0); one budget hash is passed per
-        organisation, 0 .. max(orgs)."""
+        organisation, 0 .. max(orgs). client: its id (None: no client
+        limits, the call as before them), with its limits (rate requests
+        per window us, concurrent requests in flight), the request's seat,
+        its attempt and the seats' lease (us)."""
         if orgs is None:
             orgs = [0] * nkeys
         norgs = max(orgs) + 1
         keys = [self.rr, self.slot, self.keys, self.kslot]
         keys += [self.budget(o, model) for o in range(norgs)]
-        return self.r("EVALSHA", self.sha["reserve"], len(keys), *keys,
-                      nkeys, interval, "1" if perkey else "0", floor,
-                      max_wait, ",".join("%d" % o for o in orgs), tokens,
-                      limits_arg(limits), probe_ttl, poll)
+        args = [nkeys, interval, "1" if perkey else "0", floor,
+                max_wait, ",".join("%d" % o for o in orgs), tokens,
+                limits_arg(limits), probe_ttl, poll]
+        if client is not None:
+            keys += [self.client_bucket(client), self.client_seats(client)]
+            args += [rate, window, concurrent, seat, attempt, lease]
+        return self.r("EVALSHA", self.sha["reserve"], len(keys), *keys, *args)
+
+    def client_done(self, client, seat):
+        """What sched_client_done sends: ZREM of the seat."""
+        return self.r("ZREM", self.client_seats(client), seat)
 
     def rest(self, key, duration):
         """rest.lua: the rest's end (us, Redis time)."""

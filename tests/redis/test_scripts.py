@@ -44,6 +44,8 @@ RPM, TPM, RPH, TPH, RPD, TPD = range(6)
 WINDOW = [60 * SEC, 60 * SEC, 3600 * SEC, 3600 * SEC, 86400 * SEC, 86400 * SEC]
 NONE = (0,) * 6
 WHY_NONE, WHY_SPACING, WHY_DISABLED, WHY_REST, WHY_PROBE = -1, 6, 7, 8, 9
+WHY_CLIENT_RATE, WHY_CLIENT_CONC = 10, 11
+LEASE = 900 * SEC      # a seat's lease (sched_redis.h SCHED_SEAT_LEASE_MS)
 
 
 def limits(**kw):
@@ -208,7 +210,12 @@ class ScriptCase(unittest.TestCase):
             self.assertIn(reply[8], (0, 1), reply)
         else:
             self.assertEqual(len(reply), 4, reply)
-            self.assertIn(key, (-1, -2, -3), reply)
+            self.assertIn(key, (-1, -2, -3, -4), reply)
+        if key == -4:
+            self.assertIn(why, (WHY_CLIENT_RATE, WHY_CLIENT_CONC), reply)
+            self.assertGreater(wait, 0, reply)
+        else:
+            self.assertLess(why, WHY_CLIENT_RATE, reply)
         if key == -3 and why == WHY_PROBE:
             self.assertEqual((wait, slot), (kw.get("poll", POLL), 0))
         elif key == -3:
@@ -1465,6 +1472,214 @@ class Settle(ScriptCase):
                 self.assertEqual(self.bget("seen"), seen)
 
 
+class ClientLimits(ScriptCase):
+    """A client's own limits (ARGV[11..16], its two keys last in KEYS): a
+    rate bucket charged by first attempts that book a slot, and seats for
+    its requests in flight."""
+
+    CL = "00c0ffee00c0ffee"
+
+    @staticmethod
+    def seat(i):
+        return "%016x" % (0x5ea7000000000000 + i)
+
+    def creserve(self, i, nkeys=1, interval=0, **kw):
+        """reserve.lua for seat i of client CL."""
+        return self.reserve(nkeys, interval, client=self.CL, seat=self.seat(i), **kw)
+
+    def bucket_e(self):
+        v = self.r("HGET", self.s.client_bucket(self.CL), "e")
+        return None if v is None else int(v)
+
+    def seats(self):
+        """{seat: lease end} of client CL."""
+        return self.zset(self.s.client_seats(self.CL))
+
+    def assertRefused(self, res, why, until=None):
+        self.assertEqual((res.key, res.why), (-4, why), res)
+        if why == WHY_CLIENT_CONC:
+            self.assertEqual(res.wait, SEC, res)
+        if until is not None:
+            self.assertEqual(res.slot, until, res)
+
+    def test_rate_admits_n_then_refuses(self):
+        """rate 3 a minute: three first attempts go at once, the fourth gets -4 why 10 until the bucket holds one (e + window / rate), nothing booked or charged."""
+        for i in range(3):
+            res = self.creserve(i, rate=3, window=60 * SEC, limits=limits(rpm=100))
+            self.assertNow(res)
+            if i == 0:
+                first = res
+        # full at the first (e = now - window), three charges of 20 s
+        e = self.bucket_e()
+        self.assertBetween(first.t0, e, first.t1)
+        self.assertEqual(self.bget("cq"), 3)
+        before = self.snapshot()
+        res = self.creserve(3, rate=3, window=60 * SEC, limits=limits(rpm=100))
+        self.assertRefused(res, WHY_CLIENT_RATE, e + 20 * SEC)
+        self.assertEqual(self.snapshot(), before)
+
+    def test_rate_refills_continuously(self):
+        """the bucket refills rate per window continuously, up to rate: half a request short waits half a refill; a long-idle bucket holds rate, no more."""
+        t = self.r.time_us()
+        kw = dict(rate=3, window=60 * SEC)
+        self.r("HSET", self.s.client_bucket(self.CL), "e", t - 10 * SEC)
+        self.assertRefused(self.creserve(0, **kw), WHY_CLIENT_RATE, t + 10 * SEC)
+        self.r("HSET", self.s.client_bucket(self.CL), "e", t - 20 * SEC - 1)
+        self.assertNow(self.creserve(1, **kw))
+        self.assertEqual(self.bucket_e(), t - 1)
+        self.assertRefused(self.creserve(2, **kw), WHY_CLIENT_RATE, t - 1 + 20 * SEC)
+        # idle for ten windows: full, three requests
+        self.r("HSET", self.s.client_bucket(self.CL), "e", t - 600 * SEC)
+        for i in range(3):
+            self.assertNow(self.creserve(10 + i, **kw))
+        self.assertEqual(self.creserve(13, **kw).key, -4)
+
+    def test_retries_not_charged(self):
+        """an attempt after the first is neither checked against nor charged to the rate."""
+        t = self.r.time_us()
+        self.r("HSET", self.s.client_bucket(self.CL), "e", t + 100 * SEC)
+        res = self.creserve(0, rate=1, window=60 * SEC, attempt=1)
+        self.assertNow(res)
+        self.assertEqual(self.bucket_e(), t + 100 * SEC)
+        self.assertRefused(self.creserve(0, rate=1, window=60 * SEC),
+                           WHY_CLIENT_RATE, t + 160 * SEC)
+
+    def test_polls_and_refusals_not_charged(self):
+        """a poll (-3), a refusal (-1, -2) charge the client nothing; the reservation that follows does."""
+        kw = dict(rate=1, window=60 * SEC)
+        ck = self.s.client_bucket(self.CL)
+        self.r("HDEL", self.bkey(), "seen")
+        self.bset(p=self.far)
+        res = self.creserve(0, **kw)
+        self.assertEqual((res.key, res.why), (-3, WHY_PROBE), res)
+        self.assertEqual(self.r("EXISTS", ck), 0)
+        self.bset(seen=1, p=0)
+        self.hset(c0=self.far)
+        res = self.creserve(0, max_wait=SEC, **kw)
+        self.assertEqual((res.key, res.why), (-1, WHY_DISABLED), res)
+        self.assertEqual(self.r("EXISTS", ck), 0)
+        self.r("HDEL", self.s.keys, "c0")
+        self.assertNow(self.reserve(1, IV, max_wait=0))
+        res = self.creserve(0, interval=IV, max_wait=0, **kw)
+        self.assertEqual(res.key, -2, res)
+        self.assertEqual(self.r("EXISTS", ck), 0)
+        res = self.creserve(0, interval=IV, **kw)
+        self.assertEqual(res.key, 0, res)
+        self.assertBetween(res.t0 - 60 * SEC + 60 * SEC, self.bucket_e(), res.t1)
+        self.assertRefused(self.creserve(1, **kw), WHY_CLIENT_RATE)
+
+    def test_concurrency(self):
+        """two in flight: a third gets -4 why 11 (ask again in 1 s); a seat reserving again (a retry, a poll's next call) counts once and renews its lease; done frees it."""
+        kw = dict(concurrent=2)
+        a = self.creserve(0, **kw)
+        b = self.creserve(1, **kw)
+        self.assertNow(a)
+        self.assertNow(b)
+        z = self.seats()
+        self.assertEqual(sorted(z), [self.seat(0), self.seat(1)])
+        self.assertBetween(a.t0 + LEASE, z[self.seat(0)], a.t1 + LEASE)
+        self.assertRefused(self.creserve(2, **kw), WHY_CLIENT_CONC)
+        again = self.creserve(0, attempt=1, **kw)
+        self.assertNow(again)
+        self.assertNow(self.creserve(0, **kw))
+        z = self.seats()
+        self.assertEqual(len(z), 2)
+        self.assertGreaterEqual(z[self.seat(0)], again.t0 + LEASE)
+        self.assertEqual(self.s.client_done(self.CL, self.seat(0)), 1)
+        self.assertNow(self.creserve(2, **kw))
+        self.assertEqual(sorted(self.seats()), [self.seat(1), self.seat(2)])
+        self.assertEqual(self.creserve(3, **kw).key, -4)
+
+    def test_concurrency_refusal_books_nothing(self):
+        """-4 why 11: the timeline, the budget, the position and the seats are as they were."""
+        f = self.far
+        self.hold(f)
+        kw = dict(concurrent=1, limits=limits(rpm=100), tokens=10)
+        self.assertEqual(self.creserve(0, interval=IV, **kw).slot, f)
+        before = self.snapshot()
+        res = self.creserve(1, interval=IV, **kw)
+        self.assertRefused(res, WHY_CLIENT_CONC)
+        self.assertEqual(self.snapshot(), before)
+        self.assertEqual(self.timeline(), [f])
+        self.assertEqual((self.bget("cq"), self.bget("ct")), (1, 10))
+
+    def test_expired_seat_frees(self):
+        """a seat whose lease has ended (a crashed worker's) no longer counts and is dropped; one still leased counts."""
+        cf = self.s.client_seats(self.CL)
+        t = self.r.time_us()
+        self.r("ZADD", cf, t - 1, "dead")
+        self.assertNow(self.creserve(0, concurrent=1))
+        self.assertEqual(list(self.seats()), [self.seat(0)])
+        self.r("DEL", cf)
+        self.r("ZADD", cf, t + 10 * SEC, "live")
+        self.assertRefused(self.creserve(1, concurrent=1), WHY_CLIENT_CONC)
+        # a short lease: the next request finds it ended
+        self.r("DEL", cf)
+        self.creserve(2, concurrent=1, lease=1)
+        self.assertNow(self.creserve(3, concurrent=1))
+        self.assertEqual(list(self.seats()), [self.seat(3)])
+
+    def test_refused_reservation_leaves_no_seat(self):
+        """-1 and -2 take no seat; a seat taken by an earlier poll stays (its request ends with sched_client_done)."""
+        kw = dict(concurrent=2)
+        self.hset(c0=self.far)
+        self.assertEqual(self.creserve(0, max_wait=SEC, **kw).key, -1)
+        self.assertEqual(self.r("EXISTS", self.s.client_seats(self.CL)), 0)
+        self.r("HDEL", self.s.keys, "c0")
+        self.assertNow(self.reserve(1, IV, max_wait=0))
+        self.assertEqual(self.creserve(0, interval=IV, max_wait=0, **kw).key, -2)
+        self.assertEqual(self.r("EXISTS", self.s.client_seats(self.CL)), 0)
+        # polled, then refused: the seat stays
+        self.r("HDEL", self.bkey(), "seen")
+        self.bset(p=self.far)
+        self.assertEqual(self.creserve(1, **kw).key, -3)
+        self.assertEqual(list(self.seats()), [self.seat(1)])
+        self.hset(c0=self.far)
+        self.bset(seen=1, p=0)
+        self.assertEqual(self.creserve(1, max_wait=SEC, **kw).key, -1)
+        self.assertEqual(list(self.seats()), [self.seat(1)])
+
+    def test_poll_keeps_its_seat(self):
+        """a polling request holds its seat (once) between polls: a new one is refused while it polls."""
+        self.r("HDEL", self.bkey(), "seen")
+        self.bset(p=self.far)
+        for _ in range(3):
+            self.assertEqual(self.creserve(0, concurrent=1).key, -3)
+        self.assertEqual(list(self.seats()), [self.seat(0)])
+        self.assertRefused(self.creserve(1, concurrent=1), WHY_CLIENT_CONC)
+
+    def test_rate_checked_before_concurrency(self):
+        """over both limits, the rate answers (its wait is exact)."""
+        self.assertNow(self.creserve(0, rate=1, window=60 * SEC, concurrent=1))
+        res = self.creserve(1, rate=1, window=60 * SEC, concurrent=1)
+        self.assertRefused(res, WHY_CLIENT_RATE, self.bucket_e() + 60 * SEC)
+
+    def test_no_client_limits_unchanged(self):
+        """no client, a client without limits, a client within its limits: the same slots; no client key is written without limits."""
+        f = self.far
+        runs = []
+        for kw in (dict(), dict(client=self.CL, seat=self.seat(0)),
+                   dict(client=self.CL, seat=self.seat(0), rate=100,
+                        window=60 * SEC, concurrent=10)):
+            self.r("FLUSHALL")
+            self.hold(f)
+            runs.append([(r.key, r.slot, r.why, r.cq)
+                         for r in (self.reserve(2, IV, limits=limits(rpm=100), **kw)
+                                   for _ in range(4))])
+            if "rate" not in kw:
+                self.assertEqual(self.r("EXISTS", self.s.client_bucket(self.CL),
+                                        self.s.client_seats(self.CL)), 0)
+        self.assertEqual(runs[0], runs[1])
+        self.assertEqual(runs[0], runs[2])
+
+    def test_client_keys_expire(self):
+        """the bucket expires a second after a window, the seats a second after a lease."""
+        res = self.creserve(0, rate=5, window=60 * SEC, concurrent=2, lease=100 * SEC)
+        self.assertNow(res)
+        self.assertBetween(60000, self.r("PTTL", self.s.client_bucket(self.CL)), 61000)
+        self.assertBetween(100000, self.r("PTTL", self.s.client_seats(self.CL)), 101000)
+
+
 class Expiry(ScriptCase):
 
     def test_global_timeline_expires_after_its_slot(self):
@@ -1549,9 +1764,14 @@ class Expiry(ScriptCase):
         c = self.reserve(2, IV, perkey=True, floor=FLOOR, limits=limits(rpd=10), model=M2)
         self.settle(c, status=429, headers={RPD: (10, 9)}, rest=SEC)
         s.rest(1, 10 * SEC)
+        cl = "00c0ffee00c0ffee"
+        res = self.reserve(1, IV, client=cl, seat="5ea7000000000001", rate=10,
+                           window=60 * SEC, concurrent=2, limits=limits(rpd=10), model="m3")
+        self.assertEqual(res.key, 0, res)
         keys = self.r("KEYS", "*")
         self.assertEqual(sorted(keys), sorted([s.rr, s.slot, s.kslot, s.keys, s.budget(0, M),
-                                               s.budget(1, M), s.budget(0, M2)]))
+                                               s.budget(1, M), s.budget(0, M2), s.budget(0, "m3"),
+                                               s.client_bucket(cl), s.client_seats(cl)]))
         for k in keys:
             self.assertGreater(self.r("PTTL", k), 0, "%s has no expiry" % k)
 
@@ -1618,12 +1838,22 @@ class Keys(ScriptCase):
         s.rest(2, 10 * SEC)
         self.reserve(3, IV, **o)                                       # -1
         self.reserve(3, IV, perkey=True, floor=FLOOR, **o)             # -1
+        c = dict(client="00c0ffee00c0ffee", rate=1, window=60 * SEC, concurrent=1,
+                 model=M2, limits=limits(rpm=100), **o)
+        self.assertEqual(self.reserve(3, IV, seat="5ea7000000000001", max_wait=SEC, **c).key, -1)
+        self.r("DEL", s.keys)
+        self.assertGreaterEqual(self.reserve(3, IV, seat="5ea7000000000001", **c).key, 0)
+        self.assertEqual(self.reserve(3, IV, seat="5ea7000000000002", **c).why, 10)
+        self.assertEqual(self.reserve(3, IV, seat="5ea7000000000002", attempt=1, **c).why, 11)
+        s.client_done("00c0ffee00c0ffee", "5ea7000000000001")
 
     def test_scripts_touch_only_their_keys(self):
         """MONITOR: every command a script ran names only KEYS; SCAN: nothing else exists afterwards."""
         declared = {self.s.rr, self.s.slot, self.s.keys, self.s.kslot,
                     self.s.budget(0, M), self.s.budget(1, M),
-                    self.s.budget(0, M2), self.s.budget(1, M2)}
+                    self.s.budget(0, M2), self.s.budget(1, M2),
+                    self.s.client_bucket("00c0ffee00c0ffee"),
+                    self.s.client_seats("00c0ffee00c0ffee")}
         mon = self.server().client()
         self.addCleanup(mon.close)
         self.assertEqual(mon("MONITOR"), "OK")
@@ -1646,7 +1876,8 @@ class Keys(ScriptCase):
             touched.update(self.r("COMMAND", "GETKEYS", *args))
         self.assertTrue({"TIME", "GET", "SET", "HMGET", "HSET", "HGET", "HDEL",
                          "HINCRBY", "PTTL", "PEXPIRE", "ZADD", "ZREM",
-                         "ZRANGEBYSCORE", "ZREMRANGEBYSCORE"} <= commands, commands)
+                         "ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "ZSCORE",
+                         "ZCARD"} <= commands, commands)
         self.assertTrue(touched, "MONITOR showed no script command")
         self.assertLessEqual(touched, declared)
         found = set()

@@ -17,8 +17,10 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "unit.h"
@@ -52,7 +54,7 @@ struct fixture {
 	struct declared_limits dl[2];
 };
 
-static struct sched_request rq_default = {"model", 10};
+static struct sched_request rq_default = {.sr_model = "model", .sr_tokens = 10};
 
 /*
  * A fresh shared state (its own name) on the fake clock at T0; the keys
@@ -336,7 +338,8 @@ test_release(void **state)
 {
 	static const long long one_a_minute[CONFIG_NLIMITS] = {1, 0, 0,
 							       0, 0, 0};
-	static const struct sched_request rq = {"one-a-minute", 10};
+	static const struct sched_request rq = {.sr_model = "one-a-minute",
+						.sr_tokens = 10};
 	struct fixture f;
 	struct slot a;
 	struct slot b;
@@ -575,7 +578,8 @@ test_timeline_full(void **state)
 static void
 test_probe(void **state)
 {
-	static const struct sched_request rq2 = {"other", 10};
+	static const struct sched_request rq2 = {.sr_model = "other",
+						 .sr_tokens = 10};
 	struct fixture f;
 	struct slot p;
 	struct slot s;
@@ -710,8 +714,10 @@ static void
 test_tokens_pacing(void **state)
 {
 	static const long long tpm[CONFIG_NLIMITS] = {0, 1000, 0, 0, 0, 0};
-	static const struct sched_request rq = {"model", 600};
-	static const struct sched_request big = {"big", 5000};
+	static const struct sched_request rq = {.sr_model = "model",
+						.sr_tokens = 600};
+	static const struct sched_request big = {.sr_model = "big",
+						 .sr_tokens = 5000};
 	struct fixture f;
 	struct slot a;
 	struct slot s;
@@ -773,8 +779,10 @@ static void
 test_models_independent(void **state)
 {
 	static const long long rpm1[CONFIG_NLIMITS] = {1, 0, 0, 0, 0, 0};
-	static const struct sched_request a = {"model-a", 10};
-	static const struct sched_request b = {"model-b", 10};
+	static const struct sched_request a = {.sr_model = "model-a",
+					       .sr_tokens = 10};
+	static const struct sched_request b = {.sr_model = "model-b",
+					       .sr_tokens = 10};
 	struct fixture f;
 	struct slot s;
 
@@ -838,7 +846,8 @@ static void
 test_header_correction(void **state)
 {
 	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
-	static const struct sched_request b = {"model-b", 10};
+	static const struct sched_request b = {.sr_model = "model-b",
+					       .sr_tokens = 10};
 	struct fixture f;
 	struct slot first;
 	struct slot s;
@@ -884,7 +893,8 @@ static void
 test_header_band(void **state)
 {
 	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
-	static const struct sched_request m2 = {"model-2", 10};
+	static const struct sched_request m2 = {.sr_model = "model-2",
+						.sr_tokens = 10};
 	struct fixture f;
 	struct slot a;
 	struct slot s;
@@ -990,12 +1000,18 @@ static void
 test_header_raise_alone(void **state)
 {
 	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
-	static const struct sched_request alone = {"alone", 10};
-	static const struct sched_request within = {"within", 10};
-	static const struct sched_request early = {"before-settled", 10};
-	static const struct sched_request before = {"before-out", 10};
-	static const struct sched_request after = {"after-out", 10};
-	static const struct sched_request settled = {"after-settled", 10};
+	static const struct sched_request alone = {.sr_model = "alone",
+						   .sr_tokens = 10};
+	static const struct sched_request within = {.sr_model = "within",
+						    .sr_tokens = 10};
+	static const struct sched_request early = {.sr_model = "before-settled",
+						   .sr_tokens = 10};
+	static const struct sched_request before = {.sr_model = "before-out",
+						    .sr_tokens = 10};
+	static const struct sched_request after = {.sr_model = "after-out",
+						   .sr_tokens = 10};
+	static const struct sched_request settled = {
+		.sr_model = "after-settled", .sr_tokens = 10};
 	struct fixture f;
 	struct slot b[8];
 	int i;
@@ -1069,9 +1085,12 @@ static void
 test_header_lower_not_alone(void **state)
 {
 	static const long long rpm10[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 0};
-	static const struct sched_request before = {"before-out", 10};
-	static const struct sched_request after = {"after-out", 10};
-	static const struct sched_request alone = {"alone", 10};
+	static const struct sched_request before = {.sr_model = "before-out",
+						    .sr_tokens = 10};
+	static const struct sched_request after = {.sr_model = "after-out",
+						   .sr_tokens = 10};
+	static const struct sched_request alone = {.sr_model = "alone",
+						   .sr_tokens = 10};
 	struct fixture f;
 	struct slot b[2];
 
@@ -1106,8 +1125,10 @@ static void
 test_header_correction_refunds(void **state)
 {
 	static const long long tpm[CONFIG_NLIMITS] = {0, 60000, 0, 0, 0, 0};
-	static const struct sched_request rq = {"model", 1000};
-	static const struct sched_request all = {"model", 60000};
+	static const struct sched_request rq = {.sr_model = "model",
+						.sr_tokens = 1000};
+	static const struct sched_request all = {.sr_model = "model",
+						 .sr_tokens = 60000};
 	struct fixture f;
 	struct slot b;
 	struct slot c;
@@ -1149,7 +1170,8 @@ static void
 test_usage_refund(void **state)
 {
 	static const long long tpm[CONFIG_NLIMITS] = {0, 1000, 0, 0, 0, 0};
-	static const struct sched_request rq = {"model", 600};
+	static const struct sched_request rq = {.sr_model = "model",
+						.sr_tokens = 600};
 	struct fixture f;
 	struct slot a;
 	struct slot s;
@@ -1179,7 +1201,8 @@ test_usage_refund(void **state)
 static void
 test_probe_usage(void **state)
 {
-	static const struct sched_request rq = {"model", 600};
+	static const struct sched_request rq = {.sr_model = "model",
+						.sr_tokens = 600};
 	struct fixture f;
 	struct sched_outcome o;
 	struct hdr_limit lim[HDR_NLIMITS];
@@ -1229,10 +1252,14 @@ static void
 test_429(void **state)
 {
 	static const long long rpm100[CONFIG_NLIMITS] = {100, 0, 0, 0, 0, 0};
-	static const struct sched_request a = {"model-a", 10};
-	static const struct sched_request b = {"model-b", 10};
-	static const struct sched_request c = {"model-c", 10};
-	static const struct sched_request d = {"model-d", 10};
+	static const struct sched_request a = {.sr_model = "model-a",
+					       .sr_tokens = 10};
+	static const struct sched_request b = {.sr_model = "model-b",
+					       .sr_tokens = 10};
+	static const struct sched_request c = {.sr_model = "model-c",
+					       .sr_tokens = 10};
+	static const struct sched_request d = {.sr_model = "model-d",
+					       .sr_tokens = 10};
 	struct fixture f;
 	struct sched_outcome o;
 	struct hdr_limit lim[HDR_NLIMITS];
@@ -1345,6 +1372,393 @@ test_budget_table(void **state)
 	fake_now += 2 * 86400 * SEC;
 	assert_int_equal(reserve_rq(&f, &rq[M - 1]).s_probe, 1);
 	teardown(&f);
+}
+
+/* --- client limits (reserve.lua's client keys) ------------------------ */
+
+#define CLIENT_ID  "00c0ffee00c0ffee"
+#define LEASE_NS   ((int64_t)SCHED_SEAT_LEASE_MS * MS)
+#define CLIENT_RQS 64
+
+/* Request `seat` of client c (attempt `attempt`) into *rq. */
+static const struct sched_request *
+client_rq(struct sched_request *rq, const struct sched_client *c, int seat,
+	  int attempt)
+{
+	memset(rq, 0, sizeof(*rq));
+	rq->sr_model = "model";
+	rq->sr_tokens = 10;
+	rq->sr_client = c;
+	snprintf(rq->sr_seat, sizeof(rq->sr_seat), "%016x",
+		 0x5ea70000u + (unsigned)seat);
+	rq->sr_attempt = attempt;
+	return rq;
+}
+
+/* Reserves for seat `seat` of c (the request outlives the slot a while). */
+static struct slot
+creserve(struct fixture *f, const struct sched_client *c, int seat, int attempt)
+{
+	static struct sched_request rqs[CLIENT_RQS];
+	static unsigned next;
+	struct sched_request *rq = &rqs[next++ % CLIENT_RQS];
+
+	return reserve_rq(f, client_rq(rq, c, seat, attempt));
+}
+
+static void
+client_done(struct fixture *f, const struct sched_client *c, int seat)
+{
+	struct sched_request rq;
+
+	sched_local_client_done(&f->l, client_rq(&rq, c, seat, 0));
+}
+
+/* Asserts s is a client refusal for why, waiting wait_ns. */
+static void
+assert_client(const struct slot *s, int why, int64_t wait_ns)
+{
+	if (s->s_key != SLOT_CLIENT || s->s_why != why ||
+	    s->s_wait_us != wait_ns / 1000 ||
+	    s->s_at_us != (fake_now + wait_ns) / 1000 ||
+	    s->s_deadline_ns != fake_now + wait_ns)
+		fail_msg("slot {key %d, why %d, wait %lld us, at T0%+lld ms}, "
+			 "want {key %d, why %d, wait %lld us}",
+			 s->s_key, s->s_why, (long long)s->s_wait_us,
+			 (long long)((s->s_deadline_ns - T0) / MS), SLOT_CLIENT,
+			 why, (long long)(wait_ns / 1000));
+}
+
+/*
+ * The rate: a bucket of sc_rate refilling sc_rate per window,
+ * continuously: three at once, the fourth refused until one refills
+ * (nothing booked or charged meanwhile); a long idle bucket holds three,
+ * no more.
+ */
+static void
+test_client_rate(void **state)
+{
+	static const struct sched_client c = {CLIENT_ID, 3, 60000, 0};
+	struct fixture f;
+	struct slot s;
+	int i;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 30000);
+	for (i = 0; i < 3; i++) {
+		s = creserve(&f, &c, i, 0);
+		assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	}
+	s = creserve(&f, &c, 3, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_RATE, 20 * SEC);
+	fake_now = T0 + 5 * SEC;
+	s = creserve(&f, &c, 3, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_RATE, 15 * SEC);
+	/* The refusals charged nothing, to the client or the budgets. */
+	fake_now = T0 + 20 * SEC;
+	s = creserve(&f, &c, 3, 0);
+	assert_slot(&s, 0, fake_now, SLOT_WHY_NONE);
+	assert_int_equal(s.s_cq, 4);
+	s = creserve(&f, &c, 4, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_RATE, 20 * SEC);
+	/* Continuously: half a refill later, half a refill to wait. */
+	fake_now += 10 * SEC;
+	s = creserve(&f, &c, 4, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_RATE, 10 * SEC);
+	/* Idle for ten windows: three, no more. */
+	fake_now += 600 * SEC;
+	for (i = 0; i < 3; i++)
+		assert_int_equal(creserve(&f, &c, 10 + i, 0).s_key, 0);
+	s = creserve(&f, &c, 13, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_RATE, 20 * SEC);
+	/* Another client has its own bucket. */
+	{
+		static const struct sched_client c2 = {"00000000000000b2", 3,
+						       60000, 0};
+
+		assert_int_equal(creserve(&f, &c2, 20, 0).s_key, 0);
+	}
+	teardown(&f);
+}
+
+/*
+ * Only a first attempt that books a slot is charged: not a retry, not a
+ * poll, not a refusal (SLOT_ALL_RESTING, SLOT_TOO_FAR).
+ */
+static void
+test_client_rate_not_charged(void **state)
+{
+	static const struct sched_client c = {CLIENT_ID, 1, 60000, 0};
+	struct fixture f;
+	struct slot p;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 1, 200, 0, 0, 1000);
+	no_limits(&f);
+	/* A poll while the budget's probe is out. */
+	p = reserve(&f);
+	assert_int_equal(p.s_probe, 1);
+	assert_int_equal(creserve(&f, &c, 0, 0).s_key, SLOT_POLL);
+	assert_int_equal(creserve(&f, &c, 0, 0).s_key, SLOT_POLL);
+	assert_int_equal(answer(&f, &p, 200, NULL, 0, 10), -1);
+	/* Too far: the timeline is full beyond the longest wait. */
+	fake_now = T0 + 10 * SEC;
+	assert_int_equal(reserve(&f).s_key, 0);
+	f.cfg.queue_max_wait_ms = 0;
+	assert_int_equal(creserve(&f, &c, 0, 0).s_key, SLOT_TOO_FAR);
+	f.cfg.queue_max_wait_ms = 1000;
+	/* Every key resting beyond the longest wait. */
+	sched_local_rest(&f.l, 0, 5000);
+	s = creserve(&f, &c, 0, 0);
+	assert_int_equal(s.s_key, SLOT_ALL_RESTING);
+	fake_now += 5 * SEC;
+	/* Still full: the one reservation charged. */
+	assert_int_equal(creserve(&f, &c, 0, 0).s_key, 0);
+	s = creserve(&f, &c, 1, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_RATE, 60 * SEC);
+	/* A retry is neither checked nor charged. */
+	assert_int_equal(creserve(&f, &c, 0, 1).s_key, 0);
+	s = creserve(&f, &c, 1, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_RATE, 60 * SEC);
+	teardown(&f);
+}
+
+/*
+ * Concurrency: two seats; a third request is refused (ask again in 1 s)
+ * with nothing booked; a seat reserving again (a retry, a poll's next
+ * call) counts once; a seat given back frees it.
+ */
+static void
+test_client_concurrency(void **state)
+{
+	static const struct sched_client c = {CLIENT_ID, 0, 0, 2};
+	struct fixture f;
+	struct slot s;
+
+	(void)state;
+	setup(&f, 1, 200, 0, 0, 30000);
+	s = creserve(&f, &c, 0, 0);
+	assert_slot(&s, 0, T0, SLOT_WHY_NONE);
+	s = creserve(&f, &c, 1, 0);
+	assert_slot(&s, 0, T0 + 200 * MS, SLOT_WHY_SPACING);
+	s = creserve(&f, &c, 2, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_CONC, SEC);
+	/* Nothing booked: the next (no client) is right after seat 1's. */
+	s = reserve(&f);
+	assert_slot(&s, 0, T0 + 400 * MS, SLOT_WHY_SPACING);
+	assert_int_equal(s.s_cq, 3);
+	/* Seat 0 again, a retry and a first attempt: counted once. */
+	assert_int_equal(creserve(&f, &c, 0, 1).s_key, 0);
+	assert_int_equal(creserve(&f, &c, 0, 0).s_key, 0);
+	assert_int_equal(creserve(&f, &c, 2, 0).s_key, SLOT_CLIENT);
+	client_done(&f, &c, 0);
+	client_done(&f, &c, 0); /* twice: no-op */
+	assert_int_equal(creserve(&f, &c, 2, 0).s_key, 0);
+	assert_int_equal(creserve(&f, &c, 3, 0).s_key, SLOT_CLIENT);
+	client_done(&f, &c, 1);
+	client_done(&f, &c, 2);
+	assert_int_equal(creserve(&f, &c, 3, 0).s_key, 0);
+	assert_int_equal(creserve(&f, &c, 4, 0).s_key, 0);
+	teardown(&f);
+}
+
+/*
+ * A seat not given back (a crashed worker's) frees itself when its
+ * lease ends; each reservation or poll renews it.
+ */
+static void
+test_client_seat_lease(void **state)
+{
+	static const struct sched_client c = {CLIENT_ID, 0, 0, 1};
+	struct fixture f;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 30000);
+	assert_int_equal(creserve(&f, &c, 0, 0).s_key, 0);
+	fake_now = T0 + LEASE_NS - SEC;
+	assert_int_equal(creserve(&f, &c, 1, 0).s_key, SLOT_CLIENT);
+	assert_int_equal(creserve(&f, &c, 0, 1).s_key, 0); /* renewed */
+	fake_now = T0 + LEASE_NS;
+	assert_int_equal(creserve(&f, &c, 1, 0).s_key, SLOT_CLIENT);
+	fake_now = T0 + 2 * LEASE_NS - SEC;
+	assert_int_equal(creserve(&f, &c, 1, 0).s_key, 0);
+	teardown(&f);
+}
+
+/*
+ * A refused reservation (SLOT_ALL_RESTING) takes no seat; a polling
+ * request holds its seat between polls (once), and keeps it if then
+ * refused.
+ */
+static void
+test_client_seats_polls_refusals(void **state)
+{
+	static const struct sched_client c = {CLIENT_ID, 0, 0, 1};
+	struct fixture f;
+	struct slot p;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 1000);
+	sched_local_rest(&f.l, 0, 5000);
+	assert_int_equal(creserve(&f, &c, 0, 0).s_key, SLOT_ALL_RESTING);
+	fake_now = T0 + 5 * SEC;
+	assert_int_equal(creserve(&f, &c, 1, 0).s_key, 0);
+	client_done(&f, &c, 1);
+	/* Polls while a probe is out. */
+	no_limits(&f);
+	p = reserve(&f);
+	assert_int_equal(p.s_probe, 1);
+	assert_int_equal(creserve(&f, &c, 2, 0).s_key, SLOT_POLL);
+	assert_int_equal(creserve(&f, &c, 2, 0).s_key, SLOT_POLL);
+	assert_int_equal(creserve(&f, &c, 3, 0).s_key, SLOT_CLIENT);
+	sched_local_rest(&f.l, 0, 5000);
+	assert_int_equal(creserve(&f, &c, 2, 0).s_key, SLOT_ALL_RESTING);
+	assert_int_equal(creserve(&f, &c, 3, 0).s_key, SLOT_CLIENT);
+	client_done(&f, &c, 2);
+	assert_int_equal(creserve(&f, &c, 3, 0).s_key, SLOT_ALL_RESTING);
+	teardown(&f);
+}
+
+/*
+ * Over both limits the rate answers; a client without limits is no
+ * client (nothing kept); a concurrency beyond the seats kept per client
+ * is capped at them.
+ */
+static void
+test_client_limits_misc(void **state)
+{
+	static const struct sched_client both = {CLIENT_ID, 1, 60000, 1};
+	static const struct sched_client none = {"00000000000000b2", 0, 0, 0};
+	static const struct sched_client many = {"00000000000000b3", 0, 0,
+						 1000};
+	struct fixture f;
+	struct slot s;
+	int i;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 30000);
+	assert_int_equal(creserve(&f, &both, 0, 0).s_key, 0);
+	s = creserve(&f, &both, 1, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_RATE, 60 * SEC);
+	for (i = 0; i < 100; i++)
+		assert_int_equal(creserve(&f, &none, i, 0).s_key, 0);
+	for (i = 0; i < 64; i++)
+		assert_int_equal(creserve(&f, &many, i, 0).s_key, 0);
+	s = creserve(&f, &many, 64, 0);
+	assert_client(&s, SLOT_WHY_CLIENT_CONC, SEC);
+	teardown(&f);
+}
+
+/*
+ * The client table is bounded: a client beyond it forgets the least
+ * recently used one (its bucket full again); a bucket unused for a
+ * window is full again anyway.
+ */
+static void
+test_client_table(void **state)
+{
+	enum { N = 257 };
+	static char ids[N][17];
+	static struct sched_client cs[N];
+	struct fixture f;
+	int i;
+
+	(void)state;
+	setup(&f, 1, 0, 0, 0, 30000);
+	for (i = 0; i < N; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%016x", (unsigned)i);
+		cs[i].sc_id = ids[i];
+		cs[i].sc_rate = 1;
+		cs[i].sc_window_ms = 60000;
+		fake_now += MS;
+		assert_int_equal(creserve(&f, &cs[i], i, 0).s_key, 0);
+	}
+	fake_now += MS;
+	assert_int_equal(creserve(&f, &cs[N - 1], 0, 0).s_key, SLOT_CLIENT);
+	assert_int_equal(creserve(&f, &cs[1], 0, 0).s_key, SLOT_CLIENT);
+	assert_int_equal(creserve(&f, &cs[0], 0, 0).s_key, 0); /* forgotten */
+	fake_now += 61 * SEC;
+	assert_int_equal(creserve(&f, &cs[N - 1], 0, 0).s_key, 0);
+	teardown(&f);
+}
+
+/*
+ * The shared memory object is trusted only if this user made it: one
+ * open to others, or of another size, is refused with its name, owner
+ * and mode; one of ours is adopted (the same state); a size of 0 (a
+ * sibling worker's, just created) is grown.
+ */
+static void
+test_shm_trust(void **state)
+{
+	struct fixture f;
+	struct sched_local l2;
+	char errbuf[256];
+	char name[64];
+	char want[64];
+	int fd;
+
+	(void)state;
+	setup(&f, 1, 200, 0, 0, 30000);
+	/* Adopted: the second mapping sees the first's booking. */
+	assert_int_equal(reserve(&f).s_deadline_ns, T0);
+	assert_int_equal(sched_local_open(&l2, &f.cfg, errbuf, sizeof(errbuf)),
+			 CP_OK);
+	l2.sl_now = fake_clock;
+	{
+		struct slot s;
+
+		sched_local_reserve(&l2, &rq_default, &s);
+		assert_int_equal(s.s_deadline_ns, T0 + 200 * MS);
+	}
+	sched_local_close(&l2);
+	sched_local_name(&f.cfg, name, sizeof(name));
+	teardown(&f);
+
+	/* Open to others: refused. */
+	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(fchmod(fd, 0644), 0);
+	assert_int_equal(ftruncate(fd, (off_t)sched_local_size()), 0);
+	errbuf[0] = '\0';
+	assert_int_equal(sched_local_open(&l2, &f.cfg, errbuf, sizeof(errbuf)),
+			 CP_ERR_IO);
+	assert_null(l2.sl_state);
+	assert_non_null(strstr(errbuf, name));
+	assert_non_null(strstr(errbuf, "mode 0644"));
+	snprintf(want, sizeof(want), "uid %ld,", (long)geteuid());
+	assert_non_null(strstr(errbuf, want));
+	/* Another owner: only root can make one to test. */
+	if (geteuid() == 0) {
+		assert_int_equal(fchmod(fd, 0600), 0);
+		assert_int_equal(fchown(fd, 4242, (gid_t)-1), 0);
+		assert_int_equal(
+			sched_local_open(&l2, &f.cfg, errbuf, sizeof(errbuf)),
+			CP_ERR_IO);
+		assert_non_null(strstr(errbuf, "uid 4242,"));
+		assert_int_equal(fchown(fd, 0, (gid_t)-1), 0);
+	}
+	/* Another size: refused. */
+	assert_int_equal(fchmod(fd, 0600), 0);
+	assert_int_equal(ftruncate(fd, 4096), 0);
+	assert_int_equal(sched_local_open(&l2, &f.cfg, errbuf, sizeof(errbuf)),
+			 CP_ERR_IO);
+	assert_non_null(strstr(errbuf, name));
+	assert_non_null(strstr(errbuf, "4096 bytes"));
+	/* Size 0, ours: grown and used. */
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(sched_local_open(&l2, &f.cfg, errbuf, sizeof(errbuf)),
+			 CP_OK);
+	{
+		struct stat sb;
+
+		assert_int_equal(fstat(fd, &sb), 0);
+		assert_int_equal(sb.st_size, (off_t)sched_local_size());
+	}
+	sched_local_close(&l2);
+	close(fd);
+	(void)shm_unlink(name);
 }
 
 struct spinner {
@@ -1470,6 +1884,14 @@ main(void)
 		cmocka_unit_test(test_budget_table),
 		cmocka_unit_test(test_rotation_is_atomic),
 		cmocka_unit_test(test_name),
+		cmocka_unit_test(test_client_rate),
+		cmocka_unit_test(test_client_rate_not_charged),
+		cmocka_unit_test(test_client_concurrency),
+		cmocka_unit_test(test_client_seat_lease),
+		cmocka_unit_test(test_client_seats_polls_refusals),
+		cmocka_unit_test(test_client_limits_misc),
+		cmocka_unit_test(test_client_table),
+		cmocka_unit_test(test_shm_trust),
 	};
 
 	return cmocka_run_group_tests_name("test_sched_local", tests, NULL,
