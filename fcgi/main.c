@@ -15,6 +15,7 @@
  *   as a plain CGI program: one request from the environment and stdin,
  *     the answer on stdout, then exit.
  */
+#include "clients.h"
 #include "config.h"
 #include "io.h"
 #include "listen.h"
@@ -151,6 +152,30 @@ run_listen(const struct config *cfg, const char *addr, int nproc)
 	return rc;
 }
 
+/* SIGHUP: read the tokens file again (clients.c), before the next request. */
+static void
+on_sighup(int sig)
+{
+	(void)sig;
+	clients_request_reload();
+}
+
+static int
+install_sighup(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sighup;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGHUP, &sa, NULL) != 0) {
+		log_warn("sigaction SIGHUP");
+		return -1;
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -216,14 +241,32 @@ main(int argc, char **argv)
 		cfg.threads_given = 1;
 	if (cfg.max_threads < cfg.threads)
 		cfg.max_threads = cfg.threads;
+	if (clients_init(&cfg, err, sizeof(err)) != CP_OK) {
+		fprintf(stderr, "cerebras-proxy: %s\n", err);
+		config_free(&cfg);
+		return 1;
+	}
 	if (check_only) {
 		config_print(&cfg, stdout);
+		if (clients_required())
+			printf("# clients: %d (tokens required)\n",
+			       clients_count());
+		else
+			printf("# clients: none configured: the proxy is OPEN "
+			       "(anyone who reaches it spends the API "
+			       "keys)\n");
+		clients_free();
 		sched_local_name(&cfg, err, sizeof(err));
 		printf("# per-host scheduler state: /dev/shm%s\n", err);
 		config_free(&cfg);
 		return 0;
 	}
 	size_for_descriptors(&cfg);
+	if (install_sighup() != 0) {
+		clients_free();
+		config_free(&cfg);
+		return 1;
+	}
 	/* A dead client must never kill a worker (libfcgi also sees to it). */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
 		log_warn("signal SIGPIPE");
@@ -243,6 +286,12 @@ main(int argc, char **argv)
 		config_free(&cfg);
 		return 1;
 	}
+	if (!clients_required() &&
+	    config_cgi_param(NULL, "REQUEST_METHOD") == NULL)
+		log_warnx("no PROXY_TOKENS or PROXY_TOKENS_FILE: the proxy is "
+			  "OPEN, anyone who can reach it spends the API keys "
+			  "(fine on a private network only; see README, "
+			  "\"Client access\")");
 	if (listen_addr != NULL) {
 		rc = run_listen(&cfg, listen_addr, (int)nproc);
 	} else if ((listen_fd = systemd_fd(&cfg)) >= 0 || !FCGX_IsCGI()) {
@@ -274,6 +323,7 @@ main(int argc, char **argv)
 	}
 	tls_store_free();
 	curl_global_cleanup();
+	clients_free();
 	config_free(&cfg);
 	return rc;
 }

@@ -43,7 +43,7 @@ struct sup {
 	int s_listen_fd;
 	struct sup_slot *s_slots; /* owned: s_n of them */
 	int s_n;
-	sigset_t s_waited;	   /* SIGTERM, SIGINT, SIGCHLD */
+	sigset_t s_waited;	   /* SIGTERM, SIGINT, SIGCHLD, SIGHUP */
 	sigset_t s_child_mask;	   /* the signal mask a worker starts with */
 	int64_t s_last_respawn_ns; /* when the latest replacement was due */
 };
@@ -236,6 +236,18 @@ sup_stop(struct sup *s)
 	}
 }
 
+/* Sends sig to every running worker (SIGHUP: reread the tokens file). */
+static void
+sup_forward(struct sup *s, int sig)
+{
+	int i;
+
+	for (i = 0; i < s->s_n; i++)
+		if (s->s_slots[i].ss_pid > 0 &&
+		    kill(s->s_slots[i].ss_pid, sig) != 0)
+			log_warn("kill %ld", (long)s->s_slots[i].ss_pid);
+}
+
 int
 supervise(const struct config *cfg, int listen_fd, int n)
 {
@@ -258,6 +270,7 @@ supervise(const struct config *cfg, int listen_fd, int n)
 	sigaddset(&s.s_waited, SIGTERM);
 	sigaddset(&s.s_waited, SIGINT);
 	sigaddset(&s.s_waited, SIGCHLD);
+	sigaddset(&s.s_waited, SIGHUP);
 	rc = pthread_sigmask(SIG_BLOCK, &s.s_waited, &s.s_child_mask);
 	if (rc != 0) {
 		log_warnx("pthread_sigmask: %s", strerror(rc));
@@ -266,6 +279,8 @@ supervise(const struct config *cfg, int listen_fd, int n)
 	}
 	sigaddset(&s.s_child_mask, SIGTERM);
 	sigaddset(&s.s_child_mask, SIGINT);
+	/* Workers take SIGHUP with main's handler: blocked here only. */
+	sigdelset(&s.s_child_mask, SIGHUP);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_sigchld;
 	sa.sa_flags = SA_NOCLDSTOP; /* stopped workers are not news */
@@ -283,6 +298,8 @@ supervise(const struct config *cfg, int listen_fd, int n)
 		sig = sup_wait(&s.s_waited, sup_respawn(&s));
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
+		if (sig == SIGHUP)
+			sup_forward(&s, SIGHUP);
 	}
 	sup_stop(&s);
 	free(s.s_slots);

@@ -3,6 +3,8 @@
  */
 #include "chat.h"
 
+#include "clients.h"
+#include "cors.h"
 #include "headers.h"
 #include "log.h"
 #include "reqbody.h"
@@ -14,7 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #define READ_CHUNK    8192 /* request body read size */
 #define HDR_VALUE_MAX 4096
@@ -49,6 +54,7 @@ struct chat {
 	/* The limits on this attempt's answer, read once from its headers. */
 	struct hdr_limit c_limits[HDR_NLIMITS];
 	long c_rest_ms; /* its 429's Retry-After or reset (ms), else -1 */
+	struct client c_client; /* who sent it (clients.h) */
 };
 
 /*
@@ -112,6 +118,121 @@ forward_headers(const struct request_io *io, struct buf *out)
 	return CP_OK;
 }
 
+/* Reads and drops the body of a request refused before reading it. */
+static void
+drain_body(const struct request_io *io, long cap)
+{
+	char sink[4096];
+	int n;
+
+	while (cap > 0 && (n = io->io_read(io->io_ctx, sink, sizeof(sink))) > 0)
+		cap -= n;
+}
+
+/* A declared Content-Type other than JSON or text/plain. */
+static int
+media_type_refused(const char *ct)
+{
+	size_t n;
+
+	if (ct == NULL)
+		return 0;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	n = strcspn(ct, ";");
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	if (n == 0)
+		return 0;
+	if ((n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+	    (n == 10 && strncasecmp(ct, "text/plain", 10) == 0))
+		return 0;
+	/* application/<something>+json */
+	return !(n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+		 strncasecmp(ct + n - 5, "+json", 5) == 0);
+}
+
+/* The log line of a request refused before it was read. */
+static void
+chat_log_denied(const struct chat *c, int status, const char *code,
+		const char *detail)
+{
+	const char *v;
+	char rid[80];
+
+	if (!c->c_w->w_cfg->log_requests)
+		return;
+	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
+	log_escape(v ? v : "-", rid, sizeof(rid));
+	log_info("chat id=%s client=%s status=%d total_ms=%.1f refused: %s "
+		 "(%s)",
+		 rid, c->c_client.cl_name[0] ? c->c_client.cl_name : "-",
+		 status, (double)(mono_ns() - c->c_t0) / 1e6, code, detail);
+}
+
+/*
+ * Who may spend, checked before the body is read: the origin (with
+ * CORS_ALLOW_ORIGINS a list), the client's token (when tokens are
+ * configured), the declared media type. Refusals are answered here, the
+ * body read and dropped, and nothing spent.
+ */
+static enum cp_err
+chat_admit(struct chat *c)
+{
+	const struct config *cfg = c->c_w->w_cfg;
+	const struct request_io *io = c->c_io;
+	const char *origin = io->io_param(io->io_ctx, "HTTP_ORIGIN");
+	enum client_verdict v;
+	char esc[128];
+	char msg[256];
+
+	if (origin != NULL && !cors_origin_allowed(cfg->cors_origins, origin)) {
+		drain_body(io, cfg->max_body_bytes);
+		log_escape(origin, esc, sizeof(esc));
+		snprintf(msg, sizeof(msg),
+			 "requests from the origin %s are not allowed here "
+			 "(CORS_ALLOW_ORIGINS)",
+			 esc);
+		chat_log_denied(c, 403, "origin_not_allowed", esc);
+		resp_error(c->c_resp, 403, "invalid_request_error",
+			   "origin_not_allowed", msg, NULL);
+		return CP_ERR_BADREQ;
+	}
+	clients_maybe_reload(cfg);
+	v = clients_identify(
+		cfg, io->io_param(io->io_ctx, "HTTP_AUTHORIZATION"),
+		io->io_param(io->io_ctx, "HTTP_X_API_KEY"),
+		io->io_param(io->io_ctx, "REMOTE_ADDR"),
+		io->io_param(io->io_ctx, "HTTP_X_FORWARDED_FOR"), &c->c_client);
+	if (v != CLIENT_OK) {
+		drain_body(io, cfg->max_body_bytes);
+		chat_log_denied(c, 401, "invalid_proxy_token",
+				v == CLIENT_NO_TOKEN ? "no token"
+						     : "unknown token");
+		resp_error(c->c_resp, 401, "invalid_request_error",
+			   "invalid_proxy_token",
+			   v == CLIENT_NO_TOKEN
+				   ? "this proxy needs a client token: send "
+				     "Authorization: Bearer <token> (the "
+				     "SDKs' api_key) or x-api-key: <token>"
+				   : "the client token is not valid",
+			   "WWW-Authenticate: Bearer\r\n");
+		return CP_ERR_BADREQ;
+	}
+	if (media_type_refused(io->io_param(io->io_ctx, "CONTENT_TYPE"))) {
+		drain_body(io, cfg->max_body_bytes);
+		chat_log_denied(c, 415, "unsupported_media_type",
+				"Content-Type");
+		resp_error(c->c_resp, 415, "invalid_request_error",
+			   "unsupported_media_type",
+			   "send the chat completion request as JSON "
+			   "(Content-Type: application/json)",
+			   NULL);
+		return CP_ERR_BADREQ;
+	}
+	return CP_OK;
+}
+
 /*
  * Reads and checks what the client sent: the body into w_body, the
  * headers to forward into w_hdrs. Anything wrong is answered here (and
@@ -154,6 +275,17 @@ chat_read(struct chat *c)
 	}
 	c->c_req_ok = reqbody_read(w->w_body.b_p, w->w_body.b_len, &c->c_req,
 				   msg, sizeof(msg)) == CP_OK;
+	/* Checked before it spends a slot, a budget or an upstream request. */
+	if (c->c_req_ok && c->c_req.rb_model[0] == '\0')
+		snprintf(msg, sizeof(msg), "\"model\" is longer than %d bytes",
+			 REQBODY_MODEL_MAX - 1);
+	if (!c->c_req_ok || c->c_req.rb_model[0] == '\0') {
+		c->c_req_ok = 0;
+		chat_log_denied(c, 400, "invalid_request_body", "body");
+		resp_error(c->c_resp, 400, "invalid_request_error",
+			   "invalid_request_body", msg, NULL);
+		return CP_ERR_BADREQ;
+	}
 	/*
 	 * Without a max, Cerebras reserves the model's whole sequence
 	 * length: DEFAULT_MAX_COMPLETION_TOKENS, when set, is added. The
@@ -196,13 +328,40 @@ chat_log_refusal(const struct chat *c, const char *code, long retry_after)
 	log_escape(c->c_req_ok && c->c_req.rb_model[0] ? c->c_req.rb_model
 						       : "-",
 		   model, sizeof(model));
-	log_info("chat id=%s status=429 total_ms=%.1f model=%s "
+	log_info("chat id=%s client=%s status=429 total_ms=%.1f model=%s "
 		 "waited_for=%s refused: %s, Retry-After: %ld",
-		 rid, (double)(mono_ns() - c->c_t0) / 1e6, model,
+		 rid, c->c_client.cl_name[0] ? c->c_client.cl_name : "-",
+		 (double)(mono_ns() - c->c_t0) / 1e6, model,
 		 slot_why_name(c->c_slot.s_why != SLOT_WHY_NONE
 				       ? c->c_slot.s_why
 				       : c->c_poll_why),
 		 code, retry_after);
+}
+
+/* 429 for a client over its own limit: nothing was booked or charged. */
+static void
+refuse_client(struct chat *c, long secs, const char *extra)
+{
+	const struct sched_client *sc = c->c_sreq.sr_client;
+	char rate[48];
+	char msg[256];
+
+	chat_log_refusal(c, "client_rate_limited", secs);
+	if (c->c_slot.s_why == SLOT_WHY_CLIENT_CONC)
+		snprintf(msg, sizeof(msg),
+			 "client %s already has %ld requests in flight, its "
+			 "limit; retry after the time in Retry-After",
+			 c->c_client.cl_name, sc ? sc->sc_concurrent : 0L);
+	else {
+		config_rate_str(sc ? sc->sc_rate : 0, sc ? sc->sc_window_ms : 0,
+				rate, sizeof(rate));
+		snprintf(msg, sizeof(msg),
+			 "client %s is over its rate limit of %s requests; "
+			 "retry after the time in Retry-After",
+			 c->c_client.cl_name, rate);
+	}
+	resp_error(c->c_resp, 429, "rate_limit_exceeded", "client_rate_limited",
+		   msg, extra);
 }
 
 /* 429 when no slot could be had: no key in time, or the queue is full. */
@@ -217,6 +376,10 @@ refuse_busy(struct chat *c)
 	if (secs < 1)
 		secs = 1;
 	snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", secs);
+	if (sl->s_key == SLOT_CLIENT) {
+		refuse_client(c, secs, extra);
+		return;
+	}
 	chat_log_refusal(c,
 			 sl->s_key == SLOT_ALL_RESTING ? "all_keys_cooling_down"
 						       : "proxy_saturated",
@@ -453,14 +616,15 @@ chat_log(const struct chat *c, int status, const char *outcome)
 	else
 		snprintf(est, sizeof(est), "%lld+%lld", c->c_req.rb_prompt_est,
 			 c->c_req.rb_max_completion);
-	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f late_ms=%.3f "
+	log_info("chat id=%s client=%s key=#%d(%s) slot=%lld wait_ms=%.1f "
+		 "late_ms=%.3f "
 		 "sent_mono=%.6f status=%d ttfb_ms=%.1f total_ms=%.1f "
 		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f "
 		 "model=%s est_tokens=%s prompt_tokens=%s completion_tokens=%s "
 		 "budget=%s waited_for=%s %s",
-		 rid, sl->s_key, cfg->key_fps[sl->s_key],
-		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
-		 (double)sl->s_late_us / 1000.0,
+		 rid, c->c_client.cl_name[0] ? c->c_client.cl_name : "-",
+		 sl->s_key, cfg->key_fps[sl->s_key], (long long)sl->s_at_us,
+		 (double)sl->s_wait_us / 1000.0, (double)sl->s_late_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
 		 status, res->us_ttfb_ms, (double)(mono_ns() - c->c_t0) / 1e6,
 		 c->c_resp->r_bytes, res->us_connects, backlog,
@@ -637,6 +801,36 @@ chat_finish(struct chat *c, const struct retry_verdict *v)
 }
 
 /* Reads, reserves, waits, forwards (again on another key), finishes. */
+/*
+ * The client's own limits go with its reservations: its seat among the
+ * client's requests in flight gets an id no other request has.
+ */
+static void
+chat_client_limits(struct chat *c)
+{
+	static const char hex[] = "0123456789abcdef";
+	static atomic_uint_fast64_t counter;
+	const struct sched_client *sc = &c->c_client.cl_limits;
+	unsigned char r[8];
+	uint64_t n;
+	int i;
+
+	if (sc->sc_rate <= 0 && sc->sc_concurrent <= 0)
+		return;
+	if (getrandom(r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+		/* Unique on this host at least: pid, a counter, the clock. */
+		n = ((uint64_t)getpid() << 40) ^ (uint64_t)mono_ns() ^
+		    atomic_fetch_add(&counter, 1);
+		memcpy(r, &n, sizeof(r));
+	}
+	for (i = 0; i < 8; i++) {
+		c->c_sreq.sr_seat[2 * i] = hex[r[i] >> 4];
+		c->c_sreq.sr_seat[2 * i + 1] = hex[r[i] & 15];
+	}
+	c->c_sreq.sr_seat[16] = '\0';
+	c->c_sreq.sr_client = sc;
+}
+
 static void
 chat_run(struct chat *c)
 {
@@ -650,12 +844,14 @@ chat_run(struct chat *c)
 			       ? (int)w->w_cfg->max_attempts
 			       : w->w_cfg->nkeys;
 
-	if (chat_read(c) != CP_OK)
+	if (chat_admit(c) != CP_OK || chat_read(c) != CP_OK)
 		return;
 	/* A client that already left gets no slot and no upstream request. */
 	if (io->io_gone(io->io_ctx))
 		return;
+	chat_client_limits(c);
 	for (c->c_attempts_left = attempts - 1;; c->c_attempts_left--) {
+		c->c_sreq.sr_attempt = attempts - 1 - c->c_attempts_left;
 		if (chat_reserve(c) != CP_OK)
 			return;
 		err = chat_wait(c);
@@ -703,5 +899,7 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 	c.c_poll_why = SLOT_WHY_NONE;
 	usage_scan_init(&c.c_scan, 0);
 	chat_run(&c);
+	if (c.c_sreq.sr_client != NULL)
+		sched_client_done(&w->w_sched, &c.c_sreq);
 	usage_scan_free(&c.c_scan);
 }

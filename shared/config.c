@@ -13,6 +13,8 @@
 #include "log.h"
 #include "util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1041,6 +1043,365 @@ parse_origins(struct config *c, const char *v, char *err, size_t errsz)
 }
 
 /*
+ * CEREBRAS_API_BASE as --check-config shows it: a "user:password@" in
+ * it (credentials for a gateway between) is masked.
+ */
+static void
+print_api_base(const struct config *c, FILE *fp)
+{
+	const char *host = strstr(c->api_base, "://");
+	const char *at;
+	const char *slash;
+
+	host = host != NULL ? host + 3 : c->api_base;
+	slash = strchr(host, '/');
+	at = memchr(host, '@',
+		    slash != NULL ? (size_t)(slash - host) : strlen(host));
+	if (at == NULL) {
+		fprintf(fp, "CEREBRAS_API_BASE=%s\n", c->api_base);
+		return;
+	}
+	fprintf(fp, "CEREBRAS_API_BASE=%.*s***%s\n", (int)(host - c->api_base),
+		c->api_base, at);
+}
+
+/* PROXY_TOKENS: a comma-separated list of client tokens (secrets). */
+static enum cp_err
+parse_tokens(struct config *c, const char *v, char *err, size_t errsz)
+{
+	const char *p;
+	const char *lim;
+	const char *s;
+	const char *e;
+	const char *q;
+	int i;
+
+	if (v == NULL)
+		return CP_OK;
+	c->tokens = calloc(CONFIG_MAX_TOKENS, sizeof(*c->tokens));
+	if (c->tokens == NULL) {
+		seterr(err, errsz, "PROXY_TOKENS: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	lim = v + strlen(v);
+	for (p = v; p < lim;) {
+		s = p;
+		e = find_sep(p, lim, ',');
+		p = e < lim ? e + 1 : lim;
+		trim(&s, &e);
+		if (s == e)
+			continue;
+		if (c->ntokens >= CONFIG_MAX_TOKENS) {
+			seterr(err, errsz, "PROXY_TOKENS: more than %d tokens",
+			       CONFIG_MAX_TOKENS);
+			return CP_ERR_CONFIG;
+		}
+		if ((size_t)(e - s) < CONFIG_MIN_TOKEN_LEN ||
+		    (size_t)(e - s) > CONFIG_MAX_TOKEN_LEN) {
+			seterr(err, errsz,
+			       "PROXY_TOKENS: token #%d is not %d to %d "
+			       "characters long",
+			       c->ntokens, CONFIG_MIN_TOKEN_LEN,
+			       CONFIG_MAX_TOKEN_LEN);
+			return CP_ERR_CONFIG;
+		}
+		for (q = s; q < e; q++) {
+			if (!key_char_ok(*q)) {
+				seterr(err, errsz,
+				       "PROXY_TOKENS: token #%d contains a "
+				       "space or control character",
+				       c->ntokens);
+				return CP_ERR_CONFIG;
+			}
+		}
+		for (i = 0; i < c->ntokens; i++) {
+			if (strlen(c->tokens[i]) == (size_t)(e - s) &&
+			    memcmp(c->tokens[i], s, (size_t)(e - s)) == 0) {
+				seterr(err, errsz,
+				       "PROXY_TOKENS: token #%d repeats token "
+				       "#%d",
+				       c->ntokens, i);
+				return CP_ERR_CONFIG;
+			}
+		}
+		c->tokens[c->ntokens] = xstrndup(s, (size_t)(e - s));
+		if (c->tokens[c->ntokens] == NULL) {
+			seterr(err, errsz, "PROXY_TOKENS: out of memory");
+			return CP_ERR_NOMEM;
+		}
+		c->ntokens++;
+	}
+	if (c->ntokens == 0) {
+		seterr(err, errsz,
+		       "PROXY_TOKENS: set but empty (unset it to leave the "
+		       "proxy open)");
+		return CP_ERR_CONFIG;
+	}
+	return CP_OK;
+}
+
+/* Tokens appear as their count and fingerprints only. */
+static void
+print_tokens(const struct config *c, FILE *fp)
+{
+	char fp8[9];
+	int i;
+
+	if (c->ntokens == 0) {
+		fprintf(fp, "PROXY_TOKENS=(none)\n");
+		return;
+	}
+	fprintf(fp, "PROXY_TOKENS=%d token%s:", c->ntokens,
+		c->ntokens == 1 ? "" : "s");
+	for (i = 0; i < c->ntokens; i++) {
+		key_fingerprint(c->tokens[i], fp8);
+		fprintf(fp, " token#%d(%s)", i, fp8);
+	}
+	fprintf(fp, "\n");
+}
+
+/* v: the path, NULL if unset. The file itself is read by clients.c. */
+static enum cp_err
+parse_tokens_file(struct config *c, const char *v, char *err, size_t errsz)
+{
+	if (v == NULL)
+		return CP_OK;
+	if (*v == '\0') {
+		seterr(err, errsz,
+		       "PROXY_TOKENS_FILE: empty (unset it, or name "
+		       "a file)");
+		return CP_ERR_CONFIG;
+	}
+	if (access(v, R_OK) != 0) {
+		seterr(err, errsz, "PROXY_TOKENS_FILE: cannot read \"%.200s\"",
+		       v);
+		return CP_ERR_CONFIG;
+	}
+	c->tokens_file = xstrndup(v, strlen(v));
+	if (c->tokens_file == NULL) {
+		seterr(err, errsz, "PROXY_TOKENS_FILE: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	return CP_OK;
+}
+
+static const struct {
+	const char *ru_name;
+	long ru_ms;
+} rate_units[] = {
+	{"s", 1000L},	    {"sec", 1000L},	{"second", 1000L},
+	{"m", 60000L},	    {"min", 60000L},	{"minute", 60000L},
+	{"h", 3600000L},    {"hour", 3600000L}, {"d", 86400000L},
+	{"day", 86400000L},
+};
+
+int
+config_parse_rate(const char *s, long *n, long *window_ms, const char **why)
+{
+	const char *slash;
+	char num[24];
+	long long v;
+	size_t i;
+
+	*n = 0;
+	*window_ms = 0;
+	if (strcmp(s, "0") == 0 || strcmp(s, "none") == 0)
+		return 0;
+	slash = strchr(s, '/');
+	if (slash == NULL || slash == s || (size_t)(slash - s) >= sizeof(num)) {
+		*why = "expected N/unit, e.g. 60/min (unit: s, min, hour, "
+		       "day), or none";
+		return -1;
+	}
+	memcpy(num, s, (size_t)(slash - s));
+	num[slash - s] = '\0';
+	if (parse_ll(num, 1, 1000000000LL, &v, why) != CP_OK)
+		return -1;
+	for (i = 0; i < NELEM(rate_units); i++) {
+		if (strcmp(slash + 1, rate_units[i].ru_name) == 0) {
+			*n = (long)v;
+			*window_ms = rate_units[i].ru_ms;
+			return 0;
+		}
+	}
+	*why = "unknown unit after '/' (expected s, min, hour or day)";
+	return -1;
+}
+
+void
+config_rate_str(long n, long window_ms, char *out, size_t outsz)
+{
+	const char *unit = "s";
+	long div = 1000;
+
+	if (n <= 0) {
+		snprintf(out, outsz, "none");
+		return;
+	}
+	if (window_ms % 86400000L == 0)
+		unit = "day", div = 86400000L;
+	else if (window_ms % 3600000L == 0)
+		unit = "hour", div = 3600000L;
+	else if (window_ms % 60000L == 0)
+		unit = "min", div = 60000L;
+	if (window_ms / div == 1)
+		snprintf(out, outsz, "%ld/%s", n, unit);
+	else
+		snprintf(out, outsz, "%ld/%ld%s", n, window_ms / div, unit);
+}
+
+static enum cp_err
+parse_client_rate(struct config *c, const char *v, char *err, size_t errsz)
+{
+	const char *why = "";
+
+	if (v == NULL)
+		return CP_OK;
+	if (config_parse_rate(v, &c->client_rate, &c->client_window_ms, &why) !=
+	    0) {
+		seterr(err, errsz, "CLIENT_RATE_LIMIT: %s: \"%.40s\"", why, v);
+		return CP_ERR_CONFIG;
+	}
+	return CP_OK;
+}
+
+static void
+print_client_rate(const struct config *c, FILE *fp)
+{
+	char s[48];
+
+	config_rate_str(c->client_rate, c->client_window_ms, s, sizeof(s));
+	fprintf(fp, "CLIENT_RATE_LIMIT=%s\n", s);
+}
+
+/* One address or CIDR of TRUSTED_PROXIES, [s, e). */
+static int
+parse_cidr(const char *s, const char *e, struct config_cidr *out)
+{
+	char text[INET6_ADDRSTRLEN + 8];
+	char *slash;
+	long long bits;
+	const char *why;
+	size_t n = (size_t)(e - s);
+
+	if (n >= sizeof(text))
+		return -1;
+	memcpy(text, s, n);
+	text[n] = '\0';
+	slash = strchr(text, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, text, out->cc_addr) == 1) {
+		out->cc_family = AF_INET;
+		out->cc_bits = 32;
+	} else if (inet_pton(AF_INET6, text, out->cc_addr) == 1) {
+		out->cc_family = AF_INET6;
+		out->cc_bits = 128;
+	} else
+		return -1;
+	if (slash != NULL) {
+		if (parse_ll(slash + 1, 0, out->cc_bits, &bits, &why) != CP_OK)
+			return -1;
+		out->cc_bits = (int)bits;
+	}
+	return 0;
+}
+
+static enum cp_err
+parse_trusted(struct config *c, const char *v, char *err, size_t errsz)
+{
+	const char *p;
+	const char *lim;
+	const char *s;
+	const char *e;
+	char q[64];
+	size_t n = 1;
+
+	if (v == NULL)
+		return CP_OK;
+	for (p = v; *p != '\0'; p++)
+		n += *p == ',';
+	c->trusted = calloc(n, sizeof(*c->trusted));
+	if (c->trusted == NULL) {
+		seterr(err, errsz, "TRUSTED_PROXIES: out of memory");
+		return CP_ERR_NOMEM;
+	}
+	lim = v + strlen(v);
+	for (p = v; p < lim;) {
+		s = p;
+		e = find_sep(p, lim, ',');
+		p = e < lim ? e + 1 : lim;
+		trim(&s, &e);
+		if (s == e)
+			continue;
+		if (parse_cidr(s, e, &c->trusted[c->ntrusted]) != 0) {
+			seterr(err, errsz,
+			       "TRUSTED_PROXIES: not an IP address or CIDR: "
+			       "%s (expected e.g. 127.0.0.1, 10.0.0.0/8, "
+			       "::1)",
+			       quote(s, e, q, sizeof(q)));
+			return CP_ERR_CONFIG;
+		}
+		c->ntrusted++;
+	}
+	return CP_OK;
+}
+
+static void
+print_trusted(const struct config *c, FILE *fp)
+{
+	char a[INET6_ADDRSTRLEN];
+	int i;
+
+	fprintf(fp, "TRUSTED_PROXIES=");
+	if (c->ntrusted == 0)
+		fprintf(fp, "(none: X-Forwarded-For is ignored)");
+	for (i = 0; i < c->ntrusted; i++) {
+		if (inet_ntop(c->trusted[i].cc_family, c->trusted[i].cc_addr, a,
+			      sizeof(a)) == NULL)
+			snprintf(a, sizeof(a), "?");
+		fprintf(fp, "%s%s/%d", i > 0 ? "," : "", a,
+			c->trusted[i].cc_bits);
+	}
+	fprintf(fp, "\n");
+}
+
+int
+config_trusted(const struct config *c, const char *ip)
+{
+	unsigned char a[16];
+	const struct config_cidr *t;
+	int family;
+	int i;
+	int full;
+	int rest;
+
+	if (c->ntrusted == 0 || ip == NULL)
+		return 0;
+	if (inet_pton(AF_INET, ip, a) == 1)
+		family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, a) == 1)
+		family = AF_INET6;
+	else
+		return 0;
+	for (i = 0; i < c->ntrusted; i++) {
+		t = &c->trusted[i];
+		if (t->cc_family != family)
+			continue;
+		full = t->cc_bits / 8;
+		rest = t->cc_bits % 8;
+		if (memcmp(a, t->cc_addr, (size_t)full) != 0)
+			continue;
+		if (rest != 0 &&
+		    ((a[full] ^ t->cc_addr[full]) & (0xff00 >> rest) & 0xff))
+			continue;
+		return 1;
+	}
+	return 0;
+}
+
+/*
  * The settings table.
  *
  * Kinds, and the type of the struct config field each one writes:
@@ -1138,8 +1499,8 @@ struct setting {
 static const struct setting settings[] = {
 	SECRET_SETTING("CEREBRAS_API_KEYS", NULL, parse_keys, print_keys),
 	SPECIAL_SETTING("CEREBRAS_LIMITS", NULL, parse_limits, print_limits),
-	STRING_SETTING("CEREBRAS_API_BASE", api_base, DEFAULT_API_BASE,
-		       parse_api_base, NULL),
+	SPECIAL_SETTING("CEREBRAS_API_BASE", DEFAULT_API_BASE, parse_api_base,
+			print_api_base),
 	STRING_SETTING("CEREBRAS_CA_FILE", ca_file, NULL, parse_ca_file,
 		       "(libcurl default store)"),
 	SECRET_SETTING("REDIS_URL", DEFAULT_REDIS_URL, parse_redis,
@@ -1168,6 +1529,13 @@ static const struct setting settings[] = {
 		    16777216),
 	STRING_SETTING("CORS_ALLOW_ORIGINS", cors_origins, "*", parse_origins,
 		       NULL),
+	SECRET_SETTING("PROXY_TOKENS", NULL, parse_tokens, print_tokens),
+	STRING_SETTING("PROXY_TOKENS_FILE", tokens_file, NULL,
+		       parse_tokens_file, "(none)"),
+	SPECIAL_SETTING("CLIENT_RATE_LIMIT", NULL, parse_client_rate,
+			print_client_rate),
+	INT_SETTING("CLIENT_MAX_CONCURRENT", client_concurrent, 0, 1000000, 0),
+	SPECIAL_SETTING("TRUSTED_PROXIES", NULL, parse_trusted, print_trusted),
 	BOOL_SETTING("LOG_REQUESTS", log_requests, 1),
 	INT_SETTING("WORKER_THREADS", threads, 1, 4096, 2),
 	INT_SETTING("WORKER_MAX_THREADS", max_threads, 1, 4096, 512),
@@ -1362,6 +1730,15 @@ config_free(struct config *c)
 	config_free_redis_addr(&c->redis);
 	free(c->redis_prefix);
 	free(c->cors_origins);
+	if (c->tokens != NULL) {
+		for (i = 0; i < c->ntokens; i++) {
+			explicit_bzero(c->tokens[i], strlen(c->tokens[i]));
+			free(c->tokens[i]);
+		}
+		free(c->tokens);
+	}
+	free(c->tokens_file);
+	free(c->trusted);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -40,6 +40,17 @@ struct redis_addr {
  */
 #define CONFIG_NLIMITS 6
 
+/* One entry of TRUSTED_PROXIES: an address and prefix length. */
+struct config_cidr {
+	int cc_family;		   /* AF_INET or AF_INET6 */
+	unsigned char cc_addr[16]; /* network order; 4 bytes for AF_INET */
+	int cc_bits;		   /* prefix length */
+};
+
+#define CONFIG_MAX_TOKENS    4096
+#define CONFIG_MIN_TOKEN_LEN 8
+#define CONFIG_MAX_TOKEN_LEN 512
+
 /* One entry of CEREBRAS_LIMITS: limits declared before any answer. */
 struct declared_limits {
 	char *dl_model;			  /* owned; NULL: every model */
@@ -90,6 +101,15 @@ struct config {
 	int threads_given;   /* either of the two above was set above 1 */
 	long drain_timeout_ms; /* SIGTERM: how long running requests may finish */
 	char *cors_origins;    /* owned: "*" or a comma-separated list */
+	/* Client access (clients.h): PROXY_TOKENS, secrets, never logged. */
+	char **tokens; /* owned, ntokens */
+	int ntokens;
+	char *tokens_file; /* owned: PROXY_TOKENS_FILE, NULL if unset */
+	long client_rate;  /* CLIENT_RATE_LIMIT: requests per window, 0 none */
+	long client_window_ms;	     /* its window */
+	long client_concurrent;	     /* CLIENT_MAX_CONCURRENT, 0 none */
+	struct config_cidr *trusted; /* owned: TRUSTED_PROXIES */
+	int ntrusted;
 	int log_requests;
 	/*
 	 * systemd socket activation (sd_listen_fds(3)): LISTEN_PID and
@@ -124,6 +144,20 @@ void config_free(struct config *c);
  */
 void config_declared(const struct config *c, const char *model,
 		     long long out[CONFIG_NLIMITS]);
+
+/*
+ * Parses a request rate "N/unit" (unit: s, sec, second, m, min, minute, h,
+ * hour, d, day; N 1..1000000000), or "0" / "none" for no limit (n and
+ * window 0). Returns 0, or -1 with *why set.
+ */
+int config_parse_rate(const char *s, long *n, long *window_ms,
+		      const char **why);
+
+/* The rate as config_parse_rate reads it ("60/min", or "none"). */
+void config_rate_str(long n, long window_ms, char *out, size_t outsz);
+
+/* 1 if the address ip (text) is within TRUSTED_PROXIES. */
+int config_trusted(const struct config *c, const char *ip);
 
 /*
  * The process environment as a request's CGI variables (plain CGI mode):

@@ -49,6 +49,13 @@ origin_listed(const char *list, const char *origin)
 	return 0;
 }
 
+int
+cors_origin_allowed(const char *allowed, const char *origin)
+{
+	return strcmp(allowed, "*") == 0 || origin == NULL ||
+	       origin_listed(allowed, origin);
+}
+
 enum cp_err
 cors_headers(struct buf *b, const char *allowed, const char *origin)
 {

@@ -25,6 +25,15 @@ enum cp_err cors_headers(struct buf *b, const char *allowed,
  */
 enum cp_err cors_preflight_headers(struct buf *b, const char *request_headers);
 
+/*
+ * 1 if a request from origin may spend the keys: allowed is "*", origin
+ * is NULL (no Origin header: not a browser's cross-origin request; such
+ * clients are governed by tokens), or origin is on the list. A page on an
+ * unlisted origin can still send a POST that needs no preflight
+ * (text/plain, no-cors): it must be refused, not just left unreadable.
+ */
+int cors_origin_allowed(const char *allowed, const char *origin);
+
 /* Returns 1 if s is a comma/space separated list of HTTP header names. */
 int cors_header_list_ok(const char *s);
 
