@@ -359,11 +359,13 @@ hold_from(const struct scrub *s, size_t a, const char *p, size_t len,
 {
 	size_t r = s->sc_rare[a];
 	char c = s->sc_anchor[a][r];
+	/* Where the rare byte of an anchor starting before before can be. */
+	size_t end = before + r < len ? before + r : len;
 	const char *q;
 	size_t pos;
 
-	for (pos = from + r; pos < before + r && pos < len; pos++) {
-		q = memchr(p + pos, c, before + r - pos);
+	for (pos = from + r; pos < end; pos++) {
+		q = memchr(p + pos, c, end - pos);
 		if (q == NULL)
 			break;
 		pos = (size_t)(q - p);

@@ -310,6 +310,120 @@ test_scrub_many_anchors(void **state)
 	scrub_free(&many);
 }
 
+/* The obvious way: at each place the longest secret, masked, skipped. */
+static size_t
+naive_mask(char *p, size_t len)
+{
+	size_t pos;
+	size_t k;
+	size_t best;
+	size_t l;
+	size_t found = 0;
+	size_t keep;
+
+	for (pos = 0; pos < len;) {
+		best = 0;
+		for (k = 0; k < NELEM(keys); k++) {
+			l = strlen(keys[k]);
+			if (l >= SCRUB_MIN_LEN && l <= len - pos && l > best &&
+			    memcmp(p + pos, keys[k], l) == 0)
+				best = l;
+		}
+		if (best == 0) {
+			pos++;
+			continue;
+		}
+		keep = best >= SCRUB_KEEP_MIN ? SCRUB_KEEP : 0;
+		memset(p + pos + keep, '*', best - keep);
+		pos += best;
+		found++;
+	}
+	return found;
+}
+
+/*
+ * Random texts made of the keys, their starts and ends and other bytes,
+ * cut into random chunks: scrub_mask finds what the obvious way finds,
+ * and the relay sends the same bytes as masking the whole text at once.
+ */
+static void
+test_scrub_random(void **state)
+{
+	static const char *const bits[] = {
+		"sk-test-", "ALPHA-000",
+		"1",	    "2",
+		"-LONGER",  "BRAVO-0002",
+		"csk-",	    "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijkl",
+		"s",	    "c",
+		" ",	    "\n\n",
+		"data: ",   "-",
+		"sk-",	    "x",
+	};
+	char text[512];
+	char want[512];
+	char got[512];
+	char pieces[4][512];
+	const char *chunks[4];
+	char out[1024];
+	size_t len;
+	size_t outlen;
+	size_t nw;
+	size_t ng;
+	size_t at;
+	size_t nchunks;
+	size_t c;
+	size_t cut[5];
+	unsigned seed = 12345;
+	int it;
+
+	(void)state;
+	for (it = 0; it < 20000; it++) {
+		len = 0;
+		while (len < 300) {
+			seed = seed * 1103515245u + 12345u;
+			const char *b = bits[(seed >> 16) % NELEM(bits)];
+
+			if (len + strlen(b) >= sizeof(text) - 1 ||
+			    (seed >> 8) % 23 == 0)
+				break;
+			memcpy(text + len, b, strlen(b));
+			len += strlen(b);
+		}
+		text[len] = '\0';
+		memcpy(want, text, len + 1);
+		memcpy(got, text, len + 1);
+		nw = naive_mask(want, len);
+		ng = scrub_mask(&sc, got, len, len, NULL);
+		if (ng != nw || strcmp(got, want) != 0)
+			fail_msg("\"%s\": %zu \"%s\", want %zu \"%s\"", text,
+				 ng, got, nw, want);
+		/* Up to 4 chunks, cut anywhere. */
+		seed = seed * 1103515245u + 12345u;
+		nchunks = 1 + (seed >> 16) % 4;
+		cut[0] = 0;
+		cut[nchunks] = len;
+		for (c = 1; c < nchunks; c++) {
+			seed = seed * 1103515245u + 12345u;
+			at = len ? (seed >> 12) % (len + 1) : 0;
+			cut[c] = at < cut[c - 1] ? cut[c - 1] : at;
+		}
+		for (c = 0; c < nchunks; c++) {
+			memcpy(pieces[c], text + cut[c], cut[c + 1] - cut[c]);
+			pieces[c][cut[c + 1] - cut[c]] = '\0';
+			chunks[c] = pieces[c];
+		}
+		relay(chunks, nchunks, out, &outlen);
+		/* A stream may also end in a key's start: masked, not sent. */
+		if (outlen != len ||
+		    (strcmp(out, want) != 0 &&
+		     (scrub_hold(&sc, text, len) < 8 ||
+		      memcmp(out, want, len - scrub_hold(&sc, text, len)) !=
+			      0)))
+			fail_msg("chunks of \"%s\": \"%s\", want \"%s\"", text,
+				 out, want);
+	}
+}
+
 /* No secrets: nothing found, nothing held, nothing touched. */
 static void
 test_scrub_empty(void **state)
@@ -340,6 +454,7 @@ main(void)
 		cmocka_unit_test(test_scrub_split),
 		cmocka_unit_test(test_scrub_tail_at_end),
 		cmocka_unit_test(test_scrub_many_anchors),
+		cmocka_unit_test(test_scrub_random),
 		cmocka_unit_test(test_scrub_empty),
 	};
 
