@@ -236,7 +236,8 @@ class TestForwarding(ProxyTest):
         # HEAD warm-up): no request, not even a worker's first, opens one.
         for i in range(12):
             self.assertEqual(self.chat(headers={"X-Request-Id": "reuse-%d" % i}).status, 200)
-        lines = [l for l in ST.log_text().splitlines() if " chat id=reuse-" in l]
+        # (A worker logs a request after its last byte: wait for all 12.)
+        lines = list(harness.wait_log_lines("reuse-", 12).values())
         conns = [int(re.search(r"new_conns=(-?\d+)", l).group(1)) for l in lines]
         self.assertEqual(conns, [0] * 12, lines)
 
