@@ -616,19 +616,21 @@ chat_log(const struct chat *c, int status, const char *outcome)
 	else
 		snprintf(est, sizeof(est), "%lld+%lld", c->c_req.rb_prompt_est,
 			 c->c_req.rb_max_completion);
-	log_info("chat id=%s client=%s key=#%d(%s) slot=%lld wait_ms=%.1f "
+	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f "
 		 "late_ms=%.3f "
 		 "sent_mono=%.6f status=%d ttfb_ms=%.1f total_ms=%.1f "
 		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f "
-		 "model=%s est_tokens=%s prompt_tokens=%s completion_tokens=%s "
+		 "client=%s model=%s est_tokens=%s prompt_tokens=%s "
+		 "completion_tokens=%s "
 		 "budget=%s waited_for=%s %s",
-		 rid, c->c_client.cl_name[0] ? c->c_client.cl_name : "-",
-		 sl->s_key, cfg->key_fps[sl->s_key], (long long)sl->s_at_us,
-		 (double)sl->s_wait_us / 1000.0, (double)sl->s_late_us / 1000.0,
+		 rid, sl->s_key, cfg->key_fps[sl->s_key],
+		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
+		 (double)sl->s_late_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
 		 status, res->us_ttfb_ms, (double)(mono_ns() - c->c_t0) / 1e6,
 		 c->c_resp->r_bytes, res->us_connects, backlog,
-		 (double)c->c_thread_ns / 1e6, model, est,
+		 (double)c->c_thread_ns / 1e6,
+		 c->c_client.cl_name[0] ? c->c_client.cl_name : "-", model, est,
 		 count_str(c->c_scan.sc_usage.u_prompt, ptok, sizeof(ptok)),
 		 count_str(c->c_scan.sc_usage.u_completion, ctok, sizeof(ctok)),
 		 budget_str(c, budget, sizeof(budget)),

@@ -754,7 +754,7 @@ test_config_print_every_setting(void **state)
 	static const struct env env[] = {
 		{"CEREBRAS_API_KEYS", "sk-SECRET-1, sk-SECRET-2"},
 		{"CEREBRAS_LIMITS", "gpt-oss-120b:tpm=5; rpd=7 ,rpm=1"},
-		{"CEREBRAS_API_BASE", "https://example.test/v1/"},
+		{"CEREBRAS_API_BASE", "https://gw:pa55@example.test/v1/"},
 		{"CEREBRAS_CA_FILE", "/dev/null"},
 		{"REDIS_URL", "redis://user:hunter2@cache.example:6380/1"},
 		{"REDIS_FALLBACK", "refuse"},
@@ -773,6 +773,11 @@ test_config_print_every_setting(void **state)
 		{"DEFAULT_MAX_COMPLETION_TOKENS", "99"},
 		{"MAX_BODY_BYTES", "2048"},
 		{"CORS_ALLOW_ORIGINS", "https://a.example"},
+		{"PROXY_TOKENS", "cp-token-one-1, cp-token-two-2"},
+		{"PROXY_TOKENS_FILE", "/dev/null"},
+		{"CLIENT_RATE_LIMIT", "120/hour"},
+		{"CLIENT_MAX_CONCURRENT", "3"},
+		{"TRUSTED_PROXIES", " 10.0.0.0/8, ::1,192.0.2.1"},
 		{"LOG_REQUESTS", "no"},
 		{"WORKER_THREADS", "12"},
 		{"WORKER_MAX_THREADS", "14"},
@@ -784,7 +789,7 @@ test_config_print_every_setting(void **state)
 	};
 	static const char *const rest =
 		"CEREBRAS_LIMITS=rpm=1,rpd=7;gpt-oss-120b:tpm=5\n"
-		"CEREBRAS_API_BASE=https://example.test/v1\n"
+		"CEREBRAS_API_BASE=https://***@example.test/v1\n"
 		"CEREBRAS_CA_FILE=/dev/null\n"
 		"REDIS_URL=redis://***@cache.example:6380/1\n"
 		"REDIS_FALLBACK=refuse\n"
@@ -803,6 +808,11 @@ test_config_print_every_setting(void **state)
 		"DEFAULT_MAX_COMPLETION_TOKENS=99\n"
 		"MAX_BODY_BYTES=2048\n"
 		"CORS_ALLOW_ORIGINS=https://a.example\n"
+		"PROXY_TOKENS=2 tokens: token#0(%s) token#1(%s)\n"
+		"PROXY_TOKENS_FILE=/dev/null\n"
+		"CLIENT_RATE_LIMIT=120/hour\n"
+		"CLIENT_MAX_CONCURRENT=3\n"
+		"TRUSTED_PROXIES=10.0.0.0/8,::1/128,192.0.2.1/32\n"
 		"LOG_REQUESTS=0\n"
 		"WORKER_THREADS=12\n"
 		"WORKER_MAX_THREADS=14\n"
@@ -810,7 +820,10 @@ test_config_print_every_setting(void **state)
 		"DRAIN_TIMEOUT_MS=13\n";
 	char fp0[9];
 	char fp1[9];
-	char want[2048];
+	char tp0[9];
+	char tp1[9];
+	char tail[2048];
+	char want[4096];
 	char err[256];
 	struct config c;
 	char *out;
@@ -822,9 +835,15 @@ test_config_print_every_setting(void **state)
 	assert_int_equal(c.listen_pid, 1);
 	key_fingerprint("sk-SECRET-1", fp0);
 	key_fingerprint("sk-SECRET-2", fp1);
+	key_fingerprint("cp-token-one-1", tp0);
+	key_fingerprint("cp-token-two-2", tp1);
+	snprintf(tail, sizeof(tail), rest, tp0, tp1);
 	snprintf(want, sizeof(want),
-		 "CEREBRAS_API_KEYS=2 keys: #0(%s) #1(%s)\n%s", fp0, fp1, rest);
+		 "CEREBRAS_API_KEYS=2 keys: #0(%s) #1(%s)\n%s", fp0, fp1, tail);
 	out = print_to_string(&c);
+	/* No secret in it. */
+	assert_null(strstr(out, "cp-token"));
+	assert_null(strstr(out, "pa55"));
 	assert_string_equal(out, want);
 	free(out);
 	config_free(&c);
