@@ -118,6 +118,16 @@ forward_headers(const struct request_io *io, struct buf *out)
 	return CP_OK;
 }
 
+/* A model name as Cerebras' look: visible ASCII, no space. */
+static int
+model_name_ok(const char *m)
+{
+	for (; *m != '\0'; m++)
+		if ((unsigned char)*m <= 0x20 || (unsigned char)*m >= 0x7f)
+			return 0;
+	return 1;
+}
+
 /* Reads and drops the body of a request refused before reading it. */
 static void
 drain_body(const struct request_io *io, long cap)
@@ -279,6 +289,12 @@ chat_read(struct chat *c)
 	if (c->c_req_ok && c->c_req.rb_model[0] == '\0')
 		snprintf(msg, sizeof(msg), "\"model\" is longer than %d bytes",
 			 REQBODY_MODEL_MAX - 1);
+	else if (c->c_req_ok && !model_name_ok(c->c_req.rb_model)) {
+		/* It names Redis keys and log fields: no spaces or controls. */
+		snprintf(msg, sizeof(msg),
+			 "\"model\" may hold only visible ASCII characters");
+		c->c_req.rb_model[0] = '\0';
+	}
 	if (!c->c_req_ok || c->c_req.rb_model[0] == '\0') {
 		c->c_req_ok = 0;
 		chat_log_denied(c, 400, "invalid_request_body", "body");

@@ -250,6 +250,8 @@ class TestChecks(AccessTest):
             (b'{"model": "m"}', None, 400, '"messages"'),
             (('{"model": "%s", "messages": []}' % ("m" * 200)).encode(), None, 400, "longer"),
             (b'{"model": "m", "model": "n", "messages": []}', None, 400, "JSON"),
+            (b'{"model": "llama 3", "messages": []}', None, 400, "visible ASCII"),
+            (b'{"model": "m\\r\\nx", "messages": []}', None, 400, "visible ASCII"),
             (chat_body(), "application/x-www-form-urlencoded", 415, "application/json"),
             (chat_body(), "multipart/form-data; boundary=x", 415, "application/json"),
         ]

@@ -154,14 +154,17 @@ class TestLogInjection(ProxyTest):
             want_rid = "inj-1[31mred\\x09x\\xe2\\x80\\xa8y"
         forged = "cerebras-proxy[1]: error: forged"
         model = "llama3.1-8b\r\n%s\x1b]0;title\x07" % forged
+        # Such a model is refused before it is used (400: it would name
+        # Redis keys); the refusal is logged, by request id.
         r = self.chat(chat_body(model=model), headers={"X-Request-Id": rid})
-        self.assertEqual(r.status, 200, r.text())
+        self.assertEqual(r.status, 400, r.text())
+        self.assertEqual(r.json()["error"]["code"], "invalid_request_body")
         lines = wait_log_lines("inj-1", 1)
         line = list(lines.values())[0]
         text = ST.log_text()
         self.assertEqual(len([ln for ln in text.splitlines() if "inj-1" in ln]), 1, lines)
         self.assertIn(want_rid, line)
-        self.assertIn("model=llama3.1-8b\\x0d\\x0a" + forged, line)
+        self.assertIn("invalid_request_body", line)
         self.assertNotRegex(text, r"(?m)^cerebras-proxy\[1\]: error: forged")
         for c in "\x1b\x7f\x07\r\u2028":
             self.assertNotIn(c, text)
