@@ -152,10 +152,21 @@ class TestTokensFile(AccessTest):
     @classmethod
     def setUpClass(cls):
         cls.path = os.path.join(ST.dir, "tokens")
-        cls.write(["# clients", "alice %s rate=100/min" % TOK_ALICE,
-                   "bob   sha256:%s  concurrent=4" % hashlib.sha256(TOK_BOB.encode()).hexdigest()])
+        cls.write_first()
         cls.env = {"RATE_LIMIT_INTERVAL_MS": "0", "PROXY_TOKENS_FILE": cls.path}
         super().setUpClass()
+
+    @classmethod
+    def write_first(cls):
+        cls.write(["# clients", "alice %s rate=100/min" % TOK_ALICE,
+                   "bob   sha256:%s  concurrent=4" % hashlib.sha256(TOK_BOB.encode()).hexdigest()])
+
+    @classmethod
+    def tearDownClass(cls):
+        # A test may leave a broken file: the workers restarted with it as
+        # the class ends would refuse to start.
+        cls.write_first()
+        super().tearDownClass()
 
     @classmethod
     def write(cls, lines):
@@ -314,7 +325,9 @@ class TestClientLimits(AccessTest):
         self.assertTrue(names, "no client state in Redis")
 
     def test_concurrency_limit_per_client(self):
-        slow = chat_body(stream=True, mock={"events": 4, "gap_ms": 400})
+        # Long enough to outlast mod_fcgid's spawn of a process for the
+        # third request (it waits 1 s before it starts one).
+        slow = chat_body(stream=True, mock={"events": 8, "gap_ms": 500})
         started = []
 
         def go(i):
