@@ -322,9 +322,9 @@ class Result:
         self.queue_ms = None
 
 
-def chat(ip, rid, body=None, timeout=20):
+def chat(ip, rid, body=None, timeout=20, headers=None):
     r = request(8080, "POST", "/v1/chat/completions", body or CHAT_BODY,
-                {"X-Request-Id": rid}, timeout=timeout, host=ip)
+                dict(headers or {}, **{"X-Request-Id": rid}), timeout=timeout, host=ip)
     return r
 
 

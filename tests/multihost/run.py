@@ -83,6 +83,7 @@ WATCHDOG_S = 150      # the whole run; it normally takes about 45 s
 ORG_RPM = 6
 ORG_PER_HOST = 6
 ORG_QUEUE_MS = 15000
+CLI_RATE = 5          # (h): a client's requests a minute
 
 C = None              # the cluster
 
@@ -277,8 +278,12 @@ class Cluster:
         handshake, and neither does a measured request)."""
         body = dict(mh.CHAT_BODY, mock={"delay_ms": 300})
         with concurrent.futures.ThreadPoolExecutor(len(self.hosts) * WORKERS) as ex:
-            rs = list(ex.map(lambda a: mh.chat(a[0].ip, "warm-%s-%d" % (a[0].short, a[1]), body),
-                             [(h, i) for h in self.hosts for i in range(WORKERS)]))
+            # Each as a client of its own where X-Forwarded-For is
+            # trusted (T6): the warm-up spends no client's rate.
+            rs = list(ex.map(lambda a: mh.chat(a[0].ip, "warm-%s-%d" % (a[0].short, a[1]), body,
+                                               headers={"X-Forwarded-For": "192.0.2.%d" % a[2]}),
+                             [(h, i, n) for n, (h, i) in enumerate(
+                                 (h, i) for h in self.hosts for i in range(WORKERS))]))
         bad = [r.status for r in rs if r.status != 200]
         if bad:
             raise RuntimeError("warm-up requests failed: %s" % bad)
@@ -870,6 +875,78 @@ class T5OrgBudget(unittest.TestCase):
                                  rid, r["t"] - t1, self.logged[rid]["waited_for"]))
 
 
+class T6ClientLimits(unittest.TestCase):
+    """per-client limits across the hosts: 5 requests a minute per client"""
+    tag = "cli"
+    env = {"CEREBRAS_API_KEYS": ",".join(KEYS), "RATE_LIMIT_INTERVAL_MS": "0",
+           "CLIENT_RATE_LIMIT": "%d/min" % CLI_RATE,
+           # Every hop trusted: X-Forwarded-For names the client.
+           "TRUSTED_PROXIES": "0.0.0.0/0,::/0"}
+
+    @classmethod
+    def setUpClass(cls):
+        C.ensure_workers(cls.env, {})
+
+    def setUp(self):
+        print(flush=True)
+
+    def burst(self, tag, n, xff, body=None):
+        """n requests at once, spread over the hosts, from client xff."""
+        barrier = threading.Barrier(n)
+
+        def one(i):
+            h = C.hosts[i % len(C.hosts)]
+            barrier.wait()
+            r = mh.chat(h.ip, "%s-%s-%d" % (tag, h.short, i), body,
+                        headers={"X-Forwarded-For": xff}, timeout=30)
+            code = None
+            if r.status != 200:
+                code = (r.json().get("error") or {}).get("code")
+            return {"host": h.short, "status": r.status, "code": code,
+                    "retry_after": r.header("Retry-After")}
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            return list(ex.map(one, range(n)))
+
+    def test_h_client_rate_across_hosts(self):
+        out_a = self.burst("cli-a", 3 * CLI_RATE, "198.51.100.7")
+        out_b = self.burst("cli-b", CLI_RATE, "198.51.100.8")
+        for name, out, want in (("a", out_a, CLI_RATE), ("b", out_b, CLI_RATE)):
+            ok = [r for r in out if r["status"] == 200]
+            say("(h) client %s: %d of %d served, per host %s; refused %s, Retry-After %s" % (
+                name, len(ok), len(out),
+                {h.short: sum(1 for r in ok if r["host"] == h.short) for h in C.hosts},
+                sorted({r["code"] for r in out if r["status"] != 200}),
+                sorted({r["retry_after"] for r in out if r["status"] != 200})))
+            # Exactly the client's rate, whichever hosts served it.
+            self.assertEqual(len(ok), want)
+            for r in out:
+                if r["status"] != 200:
+                    self.assertEqual((r["status"], r["code"]), (429, "client_rate_limited"))
+                    self.assertTrue(1 <= int(r["retry_after"]) <= 60 // CLI_RATE)
+        self.assertEqual(C.fallback_lines(), [], "a worker fell back to the per-host scheduler")
+
+
+class T7ClientConcurrency(T6ClientLimits):
+    """per-client limits across the hosts: 2 requests in flight per client"""
+    env = dict(T6ClientLimits.env, CLIENT_RATE_LIMIT="none", CLIENT_MAX_CONCURRENT="2")
+    test_h_client_rate_across_hosts = None
+
+    def test_i_client_concurrency_across_hosts(self):
+        slow = dict(mh.CHAT_BODY, stream=True, mock={"events": 6, "gap_ms": 300})
+        out = self.burst("cli-c", 6, "198.51.100.9", slow)
+        ok = [r for r in out if r["status"] == 200]
+        say("(i) client c: %d of 6 streams at once served, per host %s; refused %s" % (
+            len(ok), {h.short: sum(1 for r in ok if r["host"] == h.short) for h in C.hosts},
+            sorted({r["code"] for r in out if r["status"] != 200})))
+        self.assertEqual(len(ok), 2)
+        for r in out:
+            if r["status"] != 200:
+                self.assertEqual((r["status"], r["code"]), (429, "client_rate_limited"))
+        # The seats came back: the same client is served again.
+        r = mh.chat(C.hosts[0].ip, "cli-c-after", headers={"X-Forwarded-For": "198.51.100.9"})
+        self.assertEqual(r.status, 200)
+
+
 class CountingResult(unittest.TextTestResult):
     passed = 0
 
@@ -882,7 +959,8 @@ def suite():
     loader = unittest.TestLoader()
     s = unittest.TestSuite()
     # Global and kill share the same workers (no restart in between).
-    for cls in (T2PerKey, T3Skew, T1Global, T4Kill, T5OrgBudget):
+    for cls in (T2PerKey, T3Skew, T1Global, T4Kill, T5OrgBudget, T6ClientLimits,
+                T7ClientConcurrency):
         s.addTests(loader.loadTestsFromTestCase(cls))
     return s
 
