@@ -5,6 +5,11 @@
 #   make test       unit tests, then integration tests against real Redis and nginx
 #   make asan       the same build under AddressSanitizer/UBSan (build-asan/)
 #   make tsan       the binary under ThreadSanitizer (build-tsan/)
+#   make fuzz       libFuzzer targets (clang, build-fuzz/), each run for
+#                   FUZZ_SECONDS (default 60) from tests/fuzz/corpus/
+#   make fuzz-regress  replay the fuzz seeds and regression inputs, once each
+#   make test-asan  the nginx integration suite against the asan binary,
+#                   failing on any AddressSanitizer/UBSan report
 #   make test-multihost  three hosts in network namespaces sharing one Redis (root)
 #   make bench      benchmarks against direct HTTPS and nginx proxy_pass (build/bench/)
 #   make clean
@@ -50,7 +55,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BIN := $(BUILD)/cerebras-proxy
 
 .PHONY: all run test unit asan tsan deps test-deps clean format check-format \
-        test-multihost bench
+        test-multihost bench fuzz fuzz-build fuzz-regress test-asan asan-bin
 all: $(BIN)
 
 $(BIN): $(FCGI_OBJ) $(SHARED_OBJ)
@@ -90,9 +95,13 @@ unit: $(UNIT_BIN)
 test: test-deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory tsan
+	@$(MAKE) --no-print-directory asan-bin
+	@$(MAKE) --no-print-directory fuzz-build
 	@if command -v clang-format >/dev/null; then $(MAKE) --no-print-directory check-format; \
 	 else echo "clang-format is not installed: code style not checked"; fi
-	@TSAN_BIN=build-tsan/cerebras-proxy bash tests/run-all.sh $(BIN) $(UNIT_BIN)
+	@TSAN_BIN=build-tsan/cerebras-proxy ASAN_BIN=build-asan/cerebras-proxy \
+	    FUZZ_BUILD=build-fuzz FUZZ_TARGETS="$(FUZZ_TARGETS)" \
+	    bash tests/run-all.sh $(BIN) $(UNIT_BIN)
 
 test-multihost: test-deps
 	@$(MAKE) --no-print-directory all
@@ -102,10 +111,15 @@ bench: test-deps
 	@$(MAKE) --no-print-directory all
 	@python3 deploy/bench $(BIN) $(BUILD)/bench
 
+ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan \
-	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" \
 	    LDFLAGS="-fsanitize=address,undefined" all $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
+
+# The binary alone (what make test and test-asan need).
+asan-bin:
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" \
+	    LDFLAGS="-fsanitize=address,undefined" all
 
 # ThreadSanitizer build of the binary (build-tsan/), for the threaded mode:
 #   CEREBRAS_PROXY_BIN=build-tsan/cerebras-proxy TSAN_OPTIONS=log_path=/tmp/tsan \
@@ -114,14 +128,50 @@ tsan:
 	@$(MAKE) --no-print-directory BUILD=build-tsan \
 	    CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" all
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c), one per parser that sees outside
+# input, linked with shared/*.c built by clang with the same sanitizers
+# into build-fuzz/. clang's libFuzzer is in libclang-rt-14-dev on Debian 12.
+#   make fuzz [FUZZ_SECONDS=60]   fuzz each target in turn
+#   make fuzz-regress             replay seeds and regressions only
+#   build-fuzz/fuzz/fuzz_usage INPUT   replay one input
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) \
+	    CFLAGS="-O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link" \
+	    LDFLAGS="$(FUZZ_SAN) -fsanitize=fuzzer" $(FUZZ_TARGETS:%=build-fuzz/fuzz/%)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh build-fuzz $(FUZZ_TARGETS)
+
+fuzz-regress: fuzz-build
+	@FUZZ_SECONDS=0 bash tests/fuzz/run.sh build-fuzz $(FUZZ_TARGETS)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(SHARED_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -iquote tests/fuzz -o $@ $(filter %.c %.o,$^) $(ALL_LDFLAGS) $(DEP_LIBS)
+
+-include $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%.d)
+
+# The nginx integration suite against the AddressSanitizer/UBSan binary
+# (make asan); fails if a sanitizer wrote any report (tests/run-asan.sh).
+test-asan: test-deps asan-bin
+	@bash tests/run-asan.sh build-asan/cerebras-proxy
+
 format:
-	clang-format -i fcgi/*.c shared/*.c shared/*.h tests/unit/*.c tests/unit/*.h
+	clang-format -i fcgi/*.c shared/*.c shared/*.h tests/unit/*.c tests/unit/*.h \
+	    tests/fuzz/*.c tests/fuzz/*.h
 
 check-format:
-	@clang-format --dry-run --Werror fcgi/*.c shared/*.c shared/*.h tests/unit/*.c tests/unit/*.h
+	@clang-format --dry-run --Werror fcgi/*.c shared/*.c shared/*.h tests/unit/*.c tests/unit/*.h \
+	    tests/fuzz/*.c tests/fuzz/*.h
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
 
 -include $(SHARED_OBJ:.o=.d) $(FCGI_OBJ:.o=.d) $(UNIT_BIN:=.d)
 

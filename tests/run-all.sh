@@ -4,8 +4,12 @@
 # behind real nginx, then the proxy's integration tests again behind real
 # Apache with mod_fcgid, then once more behind nginx with threaded workers
 # (WORKER_THREADS=3), then three hosts in network namespaces sharing one
-# Redis (skipped, and said so, without root). Ends with one line
-# "Total: N passed, N failed".
+# Redis (skipped, and said so, without root). With TSAN_BIN, the thread
+# pool's tests under ThreadSanitizer; with ASAN_BIN, the nginx integration
+# suite under AddressSanitizer+UBSan (tests/run-asan.sh); with FUZZ_BUILD
+# and FUZZ_TARGETS, each libFuzzer target briefly (FUZZ_CI_SECONDS, 10 s
+# each), its seeds and regression inputs first (tests/fuzz/run.sh).
+# Ends with one line "Total: N passed, N failed".
 # Usage: tests/run-all.sh PROXY_BINARY UNIT_TEST_BINARY...
 set -u
 bin=$1
@@ -62,6 +66,26 @@ if [ -n "${TSAN_BIN:-}" ]; then
 	rm -rf "$tsan_dir"
 fi
 
+# AddressSanitizer+UBSan build (make asan; ASAN_BIN): the nginx
+# integration suite, failing on any report (tests/run-asan.sh).
+asan_rc=0
+if [ -n "${ASAN_BIN:-}" ]; then
+	echo "== the integration tests behind nginx again under AddressSanitizer+UBSan"
+	bash "$here/run-asan.sh" "$ASAN_BIN" 2>&1 | tee -a "$log"
+	asan_rc=${PIPESTATUS[0]}
+fi
+
+# libFuzzer targets (make fuzz-build; FUZZ_BUILD, FUZZ_TARGETS): each
+# replays its seeds and regressions, then fuzzes briefly.
+fuzz_rc=0
+if [ -n "${FUZZ_BUILD:-}" ] && [ -n "${FUZZ_TARGETS:-}" ]; then
+	echo "== the parsers under libFuzzer, ${FUZZ_CI_SECONDS:-10} s each (make fuzz for longer)"
+	# shellcheck disable=SC2086 # FUZZ_TARGETS is a list of names
+	FUZZ_SECONDS=${FUZZ_CI_SECONDS:-10} RUN_LABEL="fuzz, brief" \
+		bash "$here/fuzz/run.sh" "$FUZZ_BUILD" $FUZZ_TARGETS 2>&1 | tee -a "$log"
+	fuzz_rc=${PIPESTATUS[0]}
+fi
+
 echo "== several hosts in network namespaces sharing one Redis"
 python3 "$here/multihost/run.py" "$bin" 2>&1 | tee -a "$log"
 multi_rc=${PIPESTATUS[0]}
@@ -72,7 +96,7 @@ while read -r p f; do
 	passed=$((passed + p))
 	failed=$((failed + f))
 done < <(sed -n 's/^\(unit\|integration\)[^:]*: \([0-9]*\) passed, \([0-9]*\) failed.*/\2 \3/p' "$log")
-if [ "$unit_rc" -ne 0 ] || [ "$redis_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ] || [ "$tsan_rc" -ne 0 ] || [ "$mock_rc" -ne 0 ]; then
+if [ "$unit_rc" -ne 0 ] || [ "$redis_rc" -ne 0 ] || [ "$int_rc" -ne 0 ] || [ "$apache_rc" -ne 0 ] || [ "$multi_rc" -ne 0 ] || [ "$threads_rc" -ne 0 ] || [ "$tsan_rc" -ne 0 ] || [ "$mock_rc" -ne 0 ] || [ "$asan_rc" -ne 0 ] || [ "$fuzz_rc" -ne 0 ]; then
 	[ "$failed" -eq 0 ] && failed=1
 fi
 echo "== took $(( $(date +%s) - start )) s"
