@@ -13,6 +13,7 @@ import concurrent.futures
 import hashlib
 import os
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -62,6 +63,18 @@ def check_no_tokens():
             texts.append(("Redis zset %r" % n, ST.redis_cli("ZRANGE", n, "0", "-1", "WITHSCORES")))
         elif kind == "string":
             texts.append(("Redis string %r" % n, ST.redis_cli("GET", n)))
+    # --check-config with every token configured shows none of them.
+    path = os.path.join(ST.dir, "tokens-check")
+    with open(path, "w") as f:
+        f.write("carol %s\nbob sha256:%s\n" % (TOK_CAROL, hashlib.sha256(TOK_BOB.encode()).hexdigest()))
+    p = subprocess.run([harness.BINARY, "--check-config"],
+                       env=dict(os.environ, **dict(ST.worker_env, PROXY_TOKENS=",".join(TOKENS[:3]),
+                                                   PROXY_TOKENS_FILE=path)),
+                       capture_output=True, text=True, timeout=30)
+    if p.returncode != 0 or "PROXY_TOKENS=3 tokens:" not in p.stdout or "# clients: 5" not in p.stdout:
+        raise AssertionError("--check-config with tokens: exit %d: %s%s"
+                             % (p.returncode, p.stdout[-600:], p.stderr[-300:]))
+    texts.append(("the output of --check-config", p.stdout + p.stderr))
     for p in ST.procs.values():
         for pid in [p.pid] + stack.descendants(p.pid):
             try:
