@@ -19,6 +19,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/reports" "$tmp/stacks"
+# test_deploy runs the binary as other users (a dynamic uid, www-data):
+# they must reach the stacks under TMPDIR and write their reports.
+chmod 0755 "$tmp" "$tmp/stacks"
+chmod 1777 "$tmp/reports"
 start=$(date +%s)
 
 # detect_leaks=1: LeakSanitizer runs when a worker exits (SIGTERM, drain).
