@@ -4,16 +4,18 @@
  *
  * Input: '\n'-separated lines. Each line, with its '\n' and without, goes
  * to hdr_forward_response() as libcurl hands a header line over (exactly
- * that many bytes, no terminator); as a C string to hdr_value_ok() and
- * cors_header_list_ok(). The first three lines are also
- * CORS_ALLOW_ORIGINS (when config.c would take it), Origin and
- * Access-Control-Request-Headers for cors_headers() and cors_preflight_headers(), whose output must stay
- * one header per line: no CR or LF but the line ends.
+ * that many bytes, no terminator); as a C string to hdr_value_ok(),
+ * cors_header_list_ok() and log_escape() (shared/log.c). The first three
+ * lines are also CORS_ALLOW_ORIGINS (when config.c would take it), Origin
+ * and Access-Control-Request-Headers for cors_headers() and
+ * cors_preflight_headers(), whose output must stay one header per line:
+ * no CR or LF but the line ends.
  */
 #include "fuzz.h"
 
 #include "cors.h"
 #include "headers.h"
+#include "log.h"
 
 /*
  * CORS_ALLOW_ORIGINS as config.c admits it (parse_origins): non-empty,
@@ -47,6 +49,33 @@ check_lines(const struct buf *b)
 	}
 }
 
+/*
+ * log_escape (shared/log.c), which every client-sent value goes through
+ * on its way to a log line: terminated within the buffer, nothing but
+ * printable ASCII out, '"' and '\\' escaped.
+ */
+static void
+escape(const char *s)
+{
+	static const size_t sizes[] = {1, 2, 5, 64};
+	char out[64];
+	size_t i;
+	size_t j;
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		memset(out, 'Z', sizeof(out));
+		(void)log_escape(s, out, sizes[i]);
+		if (strnlen(out, sizes[i]) >= sizes[i])
+			fuzz_fail("log_escape: not terminated");
+		for (j = 0; out[j] != '\0'; j++)
+			if ((unsigned char)out[j] < 0x20 ||
+			    (unsigned char)out[j] >= 0x7f || out[j] == '"' ||
+			    (out[j] == '\\' && out[j + 1] != 'x'))
+				fuzz_fail("log_escape: %#x left as is",
+					  (unsigned char)out[j]);
+	}
+}
+
 static void
 one_line(const uint8_t *p, size_t n)
 {
@@ -63,6 +92,7 @@ one_line(const uint8_t *p, size_t n)
 	(void)hdr_value_ok(s, 8);
 	(void)hdr_value_ok(s, 4096);
 	(void)cors_header_list_ok(s);
+	escape(s);
 	free(s);
 }
 
