@@ -1076,8 +1076,8 @@ parse_tokens(struct config *c, const char *v, char *err, size_t errsz)
 	const char *q;
 	int i;
 
-	if (v == NULL)
-		return CP_OK;
+	if (v == NULL || *v == '\0')
+		return CP_OK; /* empty, as in an env file: unset */
 	c->tokens = calloc(CONFIG_MAX_TOKENS, sizeof(*c->tokens));
 	if (c->tokens == NULL) {
 		seterr(err, errsz, "PROXY_TOKENS: out of memory");
@@ -1164,14 +1164,8 @@ print_tokens(const struct config *c, FILE *fp)
 static enum cp_err
 parse_tokens_file(struct config *c, const char *v, char *err, size_t errsz)
 {
-	if (v == NULL)
-		return CP_OK;
-	if (*v == '\0') {
-		seterr(err, errsz,
-		       "PROXY_TOKENS_FILE: empty (unset it, or name "
-		       "a file)");
-		return CP_ERR_CONFIG;
-	}
+	if (v == NULL || *v == '\0')
+		return CP_OK; /* empty, as in an env file: unset */
 	if (access(v, R_OK) != 0) {
 		seterr(err, errsz, "PROXY_TOKENS_FILE: cannot read \"%.200s\"",
 		       v);
@@ -1255,7 +1249,7 @@ parse_client_rate(struct config *c, const char *v, char *err, size_t errsz)
 {
 	const char *why = "";
 
-	if (v == NULL)
+	if (v == NULL || *v == '\0')
 		return CP_OK;
 	if (config_parse_rate(v, &c->client_rate, &c->client_window_ms, &why) !=
 	    0) {
