@@ -865,8 +865,11 @@ chat_run(struct chat *c)
 	if (chat_admit(c) != CP_OK || chat_read(c) != CP_OK)
 		return;
 	/* A client that already left gets no slot and no upstream request. */
-	if (io->io_gone(io->io_ctx))
+	if (io->io_gone(io->io_ctx)) {
+		chat_log_denied(c, 499, "client_left",
+				"gone before a slot was reserved");
 		return;
+	}
 	chat_client_limits(c);
 	for (c->c_attempts_left = attempts - 1;; c->c_attempts_left--) {
 		c->c_sreq.sr_attempt = attempts - 1 - c->c_attempts_left;
