@@ -23,6 +23,10 @@ KEEP_STACK_DIR=1 keeps the temporary directory (logs, configs).
 BENCH_ONLY=phase,phase runs only those phases (sweep, latency, syscalls,
 throughput, roundtrips, paced, memory, mocklatency, streaming, redisbench,
 concurrency, spacing, burst, goodput); for development.
+BENCH_CLIENT_ACCESS=1 (with BENCH_ONLY=sweep,throughput only) starts the
+workers with every client-access feature on: a client token that wrk sends,
+a client rate and a concurrency limit that never bind (their bookkeeping is
+the cost measured).
 
 The sections of the table follow the numbering of the measurements:
 1 added latency, 2 throughput and CPU, 3 streaming, 4 memory, 5 Redis round

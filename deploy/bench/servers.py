@@ -7,6 +7,9 @@ from stack import (MOCK_KEYS, Stack, can_connect, children, free_port,
 
 from .common import BIG_BYTES, CHAT_PATH, FAST_REPLY
 
+BENCH_TOKEN = "cp-bench-token-0123456789"
+
+
 class BenchStack(Stack):
     """deploy/stack.py's Stack plus: the fast nginx upstream, the nginx
     proxy_pass baseline, an nginx for the stack with worker_processes auto
@@ -117,6 +120,13 @@ class BenchStack(Stack):
         wenv = {"REDIS_URL": self.redis_url(), "CEREBRAS_API_KEYS": MOCK_KEYS,
                 "CEREBRAS_CA_FILE": self.ca_file(), "RATE_LIMIT_INTERVAL_MS": "0",
                 "CEREBRAS_API_BASE": self.fast_base() if upstream == "fast" else self.mock_base()}
+        if os.environ.get("BENCH_CLIENT_ACCESS") == "1":
+            # Every client-access feature on (throughput runs only: wrk
+            # sends BENCH_AUTH): a token to check, a client rate bucket and
+            # a seat in flight per request (one more Redis command each).
+            wenv.update({"PROXY_TOKENS": BENCH_TOKEN, "CLIENT_RATE_LIMIT": "1000000000/s",
+                         "CLIENT_MAX_CONCURRENT": "1000000"})
+            os.environ["BENCH_AUTH"] = BENCH_TOKEN
         wenv.update(env or {})
         self.start_workers(processes, wenv, threads=threads)
         self.worker_shape = (processes, threads, upstream, wenv["RATE_LIMIT_INTERVAL_MS"])

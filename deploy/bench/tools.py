@@ -11,6 +11,8 @@ WRK_LUA = r"""
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("BENCH_AUTH")
+if auth and auth ~= "" then wrk.headers["Authorization"] = "Bearer " .. auth end
 local limit = tonumber(os.getenv("BENCH_LIMIT") or "0")
 if limit > 0 then
   local n = 0
