@@ -96,7 +96,8 @@ test: test-deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory asan-bin
-	@$(MAKE) --no-print-directory fuzz-build
+	@if command -v $(FUZZ_CC) >/dev/null; then $(MAKE) --no-print-directory fuzz-build; \
+	 else echo "$(FUZZ_CC) is not installed: the fuzz targets are not built nor run"; fi
 	@if command -v clang-format >/dev/null; then $(MAKE) --no-print-directory check-format; \
 	 else echo "clang-format is not installed: code style not checked"; fi
 	@TSAN_BIN=build-tsan/cerebras-proxy ASAN_BIN=build-asan/cerebras-proxy \

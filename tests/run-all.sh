@@ -78,7 +78,13 @@ fi
 # libFuzzer targets (make fuzz-build; FUZZ_BUILD, FUZZ_TARGETS): each
 # replays its seeds and regressions, then fuzzes briefly.
 fuzz_rc=0
-if [ -n "${FUZZ_BUILD:-}" ] && [ -n "${FUZZ_TARGETS:-}" ]; then
+fuzz_built=1
+for t in ${FUZZ_TARGETS:-}; do
+	[ -x "${FUZZ_BUILD:-}/fuzz/$t" ] || fuzz_built=0
+done
+if [ -n "${FUZZ_BUILD:-}" ] && [ -n "${FUZZ_TARGETS:-}" ] && [ "$fuzz_built" -eq 0 ]; then
+	echo "== the fuzz targets are not built (no clang): not run"
+elif [ -n "${FUZZ_BUILD:-}" ] && [ -n "${FUZZ_TARGETS:-}" ]; then
 	echo "== the parsers under libFuzzer, ${FUZZ_CI_SECONDS:-10} s each (make fuzz for longer)"
 	# shellcheck disable=SC2086 # FUZZ_TARGETS is a list of names
 	FUZZ_SECONDS=${FUZZ_CI_SECONDS:-10} RUN_LABEL="fuzz, brief" \
