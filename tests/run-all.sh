@@ -4,11 +4,12 @@
 # behind real nginx, then the proxy's integration tests again behind real
 # Apache with mod_fcgid, then once more behind nginx with threaded workers
 # (WORKER_THREADS=3), then three hosts in network namespaces sharing one
-# Redis (skipped, and said so, without root). With TSAN_BIN, the thread
-# pool's tests under ThreadSanitizer; with ASAN_BIN, the nginx integration
-# suite under AddressSanitizer+UBSan (tests/run-asan.sh); with FUZZ_BUILD
-# and FUZZ_TARGETS, each libFuzzer target briefly (FUZZ_CI_SECONDS, 10 s
-# each), its seeds and regression inputs first (tests/fuzz/run.sh).
+# Redis (skipped, and said so, without root); with TSAN_BIN, the thread
+# pool's tests under ThreadSanitizer before the hosts. Last, with ASAN_BIN,
+# the nginx integration suite under AddressSanitizer+UBSan
+# (tests/run-asan.sh), and with FUZZ_BUILD and FUZZ_TARGETS each libFuzzer
+# target briefly (FUZZ_CI_SECONDS, 10 s each), its seeds and regression
+# inputs first (tests/fuzz/run.sh).
 # Ends with one line "Total: N passed, N failed".
 # Usage: tests/run-all.sh PROXY_BINARY UNIT_TEST_BINARY...
 set -u
@@ -66,6 +67,10 @@ if [ -n "${TSAN_BIN:-}" ]; then
 	rm -rf "$tsan_dir"
 fi
 
+echo "== several hosts in network namespaces sharing one Redis"
+python3 "$here/multihost/run.py" "$bin" 2>&1 | tee -a "$log"
+multi_rc=${PIPESTATUS[0]}
+
 # AddressSanitizer+UBSan build (make asan; ASAN_BIN): the nginx
 # integration suite, failing on any report (tests/run-asan.sh).
 asan_rc=0
@@ -91,10 +96,6 @@ elif [ -n "${FUZZ_BUILD:-}" ] && [ -n "${FUZZ_TARGETS:-}" ]; then
 		bash "$here/fuzz/run.sh" "$FUZZ_BUILD" $FUZZ_TARGETS 2>&1 | tee -a "$log"
 	fuzz_rc=${PIPESTATUS[0]}
 fi
-
-echo "== several hosts in network namespaces sharing one Redis"
-python3 "$here/multihost/run.py" "$bin" 2>&1 | tee -a "$log"
-multi_rc=${PIPESTATUS[0]}
 
 passed=0
 failed=0
