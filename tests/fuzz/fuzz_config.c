@@ -39,7 +39,8 @@ check_err(const char *what, const char *err)
 	if (err[0] == '\0')
 		fuzz_fail("%s: refused without a reason", what);
 	if (strchr(err, '\n') != NULL)
-		fuzz_fail("%s: a reason of more than one line", what);
+		fuzz_fail("%s: a reason of more than one line: \"%s\"", what,
+			  err);
 }
 
 static void
