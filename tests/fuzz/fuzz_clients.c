@@ -104,6 +104,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    CP_OK &&
 	    err[0] == '\0')
 		fuzz_fail("a tokens file refused without a reason");
+	if (strpbrk(err, "\r\n") != NULL)
+		fuzz_fail("a reason of more than one line: \"%s\"", err);
 	free(text);
 
 	n = fuzz_fields(data + 1, size - 1, f, 4);
