@@ -331,7 +331,12 @@ class TestSupervisor(SupervisorTest):
         os.kill(second, signal.SIGKILL)
         third = self.new_worker(p, kids + [second], log)
         self.assertGreater(time.monotonic() - t1, 0.9, "replaced again within a second")
-        self.workers(p, 2, log, ready=4)
+        # The third is up (the second may have died before it said so:
+        # under ASan a worker takes longer to get ready than the test to
+        # kill it).
+        self.workers(p, 2, log, ready=3)
+        stack.wait_for(lambda: "cerebras-proxy[%d]: info: Initialized" % third in read_text(log),
+                       10, "the third worker ready")
         self.assertIn("worker %d killed by signal 9; restarting" % second, read_text(log))
         self.assertTrue(alive(third))
         self.assert_stops(p, log, what="after two replacements")
