@@ -87,6 +87,25 @@ find_sep(const char *s, const char *e, char sep)
 }
 
 /*
+ * The next non-empty item of a comma-separated list, trimmed, into [*s,
+ * *e), *p moved past it; 0 when [*p, lim) holds no more. Empty items are
+ * skipped.
+ */
+static int
+next_item(const char **p, const char *lim, const char **s, const char **e)
+{
+	while (*p < lim) {
+		*s = *p;
+		*e = find_sep(*p, lim, ',');
+		*p = *e < lim ? *e + 1 : lim;
+		trim(s, e);
+		if (*s < *e)
+			return 1;
+	}
+	return 0;
+}
+
+/*
  * Copies at most 40 bytes of [s, e) into out, control characters, quotes
  * and non-ASCII escaped: safe to quote in a message.
  */
@@ -250,13 +269,7 @@ parse_keys(struct config *c, const char *v, char *err, size_t errsz)
 	}
 	lim = v + strlen(v);
 	p = v;
-	while (p < lim) {
-		s = p;
-		e = find_sep(p, lim, ',');
-		p = e < lim ? e + 1 : lim;
-		trim(&s, &e);
-		if (s == e)
-			continue; /* empty item: ignored */
+	while (next_item(&p, lim, &s, &e)) {
 		r = parse_org(c, s, e, err, errsz);
 		if (r != CP_OK)
 			return r;
@@ -1084,13 +1097,7 @@ parse_tokens(struct config *c, const char *v, char *err, size_t errsz)
 		return CP_ERR_NOMEM;
 	}
 	lim = v + strlen(v);
-	for (p = v; p < lim;) {
-		s = p;
-		e = find_sep(p, lim, ',');
-		p = e < lim ? e + 1 : lim;
-		trim(&s, &e);
-		if (s == e)
-			continue;
+	for (p = v; next_item(&p, lim, &s, &e);) {
 		if (c->ntokens >= CONFIG_MAX_TOKENS) {
 			seterr(err, errsz, "PROXY_TOKENS: more than %d tokens",
 			       CONFIG_MAX_TOKENS);
@@ -1322,13 +1329,7 @@ parse_trusted(struct config *c, const char *v, char *err, size_t errsz)
 		return CP_ERR_NOMEM;
 	}
 	lim = v + strlen(v);
-	for (p = v; p < lim;) {
-		s = p;
-		e = find_sep(p, lim, ',');
-		p = e < lim ? e + 1 : lim;
-		trim(&s, &e);
-		if (s == e)
-			continue;
+	for (p = v; next_item(&p, lim, &s, &e);) {
 		if (parse_cidr(s, e, &c->trusted[c->ntrusted]) != 0) {
 			seterr(err, errsz,
 			       "TRUSTED_PROXIES: not an IP address or CIDR: "
