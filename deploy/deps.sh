@@ -2,14 +2,15 @@
 # Installs the Debian packages cerebras-proxy needs to build and run it
 # (and, with the argument "test", to test it: cmocka, a headless Chromium
 # for the cross-origin browser test, Apache with mod_fcgid, systemd-analyze,
-# cgi-fcgi), when run as root; otherwise
+# cgi-fcgi, clang-format, clang and its libFuzzer runtime for the fuzz
+# targets), when run as root; otherwise
 # prints the exact command to run.
 set -eu
 
 PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libhiredis-dev libssl-dev libjansson-dev \
 nginx redis-server redis-tools python3 openssl ca-certificates"
 if [ "${1:-}" = test ]; then
-	PKGS="$PKGS libcmocka-dev chromium apache2 libapache2-mod-fcgid systemd libfcgi-bin iproute2 wrk faketime"
+	PKGS="$PKGS libcmocka-dev chromium apache2 libapache2-mod-fcgid systemd libfcgi-bin iproute2 wrk faketime clang-format clang libclang-rt-14-dev"
 fi
 
 missing=""

@@ -689,11 +689,13 @@ parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 static enum cp_err
 parse_ca_file(struct config *c, const char *v, char *err, size_t errsz)
 {
+	char q[256];
+
 	if (v == NULL || *v == '\0')
 		return CP_OK;
 	if (access(v, R_OK) != 0) {
-		seterr(err, errsz, "CEREBRAS_CA_FILE: cannot read \"%.200s\"",
-		       v);
+		seterr(err, errsz, "CEREBRAS_CA_FILE: cannot read \"%s\"",
+		       log_escape(v, q, sizeof(q)));
 		return CP_ERR_CONFIG;
 	}
 	c->ca_file = xstrndup(v, strlen(v));
@@ -1171,11 +1173,13 @@ print_tokens(const struct config *c, FILE *fp)
 static enum cp_err
 parse_tokens_file(struct config *c, const char *v, char *err, size_t errsz)
 {
+	char q[256];
+
 	if (v == NULL || *v == '\0')
 		return CP_OK; /* empty, as in an env file: unset */
 	if (access(v, R_OK) != 0) {
-		seterr(err, errsz, "PROXY_TOKENS_FILE: cannot read \"%.200s\"",
-		       v);
+		seterr(err, errsz, "PROXY_TOKENS_FILE: cannot read \"%s\"",
+		       log_escape(v, q, sizeof(q)));
 		return CP_ERR_CONFIG;
 	}
 	c->tokens_file = xstrndup(v, strlen(v));
@@ -1254,13 +1258,15 @@ config_rate_str(long n, long window_ms, char *out, size_t outsz)
 static enum cp_err
 parse_client_rate(struct config *c, const char *v, char *err, size_t errsz)
 {
+	char q[164];
 	const char *why = "";
 
 	if (v == NULL || *v == '\0')
 		return CP_OK;
 	if (config_parse_rate(v, &c->client_rate, &c->client_window_ms, &why) !=
 	    0) {
-		seterr(err, errsz, "CLIENT_RATE_LIMIT: %s: \"%.40s\"", why, v);
+		seterr(err, errsz, "CLIENT_RATE_LIMIT: %s: \"%s\"", why,
+		       quote(v, v + strlen(v), q, sizeof(q)));
 		return CP_ERR_CONFIG;
 	}
 	return CP_OK;
@@ -1556,6 +1562,7 @@ static enum cp_err
 load_int(struct config *c, const struct setting *s, const char *v, char *err,
 	 size_t errsz)
 {
+	char q[164];
 	long long n = s->s_def;
 	const char *why;
 
@@ -1565,8 +1572,10 @@ load_int(struct config *c, const struct setting *s, const char *v, char *err,
 			       s->s_name, why, s->s_min, s->s_max);
 		else
 			seterr(err, errsz,
-			       "%s: %s: \"%.40s\" (expected %lld..%lld)",
-			       s->s_name, why, v, s->s_min, s->s_max);
+			       "%s: %s: \"%s\" (expected %lld..%lld)",
+			       s->s_name, why,
+			       quote(v, v + strlen(v), q, sizeof(q)), s->s_min,
+			       s->s_max);
 		return CP_ERR_CONFIG;
 	}
 	*(long *)field_at(c, s) = (long)n;

@@ -8,7 +8,7 @@
 # pool's tests under ThreadSanitizer before the hosts. Last, with ASAN_BIN,
 # the nginx integration suite under AddressSanitizer+UBSan
 # (tests/run-asan.sh), and with FUZZ_BUILD and FUZZ_TARGETS each libFuzzer
-# target briefly (FUZZ_CI_SECONDS, 10 s each), its seeds and regression
+# target briefly (FUZZ_CI_SECONDS, 6 s each), its seeds and regression
 # inputs first (tests/fuzz/run.sh).
 # Ends with one line "Total: N passed, N failed".
 # Usage: tests/run-all.sh PROXY_BINARY UNIT_TEST_BINARY...
@@ -90,9 +90,9 @@ done
 if [ -n "${FUZZ_BUILD:-}" ] && [ -n "${FUZZ_TARGETS:-}" ] && [ "$fuzz_built" -eq 0 ]; then
 	echo "== the fuzz targets are not built (no clang): not run"
 elif [ -n "${FUZZ_BUILD:-}" ] && [ -n "${FUZZ_TARGETS:-}" ]; then
-	echo "== the parsers under libFuzzer, ${FUZZ_CI_SECONDS:-10} s each (make fuzz for longer)"
+	echo "== the parsers under libFuzzer, ${FUZZ_CI_SECONDS:-6} s each (make fuzz for longer)"
 	# shellcheck disable=SC2086 # FUZZ_TARGETS is a list of names
-	FUZZ_SECONDS=${FUZZ_CI_SECONDS:-10} RUN_LABEL="fuzz, brief" \
+	FUZZ_SECONDS=${FUZZ_CI_SECONDS:-6} RUN_LABEL="fuzz, brief" \
 		bash "$here/fuzz/run.sh" "$FUZZ_BUILD" $FUZZ_TARGETS 2>&1 | tee -a "$log"
 	fuzz_rc=${PIPESTATUS[0]}
 fi
