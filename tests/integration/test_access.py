@@ -224,12 +224,21 @@ class TestTokensFile(AccessTest):
         stack.wait_for(lambda: all(self.status_for(TOK_BOB) == 401 for _ in range(8)),
                        10, "bob to be gone", interval=0.2)
         before = ST.log_text().count("(SIGHUP)")
-        # Same size, same second: a change the stat check may miss; the
-        # SIGHUP makes every worker read it.
-        self.write(["alice %s" % TOK_ALICE.replace("a", "b")])
-        os.kill(ST.procs["workers"].pid, signal.SIGHUP)
-        stack.wait_for(lambda: all(self.status_for(TOK_ALICE) == 401 for _ in range(8)),
-                       10, "the old token to be refused", interval=0.1)
+        MOCK.reset()
+        # A stream of alice's in flight across the reload that removes her.
+        slow = chat_body(stream=True, mock={"events": 8, "gap_ms": 300})
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            f = ex.submit(self.chat, slow, bearer(TOK_ALICE))
+            stack.wait_for(lambda: len(MOCK.requests()) >= 1, 10, "alice's stream at the mock")
+            self.write(["alice %s" % TOK_ALICE.replace("a", "b")])
+            os.kill(ST.procs["workers"].pid, signal.SIGHUP)
+            stack.wait_for(lambda: all(self.status_for(TOK_ALICE) == 401 for _ in range(8)),
+                           10, "the old token to be refused", interval=0.1)
+            r = f.result()
+        # The request in flight was not dropped.
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body.decode().count("mock_index"), 8, r.body[-300:])
+        self.assertIn("data: [DONE]", r.body.decode())
         self.assertEqual(self.status_for(TOK_ALICE.replace("a", "b")), 200)
         stack.wait_for(lambda: ST.log_text().count("(SIGHUP)") > before, 5, "the SIGHUP reload's log line")
         # The supervisor and its workers live on.
