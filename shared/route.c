@@ -5,8 +5,9 @@
 
 #include <string.h>
 
-#define ALLOW_ROOT "GET, HEAD, POST, OPTIONS"
-#define ALLOW_CHAT "POST, OPTIONS"
+#define ALLOW_ROOT   "GET, HEAD, POST, OPTIONS"
+#define ALLOW_CHAT   "POST, OPTIONS"
+#define ALLOW_HEALTH "GET, HEAD, OPTIONS"
 
 static enum cp_err
 copy_path(const char *p, size_t n, char *out, size_t outsz)
@@ -80,6 +81,13 @@ route_decide(const char *method, const char *path, const char **allow)
 		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
 			return ROUTE_HEALTH;
 		*allow = ALLOW_ROOT;
+		return ROUTE_NOT_ALLOWED;
+	}
+	/* A liveness check: needs no Redis and no Cerebras, as GET /. */
+	if (strcmp(path, "/healthz") == 0) {
+		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+			return ROUTE_HEALTH;
+		*allow = ALLOW_HEALTH;
 		return ROUTE_NOT_ALLOWED;
 	}
 	/*

@@ -14,7 +14,7 @@
 
 enum route {
 	ROUTE_CHAT,	   /* forward to Cerebras */
-	ROUTE_HEALTH,	   /* GET/HEAD / : 200 OK */
+	ROUTE_HEALTH,	   /* GET/HEAD / and /healthz: 200 OK */
 	ROUTE_PREFLIGHT,   /* OPTIONS on any path */
 	ROUTE_NOT_ALLOWED, /* known path, other method: 405 + Allow */
 	ROUTE_NOT_FOUND,   /* 404 */

@@ -155,6 +155,7 @@ class TestTokens(AccessTest):
         self.assertEqual(r.status, 204, r.text())
         self.assertCors(r)
         self.assertEqual(self.req("GET", "/").status, 200)
+        self.assertEqual(self.req("GET", "/healthz").status, 200)
 
 
 class TestTokensFile(AccessTest):

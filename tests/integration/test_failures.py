@@ -55,6 +55,8 @@ class TestFailures(ProxyTest):
         self.assertEqual(MOCK.requests(), [])
         # The other routes do not need Redis.
         self.assertEqual(self.req("GET", "/").status, 200)
+        # The liveness check needs no Redis either.
+        self.assertEqual(self.req("GET", "/healthz").body, b"OK")
         self.assertIn("refusing chat requests until it is back", ST.log_text())
 
     def test_unreachable_redis_falls_back_to_per_host_spacing(self):

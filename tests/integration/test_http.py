@@ -32,6 +32,16 @@ class TestRoutes(ProxyTest):
         self.assertEqual(r.body, b"OK")
         self.assertCors(r)
 
+    def test_healthz_is_ok(self):
+        for method, body in (("GET", b"OK"), ("HEAD", b"")):
+            r = self.req(method, "/healthz")
+            self.assertEqual((r.status, r.body), (200, body))
+            self.assertCors(r)
+        r = self.req("POST", "/healthz", chat_body())
+        self.assertOpenAIError(r, 405, "method_not_allowed")
+        self.assertEqual(r.header("Allow"), "GET, HEAD, OPTIONS")
+        self.assertEqual(MOCK.requests(), [])
+
     def test_head_root_is_ok_without_body(self):
         r = self.req("HEAD", "/")
         self.assertEqual(r.status, 200)

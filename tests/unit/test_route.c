@@ -159,8 +159,9 @@ test_route_path_small_buffer(void **state)
 
 /* route_decide */
 
-#define ALLOW_ROOT "GET, HEAD, POST, OPTIONS"
-#define ALLOW_CHAT "POST, OPTIONS"
+#define ALLOW_ROOT   "GET, HEAD, POST, OPTIONS"
+#define ALLOW_CHAT   "POST, OPTIONS"
+#define ALLOW_HEALTH "GET, HEAD, OPTIONS"
 
 struct decide_case {
 	const char *method;
@@ -177,6 +178,12 @@ static const struct decide_case decide_cases[] = {
 	{"POST", "/chat/completions/", ROUTE_CHAT, NULL},
 	{"GET", "/", ROUTE_HEALTH, NULL},
 	{"HEAD", "/", ROUTE_HEALTH, NULL},
+	{"GET", "/healthz", ROUTE_HEALTH, NULL},
+	{"HEAD", "/healthz", ROUTE_HEALTH, NULL},
+	{"OPTIONS", "/healthz", ROUTE_PREFLIGHT, NULL},
+	{"POST", "/healthz", ROUTE_NOT_ALLOWED, ALLOW_HEALTH},
+	{"GET", "/healthz/", ROUTE_NOT_FOUND, NULL},
+	{"GET", "/v1/healthz", ROUTE_NOT_FOUND, NULL},
 	{"OPTIONS", "/", ROUTE_PREFLIGHT, NULL},
 	{"OPTIONS", CHAT, ROUTE_PREFLIGHT, NULL},
 	{"OPTIONS", "/nope", ROUTE_PREFLIGHT, NULL},
