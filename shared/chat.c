@@ -30,6 +30,7 @@
  * correct the budget either way.
  */
 #define UNSET_MAX_TOKENS 8192
+#define REQUEST_ID_MAX	 128 /* a client's X-Request-Id kept up to this */
 
 /* One chat request in flight: what the sink and the log line need. */
 struct chat {
@@ -54,7 +55,8 @@ struct chat {
 	/* The limits on this attempt's answer, read once from its headers. */
 	struct hdr_limit c_limits[HDR_NLIMITS];
 	long c_rest_ms; /* its 429's Retry-After or reset (ms), else -1 */
-	struct client c_client; /* who sent it (clients.h) */
+	struct client c_client;		/* who sent it (clients.h) */
+	char c_rid[REQUEST_ID_MAX + 1]; /* its id: the client's, or made */
 };
 
 /*
@@ -94,19 +96,25 @@ read_body(const struct request_io *io, struct buf *body)
 	}
 }
 
-/* Collects the allow-listed client headers as "Name: value\n" lines. */
+/*
+ * Collects the allow-listed client headers as "Name: value\n" lines, the
+ * request's id (rid) as its X-Request-Id.
+ */
 static enum cp_err
-forward_headers(const struct request_io *io, struct buf *out)
+forward_headers(const struct request_io *io, const char *rid, struct buf *out)
 {
 	const struct hdr_forward *f;
 	const char *v;
 	enum cp_err err;
 
 	buf_reset(out);
-	err = buf_adds(out, "Content-Type: application/json\n");
+	err = buf_printf(
+		out, "Content-Type: application/json\nX-Request-Id: %s\n", rid);
 	if (err)
 		return err;
 	for (f = hdr_request_allowed; f->hf_cgi != NULL; f++) {
+		if (strcmp(f->hf_cgi, "HTTP_X_REQUEST_ID") == 0)
+			continue; /* sent above */
 		v = io->io_param(io->io_ctx, f->hf_cgi);
 		if (v == NULL || v[0] == '\0' ||
 		    !hdr_value_ok(v, HDR_VALUE_MAX))
@@ -116,6 +124,47 @@ forward_headers(const struct request_io *io, struct buf *out)
 			return err;
 	}
 	return CP_OK;
+}
+
+/*
+ * The request's id: the client's X-Request-Id when it is sane (1 to 128
+ * of letters, digits and "._:@+/=-": a UUID, a ULID, a trace id), else
+ * "req-" and 24 random hex digits. It goes upstream, back to the client
+ * and into every log line about the request.
+ */
+static void
+chat_request_id(struct chat *c)
+{
+	static const char hex[] = "0123456789abcdef";
+	static atomic_uint_fast64_t counter;
+	const char *v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
+	unsigned char r[12];
+	uint64_t n;
+	size_t len = v != NULL ? strspn(v, "abcdefghijklmnopqrstuvwxyz"
+					   "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					   "0123456789._:@+/=-")
+			       : 0;
+	int i;
+
+	if (len > 0 && len <= REQUEST_ID_MAX && v[len] == '\0') {
+		memcpy(c->c_rid, v, len + 1);
+	} else {
+		if (getrandom(r, sizeof(r), GRND_NONBLOCK) !=
+		    (ssize_t)sizeof(r)) {
+			/* Unique on this host at least. */
+			n = ((uint64_t)getpid() << 40) ^ (uint64_t)mono_ns() ^
+			    atomic_fetch_add(&counter, 1);
+			memset(r, 0, sizeof(r));
+			memcpy(r, &n, sizeof(n));
+		}
+		memcpy(c->c_rid, "req-", 4);
+		for (i = 0; i < (int)sizeof(r); i++) {
+			c->c_rid[4 + 2 * i] = hex[r[i] >> 4];
+			c->c_rid[5 + 2 * i] = hex[r[i] & 15];
+		}
+		c->c_rid[4 + 2 * sizeof(r)] = '\0';
+	}
+	c->c_resp->r_request_id = c->c_rid;
 }
 
 /* A model name as Cerebras' look: visible ASCII, no space. */
@@ -167,13 +216,11 @@ static void
 chat_log_denied(const struct chat *c, int status, const char *code,
 		const char *detail)
 {
-	const char *v;
 	char rid[80];
 
 	if (!c->c_w->w_cfg->log_requests)
 		return;
-	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
-	log_escape(v ? v : "-", rid, sizeof(rid));
+	log_escape(c->c_rid, rid, sizeof(rid));
 	log_info("chat id=%s client=%s status=%d total_ms=%.1f refused: %s "
 		 "(%s)",
 		 rid, c->c_client.cl_name[0] ? c->c_client.cl_name : "-",
@@ -277,7 +324,7 @@ chat_read(struct chat *c)
 			   NULL);
 		return CP_ERR_BADREQ;
 	}
-	err = forward_headers(c->c_io, &w->w_hdrs);
+	err = forward_headers(c->c_io, c->c_rid, &w->w_hdrs);
 	if (err) {
 		resp_error(c->c_resp, 400, "invalid_request_error",
 			   "bad_headers", "request headers too large", NULL);
@@ -333,14 +380,12 @@ chat_read(struct chat *c)
 static void
 chat_log_refusal(const struct chat *c, const char *code, long retry_after)
 {
-	const char *v;
 	char rid[80];
 	char model[REQBODY_MODEL_MAX];
 
 	if (!c->c_w->w_cfg->log_requests)
 		return;
-	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
-	log_escape(v ? v : "-", rid, sizeof(rid));
+	log_escape(c->c_rid, rid, sizeof(rid));
 	log_escape(c->c_req_ok && c->c_req.rb_model[0] ? c->c_req.rb_model
 						       : "-",
 		   model, sizeof(model));
@@ -605,7 +650,6 @@ chat_log(const struct chat *c, int status, const char *outcome)
 	const struct config *cfg = c->c_w->w_cfg;
 	const struct slot *sl = &c->c_slot;
 	const struct upstream_res *res = &c->c_res;
-	const char *v;
 	char rid[80];
 	char backlog[32];
 	char ptok[24];
@@ -620,8 +664,7 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		snprintf(backlog, sizeof(backlog), "-");
 	else
 		snprintf(backlog, sizeof(backlog), "%.1f", c->c_backlog_ms);
-	v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
-	log_escape(v ? v : "-", rid, sizeof(rid));
+	log_escape(c->c_rid, rid, sizeof(rid));
 	log_escape(c->c_req_ok && c->c_req.rb_model[0] ? c->c_req.rb_model
 						       : "-",
 		   model, sizeof(model));
@@ -918,6 +961,7 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
 	}
 	c.c_backlog_ms = backlog_ms(io, c.c_thread_ns);
 	c.c_poll_why = SLOT_WHY_NONE;
+	chat_request_id(&c);
 	usage_scan_init(&c.c_scan, 0);
 	chat_run(&c);
 	if (c.c_sreq.sr_client != NULL)

@@ -33,6 +33,7 @@ static const char *const drop_response[] = {
 	"x-accel-charset",
 	"x-accel-expires",
 	"cache-control",
+	"x-request-id", /* the proxy's own: the request's id */
 	/* upstream cookies belong to the upstream, not to the browser */
 	"set-cookie",
 	"set-cookie2",

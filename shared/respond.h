@@ -19,11 +19,13 @@ struct resp {
 	const struct request_io *r_io; /* borrowed */
 	const char *r_cors;	       /* borrowed: CORS_ALLOW_ORIGINS */
 	const char *r_origin; /* borrowed: request Origin, may be NULL */
-	int r_head_only;      /* HEAD: headers, no body */
-	int r_started;	      /* headers went out */
-	int r_hup;	      /* a write failed: the client is gone */
-	int r_buffered; /* not a stream: let writes pile up until the end */
-	int r_sse;	/* relaying an event stream */
+	/* borrowed: the request's id, sent as X-Request-Id; NULL: none */
+	const char *r_request_id;
+	int r_head_only; /* HEAD: headers, no body */
+	int r_started;	 /* headers went out */
+	int r_hup;	 /* a write failed: the client is gone */
+	int r_buffered;	 /* not a stream: let writes pile up until the end */
+	int r_sse;	 /* relaying an event stream */
 	int r_status;
 	size_t r_bytes;	  /* body bytes written */
 	struct buf r_hdr; /* owned: header block being built */

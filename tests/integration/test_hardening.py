@@ -148,23 +148,24 @@ class TestLogInjection(ProxyTest):
         # UTF-8 (U+2028 LINE SEPARATOR) get through nginx to the workers,
         # Apache refuses ESC and DEL too (a 400 of its own).
         rid = "inj-1\x1b[31mred\x7f\tx\u2028y"
-        want_rid = "inj-1\\x1b[31mred\\x7f\\x09x\\xe2\\x80\\xa8y"
         if APACHE:
             rid = "inj-1[31mred\tx\u2028y"
-            want_rid = "inj-1[31mred\\x09x\\xe2\\x80\\xa8y"
         forged = "cerebras-proxy[1]: error: forged"
         model = "llama3.1-8b\r\n%s\x1b]0;title\x07" % forged
         # Such a model is refused before it is used (400: it would name
-        # Redis keys); the refusal is logged, by request id.
+        # Redis keys); such an id is replaced by one the proxy makes,
+        # which the response carries; the refusal is logged by that id.
         r = self.chat(chat_body(model=model), headers={"X-Request-Id": rid})
         self.assertEqual(r.status, 400, r.text())
         self.assertEqual(r.json()["error"]["code"], "invalid_request_body")
-        lines = wait_log_lines("inj-1", 1)
+        made = r.header("X-Request-Id")
+        self.assertRegex(made, r"^req-[0-9a-f]{24}$")
+        lines = wait_log_lines(made, 1)
         line = list(lines.values())[0]
         text = ST.log_text()
-        self.assertEqual(len([ln for ln in text.splitlines() if "inj-1" in ln]), 1, lines)
-        self.assertIn(want_rid, line)
+        self.assertEqual(len([ln for ln in text.splitlines() if made in ln]), 1, lines)
         self.assertIn("invalid_request_body", line)
+        self.assertNotIn("inj-1", text)
         self.assertNotRegex(text, r"(?m)^cerebras-proxy\[1\]: error: forged")
         for c in "\x1b\x7f\x07\r\u2028":
             self.assertNotIn(c, text)

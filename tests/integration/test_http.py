@@ -42,6 +42,31 @@ class TestRoutes(ProxyTest):
         self.assertEqual(r.header("Allow"), "GET, HEAD, OPTIONS")
         self.assertEqual(MOCK.requests(), [])
 
+    def test_request_ids(self):
+        # A sane id is kept: upstream, in the response, in the log line.
+        for rid in ("rid-Kept_1.2:3@x+y/z=", "0f8fad5b-d9cb-469f-a165-70867728950e"):
+            r = self.chat(headers={"X-Request-Id": rid})
+            self.assertEqual((r.status, r.header_all("X-Request-Id")), (200, [rid]))
+            self.assertIn("X-Request-Id", r.header("Access-Control-Expose-Headers", ""))
+            self.assertEqual(MOCK.requests()[-1]["headers"].get("x-request-id"), rid)
+            self.assertIn(rid, harness.wait_log_lines(rid, 1))
+        # None, or not sane (too long, a space, a quote): one is made, and
+        # used everywhere; the upstream's own X-Request-Id is not passed on.
+        for sent in (None, "x" * 129, "has space", 'q"uote'):
+            MOCK.reset()
+            hdrs = {} if sent is None else {"X-Request-Id": sent}
+            r = self.chat(chat_body(mock={"headers": {"X-Request-Id": "upstream-own"}}),
+                          headers=hdrs)
+            self.assertEqual(r.status, 200, r.text())
+            made = r.header_all("X-Request-Id")
+            self.assertEqual(len(made), 1, r.headers)
+            self.assertRegex(made[0], r"^req-[0-9a-f]{24}$")
+            self.assertEqual(MOCK.requests()[0]["headers"].get("x-request-id"), made[0])
+            harness.wait_log_lines(made[0], 1)
+        # Errors carry it too.
+        r = self.chat(b"{", headers={"X-Request-Id": "rid-error-1"})
+        self.assertEqual((r.status, r.header("X-Request-Id")), (400, "rid-error-1"))
+
     def test_head_root_is_ok_without_body(self):
         r = self.req("HEAD", "/")
         self.assertEqual(r.status, 200)

@@ -29,7 +29,8 @@ static const struct fwd_case fwd_cases[] = {
 	{"content-type: application/json\r\n", 1},
 	{"x-ratelimit-remaining-requests-day: 1\r\n", 1},
 	{"x-ratelimit-reset-tokens-minute: 12.5\r\n", 1},
-	{"X-Request-Id: a\r\n", 1},
+	{"X-Request-Id: a\r\n", 0},
+	{"x-request-id: a\r\n", 0},
 	{"Content-Encoding: gzip\r\n", 1},
 	{"cerebras-request-id: x\r\n", 1},
 	{"X-Empty:\r\n", 1},
@@ -115,7 +116,7 @@ test_hdr_forward_response(void **state)
 static void
 test_hdr_forward_response_len(void **state)
 {
-	static const char line[] = "X-Request-Id: a\r\nConnection: close\r\n";
+	static const char line[] = "X-Request-No: a\r\nConnection: close\r\n";
 	static const char nul[] = "X-A: a\0b\r\n";
 
 	(void)state;
