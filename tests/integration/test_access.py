@@ -369,6 +369,25 @@ class TestClientLimits(AccessTest):
         self.assertEqual(self.chat(headers=bearer(TOK_B)).status, 200)
 
 
+class TestClientLimitsPerHost(AccessTest):
+    """Without Redis the host's workers keep the clients' limits in their
+    shared memory: one bucket per client across the processes."""
+    env = {"RATE_LIMIT_INTERVAL_MS": "0", "REDIS_URL": "none",
+           "PROXY_TOKENS": "%s,%s" % (TOK_A, TOK_B), "CLIENT_RATE_LIMIT": "3/min"}
+
+    def test_rate_limit_per_client_per_host(self):
+        # Sent at once, so that several worker processes take them.
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            rs = list(ex.map(lambda i: self.chat(headers=bearer(TOK_A)), range(8)))
+        self.assertEqual(sorted(r.status for r in rs), [200] * 3 + [429] * 5)
+        for r in rs:
+            if r.status == 429:
+                self.assertOpenAIError(r, 429, "client_rate_limited")
+        self.assertEqual(self.chat(headers=bearer(TOK_B)).status, 200)
+        self.assertEqual(len(MOCK.requests()), 4)
+        self.assertEqual(ST.redis_cli("--scan").split(), [], "Redis was used")
+
+
 class TestAddressClients(AccessTest):
     """No tokens: a client is its address; X-Forwarded-For counts only
     from TRUSTED_PROXIES."""
