@@ -384,6 +384,30 @@ declared_str(const struct config *cfg, const char *model, char *out,
 }
 
 /*
+ * Takes r, a command's reply that must be an integer: its value in *out
+ * (if out is given), else CP_ERR_REDIS with what and the reason in
+ * errbuf. Frees r; a NULL r (no reply) is CP_ERR_REDIS.
+ */
+static enum cp_err
+int_reply(redisReply *r, const char *what, long long *out, char *errbuf,
+	  size_t errsz)
+{
+	enum cp_err err = CP_OK;
+
+	if (r == NULL)
+		return CP_ERR_REDIS;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		snprintf(errbuf, errsz, "%s: %.200s", what,
+			 r->type == REDIS_REPLY_ERROR ? r->str
+						      : "unexpected reply");
+		err = CP_ERR_REDIS;
+	} else if (out != NULL)
+		*out = r->integer;
+	freeReplyObject(r);
+	return err;
+}
+
+/*
  * Fills the client's two key names (reserve.lua's last KEYS) for rq;
  * 0 if rq has no client limit to keep (the script is called without).
  */
@@ -490,7 +514,6 @@ sched_redis_client_done(struct sched_redis *s, const struct sched_request *rq,
 {
 	const char *argv[3];
 	char seat[17];
-	redisReply *r;
 
 	if (!client_keys(s, rq) || rq->sr_client->sc_concurrent <= 0)
 		return CP_OK;
@@ -500,18 +523,8 @@ sched_redis_client_done(struct sched_redis *s, const struct sched_request *rq,
 	argv[0] = "ZREM";
 	argv[1] = s->sc_key_seats;
 	argv[2] = seat;
-	r = sched_redis_cmd(s, 3, argv, errbuf, errsz);
-	if (r == NULL)
-		return CP_ERR_REDIS;
-	if (r->type != REDIS_REPLY_INTEGER) {
-		snprintf(errbuf, errsz, "ZREM: %.200s",
-			 r->type == REDIS_REPLY_ERROR ? r->str
-						      : "unexpected reply");
-		freeReplyObject(r);
-		return CP_ERR_REDIS;
-	}
-	freeReplyObject(r);
-	return CP_OK;
+	return int_reply(sched_redis_cmd(s, 3, argv, errbuf, errsz), "ZREM",
+			 NULL, errbuf, errsz);
 }
 
 /* sched_redis_eval for scripts that answer an integer. */
@@ -519,18 +532,8 @@ static enum cp_err
 sched_redis_eval_int(struct sched_redis *s, struct sched_redis_script *sc,
 		     int argc, const char **argv, char *errbuf, size_t errsz)
 {
-	redisReply *r = sched_redis_eval(s, sc, argc, argv, errbuf, errsz);
-	enum cp_err err;
-
-	if (r == NULL)
-		return CP_ERR_REDIS;
-	err = r->type == REDIS_REPLY_INTEGER ? CP_OK : CP_ERR_REDIS;
-	if (err)
-		snprintf(errbuf, errsz, "script: %.200s",
-			 r->type == REDIS_REPLY_ERROR ? r->str
-						      : "unexpected reply");
-	freeReplyObject(r);
-	return err;
+	return int_reply(sched_redis_eval(s, sc, argc, argv, errbuf, errsz),
+			 "script", NULL, errbuf, errsz);
 }
 
 enum cp_err
@@ -584,7 +587,8 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 	char idx[16], at[32], tokens[32], declared[160], cq[32], ct[32], rt[32],
 		status[16], limits[320], used[32], age[32], rest[32];
 	int64_t age_ns = 0;
-	redisReply *r;
+	long long v = -1;
+	enum cp_err err;
 
 	*ran_out = -1;
 	snprintf(idx, sizeof(idx), "%d", sl->s_key);
@@ -628,17 +632,10 @@ sched_redis_settle(struct sched_redis *s, const struct slot *sl,
 	argv[18] = sl->s_probe ? "1" : "0";
 	argv[19] = rest;
 	argv[20] = sl->s_first ? "1" : "0";
-	r = sched_redis_eval(s, &s->sc_settle, 21, argv, errbuf, errsz);
-	if (r == NULL)
-		return CP_ERR_REDIS;
-	if (r->type != REDIS_REPLY_INTEGER) {
-		snprintf(errbuf, errsz, "script: %.200s",
-			 r->type == REDIS_REPLY_ERROR ? r->str
-						      : "unexpected reply");
-		freeReplyObject(r);
-		return CP_ERR_REDIS;
-	}
-	*ran_out = (int)r->integer;
-	freeReplyObject(r);
-	return CP_OK;
+	err = int_reply(
+		sched_redis_eval(s, &s->sc_settle, 21, argv, errbuf, errsz),
+		"script", &v, errbuf, errsz);
+	if (err == CP_OK)
+		*ran_out = (int)v;
+	return err;
 }
