@@ -56,6 +56,9 @@ struct chat {
 	struct hdr_limit c_limits[HDR_NLIMITS];
 	long c_rest_ms; /* its 429's Retry-After or reset (ms), else -1 */
 	struct client c_client;		/* who sent it (clients.h) */
+	enum reqbody_kind c_kind;	/* chat, or a legacy completion */
+	const char *c_name;		/* "chat" or "completions": logs */
+	const char *c_url;		/* the upstream endpoint */
 	char c_rid[REQUEST_ID_MAX + 1]; /* its id: the client's, or made */
 };
 
@@ -221,10 +224,11 @@ chat_log_denied(const struct chat *c, int status, const char *code,
 	if (!c->c_w->w_cfg->log_requests)
 		return;
 	log_escape(c->c_rid, rid, sizeof(rid));
-	log_info("chat id=%s client=%s status=%d total_ms=%.1f refused: %s "
+	log_info("%s id=%s client=%s status=%d total_ms=%.1f refused: %s "
 		 "(%s)",
-		 rid, c->c_client.cl_name[0] ? c->c_client.cl_name : "-",
-		 status, (double)(mono_ns() - c->c_t0) / 1e6, code, detail);
+		 c->c_name, rid,
+		 c->c_client.cl_name[0] ? c->c_client.cl_name : "-", status,
+		 (double)(mono_ns() - c->c_t0) / 1e6, code, detail);
 }
 
 /*
@@ -282,7 +286,7 @@ chat_admit(struct chat *c)
 				"Content-Type");
 		resp_error(c->c_resp, 415, "invalid_request_error",
 			   "unsupported_media_type",
-			   "send the chat completion request as JSON "
+			   "send the request as JSON "
 			   "(Content-Type: application/json)",
 			   NULL);
 		return CP_ERR_BADREQ;
@@ -330,8 +334,9 @@ chat_read(struct chat *c)
 			   "bad_headers", "request headers too large", NULL);
 		return err;
 	}
-	c->c_req_ok = reqbody_read(w->w_body.b_p, w->w_body.b_len, &c->c_req,
-				   msg, sizeof(msg)) == CP_OK;
+	c->c_req_ok =
+		reqbody_read_kind(w->w_body.b_p, w->w_body.b_len, c->c_kind,
+				  &c->c_req, msg, sizeof(msg)) == CP_OK;
 	/* Checked before it spends a slot, a budget or an upstream request. */
 	if (c->c_req_ok && c->c_req.rb_model[0] == '\0')
 		snprintf(msg, sizeof(msg), "\"model\" is longer than %d bytes",
@@ -356,8 +361,8 @@ chat_read(struct chat *c)
 	 */
 	if (c->c_req_ok && c->c_req.rb_max_completion < 0 &&
 	    w->w_cfg->default_max_completion > 0 &&
-	    reqbody_add_max(&w->w_body, w->w_cfg->default_max_completion) ==
-		    CP_OK)
+	    reqbody_add_max_for(&c->c_req, &w->w_body,
+				w->w_cfg->default_max_completion) == CP_OK)
 		c->c_req.rb_max_completion = w->w_cfg->default_max_completion;
 	/*
 	 * The budgets' charge: the prompt's estimate plus the completion
@@ -389,9 +394,10 @@ chat_log_refusal(const struct chat *c, const char *code, long retry_after)
 	log_escape(c->c_req_ok && c->c_req.rb_model[0] ? c->c_req.rb_model
 						       : "-",
 		   model, sizeof(model));
-	log_info("chat id=%s client=%s status=429 total_ms=%.1f model=%s "
+	log_info("%s id=%s client=%s status=429 total_ms=%.1f model=%s "
 		 "waited_for=%s refused: %s, Retry-After: %ld",
-		 rid, c->c_client.cl_name[0] ? c->c_client.cl_name : "-",
+		 c->c_name, rid,
+		 c->c_client.cl_name[0] ? c->c_client.cl_name : "-",
 		 (double)(mono_ns() - c->c_t0) / 1e6, model,
 		 slot_why_name(c->c_slot.s_why != SLOT_WHY_NONE
 				       ? c->c_slot.s_why
@@ -675,14 +681,14 @@ chat_log(const struct chat *c, int status, const char *outcome)
 	else
 		snprintf(est, sizeof(est), "%lld+%lld", c->c_req.rb_prompt_est,
 			 c->c_req.rb_max_completion);
-	log_info("chat id=%s key=#%d(%s) slot=%lld wait_ms=%.1f "
+	log_info("%s id=%s key=#%d(%s) slot=%lld wait_ms=%.1f "
 		 "late_ms=%.3f "
 		 "sent_mono=%.6f status=%d ttfb_ms=%.1f total_ms=%.1f "
 		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f "
 		 "client=%s model=%s est_tokens=%s prompt_tokens=%s "
 		 "completion_tokens=%s "
 		 "budget=%s waited_for=%s %s",
-		 rid, sl->s_key, cfg->key_fps[sl->s_key],
+		 c->c_name, rid, sl->s_key, cfg->key_fps[sl->s_key],
 		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
 		 (double)sl->s_late_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
@@ -805,6 +811,7 @@ chat_forward(struct chat *c)
 	snprintf(c->c_timing, sizeof(c->c_timing),
 		 "Server-Timing: queue;dur=%.1f\r\n",
 		 (double)(mono_ns() - c->c_t0) / 1e6);
+	ur.ur_url = c->c_url;
 	ur.ur_key = w->w_cfg->keys[c->c_slot.s_key];
 	ur.ur_hdr_lines = w->w_hdrs.b_p;
 	ur.ur_body = w->w_body.b_p;
@@ -946,11 +953,16 @@ chat_run(struct chat *c)
 }
 
 void
-chat_handle(struct worker *w, const struct request_io *io, struct resp *r)
+chat_handle(struct worker *w, const struct request_io *io, struct resp *r,
+	    enum reqbody_kind kind)
 {
 	struct chat c;
 
 	memset(&c, 0, sizeof(c));
+	c.c_kind = kind;
+	c.c_name = kind == REQBODY_COMPLETION ? "completions" : "chat";
+	c.c_url = kind == REQBODY_COMPLETION ? w->w_cfg->completions_url
+					     : w->w_cfg->chat_url;
 	c.c_w = w;
 	c.c_io = io;
 	c.c_resp = r;

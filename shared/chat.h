@@ -6,9 +6,15 @@
 #define CP_CHAT_H
 
 #include "proxy.h"
+#include "reqbody.h"
 #include "respond.h"
 
-/* Serves a chat request completely, its answer and its log line. */
-void chat_handle(struct worker *w, const struct request_io *io, struct resp *r);
+/*
+ * Serves a chat request (or, kind REQBODY_COMPLETION, a legacy text
+ * completion: the same path to /completions) completely, its answer and
+ * its log line.
+ */
+void chat_handle(struct worker *w, const struct request_io *io, struct resp *r,
+		 enum reqbody_kind kind);
 
 #endif

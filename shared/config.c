@@ -21,9 +21,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define DEFAULT_API_BASE     "https://api.cerebras.ai/v1"
-#define DEFAULT_REDIS_URL    "redis://127.0.0.1:6379/0"
-#define DEFAULT_REDIS_PREFIX "{cerebras-proxy}"
+#define DEFAULT_API_BASE      "https://api.cerebras.ai/v1"
+#define DEFAULT_REDIS_URL     "redis://127.0.0.1:6379/0"
+#define DEFAULT_REDIS_PREFIX  "{cerebras-proxy}"
+#define DEFAULT_METRICS_ALLOW "127.0.0.0/8,::1"
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -675,13 +676,20 @@ parse_api_base(struct config *c, const char *v, char *err, size_t errsz)
 		n--;
 	c->api_base = xstrndup(v, n);
 	c->chat_url = malloc(n + sizeof("/chat/completions"));
-	if (c->api_base == NULL || c->chat_url == NULL) {
+	c->completions_url = malloc(n + sizeof("/completions"));
+	c->models_url = malloc(n + sizeof("/models"));
+	if (c->api_base == NULL || c->chat_url == NULL ||
+	    c->completions_url == NULL || c->models_url == NULL) {
 		seterr(err, errsz, "CEREBRAS_API_BASE: out of memory");
 		return CP_ERR_NOMEM;
 	}
 	memcpy(c->chat_url, v, n);
 	memcpy(c->chat_url + n, "/chat/completions",
 	       sizeof("/chat/completions"));
+	memcpy(c->completions_url, v, n);
+	memcpy(c->completions_url + n, "/completions", sizeof("/completions"));
+	memcpy(c->models_url, v, n);
+	memcpy(c->models_url + n, "/models", sizeof("/models"));
 	return CP_OK;
 }
 
@@ -1315,8 +1323,13 @@ parse_cidr(const char *s, const char *e, struct config_cidr *out)
 	return 0;
 }
 
+/*
+ * A comma list of addresses and CIDRs for the variable name into *out,
+ * *n entries. Empty (or unset) is none.
+ */
 static enum cp_err
-parse_trusted(struct config *c, const char *v, char *err, size_t errsz)
+parse_cidr_list(const char *name, const char *v, struct config_cidr **out,
+		int *count, char *err, size_t errsz)
 {
 	const char *p;
 	const char *lim;
@@ -1329,47 +1342,42 @@ parse_trusted(struct config *c, const char *v, char *err, size_t errsz)
 		return CP_OK;
 	for (p = v; *p != '\0'; p++)
 		n += *p == ',';
-	c->trusted = calloc(n, sizeof(*c->trusted));
-	if (c->trusted == NULL) {
-		seterr(err, errsz, "TRUSTED_PROXIES: out of memory");
+	*out = calloc(n, sizeof(**out));
+	if (*out == NULL) {
+		seterr(err, errsz, "%s: out of memory", name);
 		return CP_ERR_NOMEM;
 	}
 	lim = v + strlen(v);
 	for (p = v; next_item(&p, lim, &s, &e);) {
-		if (parse_cidr(s, e, &c->trusted[c->ntrusted]) != 0) {
+		if (parse_cidr(s, e, &(*out)[*count]) != 0) {
 			seterr(err, errsz,
-			       "TRUSTED_PROXIES: not an IP address or CIDR: "
-			       "%s (expected e.g. 127.0.0.1, 10.0.0.0/8, "
-			       "::1)",
-			       quote(s, e, q, sizeof(q)));
+			       "%s: not an IP address or CIDR: %s (expected "
+			       "e.g. 127.0.0.1, 10.0.0.0/8, ::1)",
+			       name, quote(s, e, q, sizeof(q)));
 			return CP_ERR_CONFIG;
 		}
-		c->ntrusted++;
+		(*count)++;
 	}
 	return CP_OK;
 }
 
 static void
-print_trusted(const struct config *c, FILE *fp)
+print_cidr_list(const struct config_cidr *list, int n, FILE *fp)
 {
 	char a[INET6_ADDRSTRLEN];
 	int i;
 
-	fprintf(fp, "TRUSTED_PROXIES=");
-	if (c->ntrusted == 0)
-		fprintf(fp, "(none: X-Forwarded-For is ignored)");
-	for (i = 0; i < c->ntrusted; i++) {
-		if (inet_ntop(c->trusted[i].cc_family, c->trusted[i].cc_addr, a,
+	for (i = 0; i < n; i++) {
+		if (inet_ntop(list[i].cc_family, list[i].cc_addr, a,
 			      sizeof(a)) == NULL)
 			snprintf(a, sizeof(a), "?");
-		fprintf(fp, "%s%s/%d", i > 0 ? "," : "", a,
-			c->trusted[i].cc_bits);
+		fprintf(fp, "%s%s/%d", i > 0 ? "," : "", a, list[i].cc_bits);
 	}
-	fprintf(fp, "\n");
 }
 
-int
-config_trusted(const struct config *c, const char *ip)
+/* 1 if the address ip (text) is within one of list's n entries. */
+static int
+cidr_match(const struct config_cidr *list, int n, const char *ip)
 {
 	unsigned char a[16];
 	const struct config_cidr *t;
@@ -1378,7 +1386,7 @@ config_trusted(const struct config *c, const char *ip)
 	int full;
 	int rest;
 
-	if (c->ntrusted == 0 || ip == NULL)
+	if (n == 0 || ip == NULL)
 		return 0;
 	if (inet_pton(AF_INET, ip, a) == 1)
 		family = AF_INET;
@@ -1386,8 +1394,8 @@ config_trusted(const struct config *c, const char *ip)
 		family = AF_INET6;
 	else
 		return 0;
-	for (i = 0; i < c->ntrusted; i++) {
-		t = &c->trusted[i];
+	for (i = 0; i < n; i++) {
+		t = &list[i];
 		if (t->cc_family != family)
 			continue;
 		full = t->cc_bits / 8;
@@ -1400,6 +1408,52 @@ config_trusted(const struct config *c, const char *ip)
 		return 1;
 	}
 	return 0;
+}
+
+static enum cp_err
+parse_trusted(struct config *c, const char *v, char *err, size_t errsz)
+{
+	return parse_cidr_list("TRUSTED_PROXIES", v, &c->trusted, &c->ntrusted,
+			       err, errsz);
+}
+
+static void
+print_trusted(const struct config *c, FILE *fp)
+{
+	fprintf(fp, "TRUSTED_PROXIES=");
+	if (c->ntrusted == 0)
+		fprintf(fp, "(none: X-Forwarded-For is ignored)");
+	print_cidr_list(c->trusted, c->ntrusted, fp);
+	fprintf(fp, "\n");
+}
+
+int
+config_trusted(const struct config *c, const char *ip)
+{
+	return cidr_match(c->trusted, c->ntrusted, ip);
+}
+
+static enum cp_err
+parse_metrics_allow(struct config *c, const char *v, char *err, size_t errsz)
+{
+	return parse_cidr_list("METRICS_ALLOW", v, &c->metrics_allow,
+			       &c->nmetrics_allow, err, errsz);
+}
+
+static void
+print_metrics_allow(const struct config *c, FILE *fp)
+{
+	fprintf(fp, "METRICS_ALLOW=");
+	if (c->nmetrics_allow == 0)
+		fprintf(fp, "(none: /metrics is refused to everyone)");
+	print_cidr_list(c->metrics_allow, c->nmetrics_allow, fp);
+	fprintf(fp, "\n");
+}
+
+int
+config_metrics_allowed(const struct config *c, const char *ip)
+{
+	return cidr_match(c->metrics_allow, c->nmetrics_allow, ip);
 }
 
 /*
@@ -1537,7 +1591,11 @@ static const struct setting settings[] = {
 			print_client_rate),
 	INT_SETTING("CLIENT_MAX_CONCURRENT", client_concurrent, 0, 1000000, 0),
 	SPECIAL_SETTING("TRUSTED_PROXIES", NULL, parse_trusted, print_trusted),
+	INT_SETTING("MODELS_CACHE_S", models_cache_s, 0, 86400, 300),
+	SPECIAL_SETTING("METRICS_ALLOW", DEFAULT_METRICS_ALLOW,
+			parse_metrics_allow, print_metrics_allow),
 	BOOL_SETTING("LOG_REQUESTS", log_requests, 1),
+	CHOICE_SETTING("LOG_FORMAT", log_json, "text", "json", 0),
 	INT_SETTING("WORKER_THREADS", threads, 1, 4096, 2),
 	INT_SETTING("WORKER_MAX_THREADS", max_threads, 1, 4096, 512),
 	INT_SETTING("WORKER_IDLE_TIMEOUT_MS", thread_idle_ms, 100, 86400000,
@@ -1725,6 +1783,8 @@ config_free(struct config *c)
 	}
 	free(c->api_base);
 	free(c->chat_url);
+	free(c->completions_url);
+	free(c->models_url);
 	free(c->ca_file);
 	if (c->redis_url != NULL) {
 		/* It may hold the Redis password. */
@@ -1743,6 +1803,7 @@ config_free(struct config *c)
 	}
 	free(c->tokens_file);
 	free(c->trusted);
+	free(c->metrics_allow);
 	memset(c, 0, sizeof(*c));
 }
 

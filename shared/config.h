@@ -73,9 +73,11 @@ struct config {
 	int norgs;
 	struct declared_limits *limits; /* owned: CEREBRAS_LIMITS entries */
 	int nlimits;
-	char *api_base;	 /* owned, no trailing '/' */
-	char *chat_url;	 /* owned, api_base + "/chat/completions" */
-	char *ca_file;	 /* owned, NULL = libcurl's default store */
+	char *api_base;	       /* owned, no trailing '/' */
+	char *chat_url;	       /* owned, api_base + "/chat/completions" */
+	char *completions_url; /* owned, api_base + "/completions" */
+	char *models_url;      /* owned, api_base + "/models" */
+	char *ca_file;	       /* owned, NULL = libcurl's default store */
 	char *redis_url; /* owned, as given (secret: may hold a password) */
 	struct redis_addr redis;
 	int redis_enabled;  /* 0: REDIS_URL=none, per-host scheduling only */
@@ -110,7 +112,12 @@ struct config {
 	long client_concurrent;	     /* CLIENT_MAX_CONCURRENT, 0 none */
 	struct config_cidr *trusted; /* owned: TRUSTED_PROXIES */
 	int ntrusted;
+	long models_cache_s; /* MODELS_CACHE_S: /v1/models kept this long */
+	/* METRICS_ALLOW: who may GET /metrics (default loopback) */
+	struct config_cidr *metrics_allow; /* owned */
+	int nmetrics_allow;
 	int log_requests;
+	int log_json; /* LOG_FORMAT=json: one JSON object per line */
 	/*
 	 * systemd socket activation (sd_listen_fds(3)): LISTEN_PID and
 	 * LISTEN_FDS as given, 0 when unset or not a number. Whether they
@@ -158,6 +165,9 @@ void config_rate_str(long n, long window_ms, char *out, size_t outsz);
 
 /* 1 if the address ip (text) is within TRUSTED_PROXIES. */
 int config_trusted(const struct config *c, const char *ip);
+
+/* 1 if the address ip (text) is within METRICS_ALLOW. */
+int config_metrics_allowed(const struct config *c, const char *ip);
 
 /*
  * The process environment as a request's CGI variables (plain CGI mode):

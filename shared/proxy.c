@@ -6,7 +6,10 @@
 #include "chat.h"
 #include "cors.h"
 #include "headers.h"
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
+#include "models.h"
 #include "respond.h"
 #include "route.h"
 
@@ -82,6 +85,8 @@ proxy_handle(struct worker *w, const struct request_io *io)
 	char path[PATH_MAX_LEN];
 	const char *method = resp_open(&r, cfg, io);
 	const char *allow;
+	const char *id;
+	size_t idlen = 0;
 	char msg[160];
 	char esc[64];
 
@@ -96,7 +101,17 @@ proxy_handle(struct worker *w, const struct request_io *io)
 		goto done;
 	}
 	switch (route_decide(method, path, &allow)) {
-	case ROUTE_CHAT: chat_handle(w, io, &r); break;
+	case ROUTE_CHAT: chat_handle(w, io, &r, REQBODY_CHAT); break;
+	case ROUTE_COMPLETIONS:
+		chat_handle(w, io, &r, REQBODY_COMPLETION);
+		break;
+	case ROUTE_MODELS: models_handle(w, io, &r, NULL, 0); break;
+	case ROUTE_MODEL:
+		id = route_model_id(path, &idlen);
+		models_handle(w, io, &r, id, idlen);
+		break;
+	case ROUTE_READY: health_ready(w, io, &r); break;
+	case ROUTE_METRICS: metrics_handle(w, io, &r); break;
 	case ROUTE_HEALTH:
 		if (resp_begin(&r, 200, "text/plain; charset=utf-8",
 			       "Cache-Control: no-store\r\n") == CP_OK)
@@ -123,7 +138,8 @@ proxy_handle(struct worker *w, const struct request_io *io)
 		break;
 	case ROUTE_NOT_FOUND:
 		snprintf(msg, sizeof(msg),
-			 "no such endpoint; use POST /v1/chat/completions");
+			 "no such endpoint; use POST /v1/chat/completions, "
+			 "POST /v1/completions or GET /v1/models");
 		resp_error(&r, 404, "invalid_request_error", "not_found", msg,
 			   NULL);
 		break;

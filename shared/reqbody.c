@@ -44,8 +44,8 @@ count_field(json_t *root, const char *name)
 	return (long long)json_integer_value(v);
 }
 
-enum cp_err
-reqbody_add_max(struct buf *body, long long n)
+static enum cp_err
+add_member(struct buf *body, const char *name, long long n)
 {
 	char member[48];
 	const char *brace;
@@ -58,8 +58,8 @@ reqbody_add_max(struct buf *body, long long n)
 		return CP_ERR_INVAL;
 	at = (size_t)(brace - body->b_p) + 1;
 	/* The object has members ("model", "messages"): a comma follows. */
-	mlen = (size_t)snprintf(member, sizeof(member),
-				"\"max_completion_tokens\":%lld,", n);
+	mlen = (size_t)snprintf(member, sizeof(member), "\"%s\":%lld,", name,
+				n);
 	err = buf_reserve(body, mlen);
 	if (err)
 		return err;
@@ -70,8 +70,64 @@ reqbody_add_max(struct buf *body, long long n)
 }
 
 enum cp_err
+reqbody_add_max(struct buf *body, long long n)
+{
+	return add_member(body, "max_completion_tokens", n);
+}
+
+enum cp_err
+reqbody_add_max_for(const struct reqbody *rb, struct buf *body, long long n)
+{
+	return add_member(body,
+			  rb->rb_kind == REQBODY_COMPLETION
+				  ? "max_tokens"
+				  : "max_completion_tokens",
+			  n);
+}
+
+/* Bytes of text in a completion's prompt; -1 if it is not one. */
+static long long
+prompt_bytes(json_t *prompt, int *count)
+{
+	json_t *p;
+	size_t i;
+	long long n = 0;
+
+	*count = 1;
+	if (json_is_string(prompt))
+		return (long long)json_string_length(prompt);
+	if (!json_is_array(prompt))
+		return -1;
+	*count = 0;
+	json_array_foreach(prompt, i, p)
+	{
+		if (json_is_string(p)) {
+			n += (long long)json_string_length(p);
+			(*count)++;
+		} else if (json_is_integer(p))
+			n += BYTES_PER_TOKEN; /* a token id */
+		else if (json_is_array(p)) {
+			/* one prompt as token ids */
+			n += (long long)json_array_size(p) * BYTES_PER_TOKEN;
+			(*count)++;
+		} else
+			return -1;
+	}
+	if (*count == 0)
+		*count = 1;
+	return n;
+}
+
+enum cp_err
 reqbody_read(const char *body, size_t len, struct reqbody *rb, char *why,
 	     size_t whysz)
+{
+	return reqbody_read_kind(body, len, REQBODY_CHAT, rb, why, whysz);
+}
+
+enum cp_err
+reqbody_read_kind(const char *body, size_t len, enum reqbody_kind kind,
+		  struct reqbody *rb, char *why, size_t whysz)
 {
 	json_error_t e;
 	json_t *root;
@@ -81,8 +137,11 @@ reqbody_read(const char *body, size_t len, struct reqbody *rb, char *why,
 	size_t i;
 	size_t bytes = 0;
 	enum cp_err err = CP_ERR_BADREQ;
+	long long pbytes = 0;
+	int nprompts = 0;
 
 	memset(rb, 0, sizeof(*rb));
+	rb->rb_kind = kind;
 	rb->rb_max_completion = -1;
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
 	if (root == NULL) {
@@ -92,12 +151,19 @@ reqbody_read(const char *body, size_t len, struct reqbody *rb, char *why,
 		return CP_ERR_BADREQ;
 	}
 	model = json_object_get(root, "model");
-	msgs = json_object_get(root, "messages");
+	msgs = json_object_get(root, kind == REQBODY_COMPLETION ? "prompt"
+								: "messages");
+	if (kind == REQBODY_COMPLETION && msgs != NULL)
+		pbytes = prompt_bytes(msgs, &nprompts);
 	if (!json_is_object(root))
 		snprintf(why, whysz, "the body must be a JSON object");
 	else if (!json_is_string(model) || json_string_length(model) == 0)
 		snprintf(why, whysz, "\"model\" must be a non-empty string");
-	else if (!json_is_array(msgs))
+	else if (kind == REQBODY_COMPLETION && (msgs == NULL || pbytes < 0))
+		snprintf(why, whysz,
+			 "\"prompt\" must be a string or an array of strings "
+			 "or token ids");
+	else if (kind == REQBODY_CHAT && !json_is_array(msgs))
 		snprintf(why, whysz, "\"messages\" must be an array");
 	else
 		err = CP_OK;
@@ -105,11 +171,16 @@ reqbody_read(const char *body, size_t len, struct reqbody *rb, char *why,
 		if (json_string_length(model) < sizeof(rb->rb_model))
 			memcpy(rb->rb_model, json_string_value(model),
 			       json_string_length(model) + 1);
-		json_array_foreach(msgs, i, m)
-		{
-			bytes += content_bytes(json_object_get(m, "content"));
-			rb->rb_messages++;
-		}
+		if (kind == REQBODY_COMPLETION) {
+			bytes = (size_t)pbytes;
+			rb->rb_messages = nprompts;
+		} else
+			json_array_foreach(msgs, i, m)
+			{
+				bytes += content_bytes(
+					json_object_get(m, "content"));
+				rb->rb_messages++;
+			}
 		rb->rb_prompt_est =
 			(long long)((bytes + BYTES_PER_TOKEN - 1) /
 				    BYTES_PER_TOKEN) +

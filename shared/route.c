@@ -8,6 +8,7 @@
 #define ALLOW_ROOT   "GET, HEAD, POST, OPTIONS"
 #define ALLOW_CHAT   "POST, OPTIONS"
 #define ALLOW_HEALTH "GET, HEAD, OPTIONS"
+#define ALLOW_GET    ALLOW_HEALTH
 
 static enum cp_err
 copy_path(const char *p, size_t n, char *out, size_t outsz)
@@ -67,9 +68,42 @@ path_is(const char *path, const char *want)
 	return path[n] == '\0' || (path[n] == '/' && path[n + 1] == '\0');
 }
 
+/* Maps GET and HEAD to r, anything else to 405 with Allow. */
+static enum route
+get_only(const char *method, enum route r, const char **allow)
+{
+	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+		return r;
+	*allow = ALLOW_GET;
+	return ROUTE_NOT_ALLOWED;
+}
+
+const char *
+route_model_id(const char *path, size_t *len)
+{
+	const char *id;
+	size_t n;
+
+	if (strncmp(path, "/v1/models/", 11) == 0)
+		id = path + 11;
+	else if (strncmp(path, "/models/", 8) == 0)
+		id = path + 8;
+	else
+		return NULL;
+	n = strlen(id);
+	if (n > 0 && id[n - 1] == '/')
+		n--;
+	if (n == 0 || memchr(id, '/', n) != NULL)
+		return NULL;
+	*len = n;
+	return id;
+}
+
 enum route
 route_decide(const char *method, const char *path, const char **allow)
 {
+	size_t idlen;
+
 	*allow = NULL;
 	if (method == NULL)
 		method = "";
@@ -84,10 +118,22 @@ route_decide(const char *method, const char *path, const char **allow)
 		return ROUTE_NOT_ALLOWED;
 	}
 	/* A liveness check: needs no Redis and no Cerebras, as GET /. */
-	if (strcmp(path, "/healthz") == 0) {
-		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
-			return ROUTE_HEALTH;
-		*allow = ALLOW_HEALTH;
+	if (strcmp(path, "/healthz") == 0)
+		return get_only(method, ROUTE_HEALTH, allow);
+	/* Readiness: the scheduler usable and a key usable now. */
+	if (strcmp(path, "/readyz") == 0)
+		return get_only(method, ROUTE_READY, allow);
+	if (strcmp(path, "/metrics") == 0)
+		return get_only(method, ROUTE_METRICS, allow);
+	/* As for chat, also without "/v1" (an SDK based at the root). */
+	if (path_is(path, "/v1/models") || path_is(path, "/models"))
+		return get_only(method, ROUTE_MODELS, allow);
+	if (route_model_id(path, &idlen) != NULL)
+		return get_only(method, ROUTE_MODEL, allow);
+	if (path_is(path, "/v1/completions") || path_is(path, "/completions")) {
+		if (strcmp(method, "POST") == 0)
+			return ROUTE_COMPLETIONS;
+		*allow = ALLOW_CHAT;
 		return ROUTE_NOT_ALLOWED;
 	}
 	/*

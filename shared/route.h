@@ -14,7 +14,12 @@
 
 enum route {
 	ROUTE_CHAT,	   /* forward to Cerebras */
+	ROUTE_COMPLETIONS, /* the legacy text completions, as chat */
+	ROUTE_MODELS,	   /* GET/HEAD /v1/models: the cached list */
+	ROUTE_MODEL,	   /* GET/HEAD /v1/models/{id} (route_model_id) */
 	ROUTE_HEALTH,	   /* GET/HEAD / and /healthz: 200 OK */
+	ROUTE_READY,	   /* GET/HEAD /readyz: can a request be served? */
+	ROUTE_METRICS,	   /* GET/HEAD /metrics: Prometheus text */
 	ROUTE_PREFLIGHT,   /* OPTIONS on any path */
 	ROUTE_NOT_ALLOWED, /* known path, other method: 405 + Allow */
 	ROUTE_NOT_FOUND,   /* 404 */
@@ -46,5 +51,12 @@ enum cp_err route_path(const struct route_vars *v, char *out, size_t outsz);
  */
 enum route route_decide(const char *method, const char *path,
 			const char **allow);
+
+/*
+ * For a path route_decide() maps to ROUTE_MODEL: the model id in it (the
+ * rest after "/models/", one trailing '/' not included: its length in
+ * *len). NULL for any other path.
+ */
+const char *route_model_id(const char *path, size_t *len);
 
 #endif

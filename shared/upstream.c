@@ -464,6 +464,9 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 		return CP_ERR_NOMEM;
 	}
 	buf_reset(&u->up_hdrs);
+	rc = curl_easy_setopt(c, CURLOPT_URL,
+			      req->ur_url != NULL ? req->ur_url
+						  : u->up_cfg->chat_url);
 	if (!rc)
 		rc = curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	if (!rc)

@@ -59,6 +59,7 @@ struct upstream_sink {
 
 /* What the proxy sends besides the body (values borrowed). */
 struct upstream_req {
+	const char *ur_url; /* the endpoint; NULL: the chat URL */
 	const char *ur_key; /* the API key for this request */
 	const char
 		*ur_hdr_lines; /* "Name: value\n" lines from the allow-list */

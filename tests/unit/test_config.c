@@ -778,7 +778,10 @@ test_config_print_every_setting(void **state)
 		{"CLIENT_RATE_LIMIT", "120/hour"},
 		{"CLIENT_MAX_CONCURRENT", "3"},
 		{"TRUSTED_PROXIES", " 10.0.0.0/8, ::1,192.0.2.1"},
+		{"MODELS_CACHE_S", "17"},
+		{"METRICS_ALLOW", "10.1.0.0/16"},
 		{"LOG_REQUESTS", "no"},
+		{"LOG_FORMAT", "json"},
 		{"WORKER_THREADS", "12"},
 		{"WORKER_MAX_THREADS", "14"},
 		{"WORKER_IDLE_TIMEOUT_MS", "150"},
@@ -813,7 +816,10 @@ test_config_print_every_setting(void **state)
 		"CLIENT_RATE_LIMIT=120/hour\n"
 		"CLIENT_MAX_CONCURRENT=3\n"
 		"TRUSTED_PROXIES=10.0.0.0/8,::1/128,192.0.2.1/32\n"
+		"MODELS_CACHE_S=17\n"
+		"METRICS_ALLOW=10.1.0.0/16\n"
 		"LOG_REQUESTS=0\n"
+		"LOG_FORMAT=json\n"
 		"WORKER_THREADS=12\n"
 		"WORKER_MAX_THREADS=14\n"
 		"WORKER_IDLE_TIMEOUT_MS=150\n"
@@ -853,7 +859,7 @@ test_config_print_every_setting(void **state)
 
 struct print_case {
 	struct env env[3];
-	const char *lines[10]; /* each a whole line of the output */
+	const char *lines[12]; /* each a whole line of the output */
 };
 
 static const struct print_case print_cases[] = {
@@ -861,7 +867,8 @@ static const struct print_case print_cases[] = {
 	 {"CEREBRAS_LIMITS=(none: learned from Cerebras' answers)",
 	  "CEREBRAS_CA_FILE=(libcurl default store)",
 	  "REDIS_URL=redis://127.0.0.1:6379/0", "REDIS_FALLBACK=local",
-	  "RATE_LIMIT_SCOPE=global", "LOG_REQUESTS=1", "WORKER_THREADS=2",
+	  "RATE_LIMIT_SCOPE=global", "METRICS_ALLOW=127.0.0.0/8,::1/128",
+	  "LOG_REQUESTS=1", "LOG_FORMAT=text", "WORKER_THREADS=2",
 	  "WORKER_MAX_THREADS=512", "WORKER_IDLE_TIMEOUT_MS=30000",
 	  "DRAIN_TIMEOUT_MS=10000"}},
 	/* the minimum wins over a lower maximum */

@@ -202,7 +202,24 @@ static const struct decide_case decide_cases[] = {
 	{"GET", "/chat/completions", ROUTE_NOT_ALLOWED, ALLOW_CHAT},
 	{NULL, CHAT, ROUTE_NOT_ALLOWED, ALLOW_CHAT},
 	{"post", CHAT, ROUTE_NOT_ALLOWED, ALLOW_CHAT},
-	{"POST", "/v1/models", ROUTE_NOT_FOUND, NULL},
+	{"POST", "/v1/models", ROUTE_NOT_ALLOWED, ALLOW_HEALTH},
+	{"GET", "/v1/models", ROUTE_MODELS, NULL},
+	{"HEAD", "/v1/models/", ROUTE_MODELS, NULL},
+	{"GET", "/models", ROUTE_MODELS, NULL},
+	{"GET", "/v1/models/gpt-oss-120b", ROUTE_MODEL, NULL},
+	{"GET", "/models/llama3.1-8b/", ROUTE_MODEL, NULL},
+	{"DELETE", "/v1/models/x", ROUTE_NOT_ALLOWED, ALLOW_HEALTH},
+	{"GET", "/v1/models//", ROUTE_NOT_FOUND, NULL},
+	{"GET", "/v1/models/a/b", ROUTE_NOT_FOUND, NULL},
+	{"POST", "/v1/completions", ROUTE_COMPLETIONS, NULL},
+	{"POST", "/completions/", ROUTE_COMPLETIONS, NULL},
+	{"GET", "/v1/completions", ROUTE_NOT_ALLOWED, ALLOW_CHAT},
+	{"GET", "/readyz", ROUTE_READY, NULL},
+	{"POST", "/readyz", ROUTE_NOT_ALLOWED, ALLOW_HEALTH},
+	{"GET", "/metrics", ROUTE_METRICS, NULL},
+	{"HEAD", "/metrics", ROUTE_METRICS, NULL},
+	{"GET", "/v1/metrics", ROUTE_NOT_FOUND, NULL},
+	{"POST", "/v1/embeddings", ROUTE_NOT_FOUND, NULL},
 	{"GET", "/nope", ROUTE_NOT_FOUND, NULL},
 	{"POST", CHAT "X", ROUTE_NOT_FOUND, NULL},
 	{"POST", CHAT "//", ROUTE_NOT_FOUND, NULL},
@@ -222,6 +239,11 @@ route_name(enum route r)
 {
 	switch (r) {
 	case ROUTE_CHAT: return "CHAT";
+	case ROUTE_COMPLETIONS: return "COMPLETIONS";
+	case ROUTE_MODELS: return "MODELS";
+	case ROUTE_MODEL: return "MODEL";
+	case ROUTE_READY: return "READY";
+	case ROUTE_METRICS: return "METRICS";
 	case ROUTE_HEALTH: return "HEALTH";
 	case ROUTE_PREFLIGHT: return "PREFLIGHT";
 	case ROUTE_NOT_ALLOWED: return "NOT_ALLOWED";
