@@ -226,3 +226,22 @@ sched_client_done(struct sched *s, const struct sched_request *rq)
 			  "lease ends it within %ld min): %s",
 			  SCHED_SEAT_LEASE_MS / 60000, errbuf);
 }
+
+enum cp_err
+sched_inspect(struct sched *s, struct sched_view *v)
+{
+	int i;
+
+	(void)s;
+	v->sv_from_redis = 0;
+	v->sv_redis_up = 0;
+	v->sv_fallback = 0;
+	v->sv_depth_ms = 0;
+	v->sv_nbudgets = 0;
+	for (i = 0; i < v->sv_nkeys; i++) {
+		memset(&v->sv_keys[i], 0, sizeof(v->sv_keys[i]));
+		v->sv_keys[i].kv_requests = -1;
+		v->sv_keys[i].kv_tokens = -1;
+	}
+	return CP_OK; /* a stub until the inspection is written */
+}
