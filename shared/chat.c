@@ -30,7 +30,7 @@
  * correct the budget either way.
  */
 #define UNSET_MAX_TOKENS 8192
-#define REQUEST_ID_MAX	 128 /* a client's X-Request-Id kept up to this */
+#define REQUEST_ID_MAX	 CHAT_REQUEST_ID_MAX
 
 /* One chat request in flight: what the sink and the log line need. */
 struct chat {
@@ -129,18 +129,12 @@ forward_headers(const struct request_io *io, const char *rid, struct buf *out)
 	return CP_OK;
 }
 
-/*
- * The request's id: the client's X-Request-Id when it is sane (1 to 128
- * of letters, digits and "._:@+/=-": a UUID, a ULID, a trace id), else
- * "req-" and 24 random hex digits. It goes upstream, back to the client
- * and into every log line about the request.
- */
-static void
-chat_request_id(struct chat *c)
+void
+chat_request_id(const struct request_io *io, char *out)
 {
 	static const char hex[] = "0123456789abcdef";
 	static atomic_uint_fast64_t counter;
-	const char *v = c->c_io->io_param(c->c_io->io_ctx, "HTTP_X_REQUEST_ID");
+	const char *v = io->io_param(io->io_ctx, "HTTP_X_REQUEST_ID");
 	unsigned char r[12];
 	uint64_t n;
 	size_t len = v != NULL ? strspn(v, "abcdefghijklmnopqrstuvwxyz"
@@ -150,7 +144,7 @@ chat_request_id(struct chat *c)
 	int i;
 
 	if (len > 0 && len <= REQUEST_ID_MAX && v[len] == '\0') {
-		memcpy(c->c_rid, v, len + 1);
+		memcpy(out, v, len + 1);
 	} else {
 		if (getrandom(r, sizeof(r), GRND_NONBLOCK) !=
 		    (ssize_t)sizeof(r)) {
@@ -160,14 +154,13 @@ chat_request_id(struct chat *c)
 			memset(r, 0, sizeof(r));
 			memcpy(r, &n, sizeof(n));
 		}
-		memcpy(c->c_rid, "req-", 4);
+		memcpy(out, "req-", 4);
 		for (i = 0; i < (int)sizeof(r); i++) {
-			c->c_rid[4 + 2 * i] = hex[r[i] >> 4];
-			c->c_rid[5 + 2 * i] = hex[r[i] & 15];
+			out[4 + 2 * i] = hex[r[i] >> 4];
+			out[5 + 2 * i] = hex[r[i] & 15];
 		}
-		c->c_rid[4 + 2 * sizeof(r)] = '\0';
+		out[4 + 2 * sizeof(r)] = '\0';
 	}
-	c->c_resp->r_request_id = c->c_rid;
 }
 
 /* A model name as Cerebras' look: visible ASCII, no space. */
@@ -231,32 +224,24 @@ chat_log_denied(const struct chat *c, int status, const char *code,
 		 (double)(mono_ns() - c->c_t0) / 1e6, code, detail);
 }
 
-/*
- * Who may spend, checked before the body is read: the origin (with
- * CORS_ALLOW_ORIGINS a list), the client's token (when tokens are
- * configured), the declared media type. Refusals are answered here, the
- * body read and dropped, and nothing spent.
- */
-static enum cp_err
-chat_admit(struct chat *c)
+enum cp_err
+chat_access(const struct config *cfg, const struct request_io *io,
+	    struct resp *r, struct client *cl, const char **code, char *detail,
+	    size_t detailsz)
 {
-	const struct config *cfg = c->c_w->w_cfg;
-	const struct request_io *io = c->c_io;
 	const char *origin = io->io_param(io->io_ctx, "HTTP_ORIGIN");
 	enum client_verdict v;
-	char esc[128];
 	char msg[256];
 
 	if (origin != NULL && !cors_origin_allowed(cfg->cors_origins, origin)) {
 		drain_body(io, cfg->max_body_bytes);
-		log_escape(origin, esc, sizeof(esc));
+		log_escape(origin, detail, detailsz);
 		snprintf(msg, sizeof(msg),
 			 "requests from the origin %s are not allowed here "
 			 "(CORS_ALLOW_ORIGINS)",
-			 esc);
-		chat_log_denied(c, 403, "origin_not_allowed", esc);
-		resp_error(c->c_resp, 403, "invalid_request_error",
-			   "origin_not_allowed", msg, NULL);
+			 detail);
+		*code = "origin_not_allowed";
+		resp_error(r, 403, "invalid_request_error", *code, msg, NULL);
 		return CP_ERR_BADREQ;
 	}
 	clients_maybe_reload(cfg);
@@ -264,20 +249,40 @@ chat_admit(struct chat *c)
 		cfg, io->io_param(io->io_ctx, "HTTP_AUTHORIZATION"),
 		io->io_param(io->io_ctx, "HTTP_X_API_KEY"),
 		io->io_param(io->io_ctx, "REMOTE_ADDR"),
-		io->io_param(io->io_ctx, "HTTP_X_FORWARDED_FOR"), &c->c_client);
+		io->io_param(io->io_ctx, "HTTP_X_FORWARDED_FOR"), cl);
 	if (v != CLIENT_OK) {
 		drain_body(io, cfg->max_body_bytes);
-		chat_log_denied(c, 401, "invalid_proxy_token",
-				v == CLIENT_NO_TOKEN ? "no token"
-						     : "unknown token");
-		resp_error(c->c_resp, 401, "invalid_request_error",
-			   "invalid_proxy_token",
+		snprintf(detail, detailsz, "%s",
+			 v == CLIENT_NO_TOKEN ? "no token" : "unknown token");
+		*code = "invalid_proxy_token";
+		resp_error(r, 401, "invalid_request_error", *code,
 			   v == CLIENT_NO_TOKEN
 				   ? "this proxy needs a client token: send "
 				     "Authorization: Bearer <token> (the "
 				     "SDKs' api_key) or x-api-key: <token>"
 				   : "the client token is not valid",
 			   "WWW-Authenticate: Bearer\r\n");
+		return CP_ERR_BADREQ;
+	}
+	return CP_OK;
+}
+
+/*
+ * Who may spend, checked before the body is read: the origin and the
+ * client's token (chat_access), the declared media type. Refusals are
+ * answered here, the body read and dropped, and nothing spent.
+ */
+static enum cp_err
+chat_admit(struct chat *c)
+{
+	const struct config *cfg = c->c_w->w_cfg;
+	const struct request_io *io = c->c_io;
+	const char *code = NULL;
+	char detail[128];
+
+	if (chat_access(cfg, io, c->c_resp, &c->c_client, &code, detail,
+			sizeof(detail)) != CP_OK) {
+		chat_log_denied(c, c->c_resp->r_status, code, detail);
 		return CP_ERR_BADREQ;
 	}
 	if (media_type_refused(io->io_param(io->io_ctx, "CONTENT_TYPE"))) {
@@ -973,7 +978,8 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r,
 	}
 	c.c_backlog_ms = backlog_ms(io, c.c_thread_ns);
 	c.c_poll_why = SLOT_WHY_NONE;
-	chat_request_id(&c);
+	chat_request_id(io, c.c_rid);
+	r->r_request_id = c.c_rid;
 	usage_scan_init(&c.c_scan, 0);
 	chat_run(&c);
 	if (c.c_sreq.sr_client != NULL)

@@ -436,9 +436,13 @@ is_timeout(CURLcode rc)
 	return rc == CURLE_OPERATION_TIMEDOUT;
 }
 
-enum cp_err
-upstream_forward(struct upstream *u, const struct upstream_req *req,
-		 const struct upstream_sink *sink, struct upstream_res *res)
+/*
+ * One transfer: a POST of req's body (upstream_forward), or with get set
+ * a GET without one, after which the handle is set back to POST.
+ */
+static enum cp_err
+transfer(struct upstream *u, const struct upstream_req *req,
+	 const struct upstream_sink *sink, struct upstream_res *res, int get)
 {
 	CURL *c = u->up_curl;
 	struct xfer x;
@@ -469,9 +473,11 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 						  : u->up_cfg->chat_url);
 	if (!rc)
 		rc = curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	if (!rc)
+	if (!rc && get)
+		rc = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	if (!rc && !get)
 		rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->ur_body);
-	if (!rc)
+	if (!rc && !get)
 		rc = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
 				      (curl_off_t)req->ur_body_len);
 	if (!rc)
@@ -494,6 +500,15 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 	if (curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL) != CURLE_OK)
 		log_warnx("libcurl: cannot detach header list");
 	curl_slist_free_all(hdrs);
+	/*
+	 * Back to POST: a chat request sets its body, which implies POST,
+	 * but nothing may depend on that.
+	 */
+	if (get && forward_defaults(c) != CURLE_OK) {
+		log_warnx("libcurl: cannot set the handle back to POST");
+		performed = 0;
+		rc = CURLE_FAILED_INIT;
+	}
 	/* Whatever the body was cut short by, its held tail goes too. */
 	if (performed && !x.x_hup && !x.x_err && u->up_hold.b_len > 0) {
 		x.x_err = body_flush(&x);
@@ -555,4 +570,64 @@ upstream_forward(struct upstream *u, const struct upstream_req *req,
 	}
 	/* An answer with no body (e.g. 204) still has its status. */
 	return xfer_begin(&x);
+}
+
+enum cp_err
+upstream_forward(struct upstream *u, const struct upstream_req *req,
+		 const struct upstream_sink *sink, struct upstream_res *res)
+{
+	return transfer(u, req, sink, res, 0);
+}
+
+/* upstream_get's sink: the body into a capped buffer. */
+struct get_sink {
+	struct buf *gs_out;
+	int (*gs_gone)(void *ctx);
+	void *gs_ctx;
+};
+
+static enum cp_err
+get_begin(void *ctx, long status, int sse, const char *hdrs)
+{
+	(void)ctx;
+	(void)status;
+	(void)sse;
+	(void)hdrs;
+	return CP_OK;
+}
+
+static enum cp_err
+get_body(void *ctx, const char *data, size_t len)
+{
+	struct get_sink *g = ctx;
+
+	/* Over the cap: the answer is not what was asked for. */
+	if (buf_add(g->gs_out, data, len) != CP_OK)
+		return CP_ERR_UPSTREAM_TOOBIG;
+	return CP_OK;
+}
+
+static int
+get_gone(void *ctx)
+{
+	struct get_sink *g = ctx;
+
+	return g->gs_gone != NULL && g->gs_gone(g->gs_ctx);
+}
+
+enum cp_err
+upstream_get(struct upstream *u, const struct upstream_req *req,
+	     struct buf *out, int (*gone)(void *ctx), void *gone_ctx,
+	     struct upstream_res *res)
+{
+	struct get_sink g = {out, gone, gone_ctx};
+	struct upstream_sink sink = {get_begin, get_body, get_gone, &g};
+	enum cp_err err;
+
+	buf_reset(out);
+	err = transfer(u, req, &sink, res, 1);
+	/* A buffer allocated, if the answer was empty. */
+	if (err == CP_OK && out->b_p == NULL)
+		err = buf_add(out, "", 0);
+	return err;
 }

@@ -100,4 +100,19 @@ enum cp_err upstream_forward(struct upstream *u, const struct upstream_req *req,
 			     const struct upstream_sink *sink,
 			     struct upstream_res *res);
 
+/*
+ * GETs req->ur_url (NULL: the chat URL) with req's key and header lines
+ * (its body is ignored) on u's handle, which is then set back to POST
+ * for the next upstream_forward. The answer's body, keys masked as for a
+ * forwarded answer, goes into out (reset first; allocated, "" if the
+ * answer had none), within out's cap: beyond it CP_ERR_UPSTREAM_TOOBIG.
+ * gone (may be NULL) is polled with gone_ctx while the upstream is
+ * silent: 1 ends the transfer with CP_ERR_HUP. Otherwise returns as
+ * upstream_forward: CP_OK once an answer ended, whatever its status
+ * (res->us_status), with the same timeouts.
+ */
+enum cp_err upstream_get(struct upstream *u, const struct upstream_req *req,
+			 struct buf *out, int (*gone)(void *ctx),
+			 void *gone_ctx, struct upstream_res *res);
+
 #endif
