@@ -135,14 +135,14 @@ sched_release(struct sched *s, const struct slot *sl)
 }
 
 void
-sched_rest(struct sched *s, int key, long ms)
+sched_rest(struct sched *s, int key, long ms, int disabled)
 {
 	char errbuf[128];
 
-	sched_local_rest(&s->s_local, key, ms);
+	sched_local_rest(&s->s_local, key, ms, disabled);
 	if (s->s_cfg->redis_enabled && s->s_backoff_ns == 0 &&
-	    sched_redis_rest(&s->s_redis, key, ms, errbuf, sizeof(errbuf)) !=
-		    CP_OK)
+	    sched_redis_rest(&s->s_redis, key, ms, disabled, errbuf,
+			     sizeof(errbuf)) != CP_OK)
 		log_warnx("could not record the key's rest in Redis: %s",
 			  errbuf);
 }
@@ -169,7 +169,7 @@ sched_settle(struct sched *s, const struct slot *sl,
 		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
 			  "disabled for %ld s; check or replace it",
 			  sl->s_key, fp, o->so_status, ms / 1000);
-		sched_rest(s, sl->s_key, ms);
+		sched_rest(s, sl->s_key, ms, 1);
 	} else if (o->so_status == 429 && ran_out >= 0 &&
 		   ran_out < HDR_NLIMITS) {
 		log_info("API key #%d (%s) rate limited (429) on model %s: its "
@@ -230,9 +230,11 @@ sched_client_done(struct sched *s, const struct sched_request *rq)
 enum cp_err
 sched_inspect(struct sched *s, struct sched_view *v)
 {
+	const struct config *cfg = s->s_cfg;
+	char errbuf[256];
+	int64_t now = mono_ns();
 	int i;
 
-	(void)s;
 	v->sv_from_redis = 0;
 	v->sv_redis_up = 0;
 	v->sv_fallback = 0;
@@ -243,5 +245,24 @@ sched_inspect(struct sched *s, struct sched_view *v)
 		v->sv_keys[i].kv_requests = -1;
 		v->sv_keys[i].kv_tokens = -1;
 	}
-	return CP_OK; /* a stub until the inspection is written */
+	if (cfg->redis_enabled && now >= s->s_retry_ns) {
+		if (sched_redis_inspect(&s->s_redis, v, errbuf,
+					sizeof(errbuf)) == CP_OK) {
+			if (s->s_backoff_ns != 0)
+				log_info("Redis is back: scheduling across "
+					 "hosts again");
+			s->s_backoff_ns = 0;
+			v->sv_from_redis = 1;
+			v->sv_redis_up = 1;
+			return CP_OK;
+		}
+		redis_failed(s, now, errbuf);
+	}
+	if ((!cfg->redis_enabled || cfg->redis_fallback) &&
+	    s->s_local.sl_state != NULL) {
+		sched_local_inspect(&s->s_local, v);
+		v->sv_fallback = cfg->redis_enabled;
+		return CP_OK;
+	}
+	return CP_ERR_REDIS;
 }

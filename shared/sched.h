@@ -15,6 +15,7 @@
 #include "config.h"
 #include "sched_local.h"
 #include "sched_redis.h"
+#include "sched_view.h"
 #include "slot.h"
 #include "util.h"
 
@@ -39,52 +40,13 @@ enum cp_err sched_init(struct sched *s, const struct config *cfg, char *errbuf,
 		       size_t errsz);
 void sched_free(struct sched *s);
 
-/* A key's state, as the scheduler sees it (sched_inspect). */
-enum sched_key_state {
-	KEY_STATE_OK,	    /* usable now */
-	KEY_STATE_RESTING,  /* after a 429: skipped until kv_until_ms */
-	KEY_STATE_DISABLED, /* after a 401/403: skipped until kv_until_ms */
-};
-
-struct sched_key_view {
-	enum sched_key_state kv_state;
-	int64_t kv_until_ms;   /* its rest or disablement ends in this many
-				  ms; 0 when usable */
-	long kv_last_status;   /* the last upstream status on it, 0 unknown */
-	long long kv_requests; /* requests sent on it today (UTC), -1 unknown */
-	long long kv_tokens;   /* tokens they used, -1 unknown */
-};
-
-/* One learned budget: an organisation's limit for a model. */
-struct sched_budget_view {
-	int bv_org;	    /* index into config.org_fps */
-	char bv_model[128]; /* the model */
-	int bv_limit;	    /* 0..5, hdr_limit_names order */
-	long long bv_level; /* what is left of it now */
-	long long bv_cap;   /* the limit */
-};
-
-#define SCHED_VIEW_BUDGETS 256
-
 /*
- * What sched_inspect sees: for /readyz, /metrics and the status command.
- * sv_keys is the caller's, of sv_nkeys (config.nkeys) entries.
- */
-struct sched_view {
-	int sv_from_redis;   /* read from Redis (else the host's state) */
-	int sv_redis_up;     /* Redis answered (0 also when not configured) */
-	int sv_fallback;     /* requests are scheduled per host now */
-	int64_t sv_depth_ms; /* the last booked slot is this far ahead */
-	int sv_nkeys;
-	struct sched_key_view *sv_keys;
-	int sv_nbudgets;
-	struct sched_budget_view sv_budgets[SCHED_VIEW_BUDGETS];
-};
-
-/*
- * Fills v from Redis (one round trip, no write) when it answers, else
- * from the host's state. CP_ERR_REDIS when neither can be read (Redis
- * down under REDIS_FALLBACK=refuse): v then says only sv_redis_up 0.
+ * Fills v from Redis (one round trip, no write; see sched_redis_inspect)
+ * when it answers, else from the host's state. Redis is asked only when
+ * the backoff allows (a failure backs off as a reservation's does).
+ * CP_ERR_REDIS when neither can be read (Redis down under
+ * REDIS_FALLBACK=refuse, or the host's state unavailable): v then says
+ * only sv_redis_up 0, each key's counts unknown (-1).
  */
 enum cp_err sched_inspect(struct sched *s, struct sched_view *v);
 
@@ -118,8 +80,11 @@ void sched_release(struct sched *s, const struct slot *sl);
  */
 void sched_client_done(struct sched *s, const struct sched_request *rq);
 
-/* Rests key for ms, on this host and (when Redis answers) on all. */
-void sched_rest(struct sched *s, int key, long ms);
+/*
+ * Rests key for ms, on this host and (when Redis answers) on all;
+ * disabled: a disablement (after a 401/403), as sched_inspect shows it.
+ */
+void sched_rest(struct sched *s, int key, long ms, int disabled);
 
 /*
  * Learns from the answer a slot's request got (one Redis round trip):

@@ -29,13 +29,14 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
  * Bump when the layout changes: the name changes with it, so workers of
  * an older build on the same host never map a state they misread.
  */
-#define STATE_LAYOUT "4"
+#define STATE_LAYOUT "5"
 
 #define MS_NS  1000000LL
 #define DAY_NS (86400LL * 1000 * MS_NS)
@@ -138,6 +139,19 @@ struct client {
 	struct seat c_seats[SEATS];
 };
 
+/*
+ * What a key's answers said (settle.lua's r<i>, s<i> and the day's
+ * counters; rest.lua's d<i>), for sched_local_inspect.
+ */
+struct key_stat {
+	int64_t ks_disabled_ns; /* a disablement ends (0: none) */
+	int64_t ks_cool_ns;	/* after a 429: its budget admits again */
+	int64_t ks_day;		/* the UTC day of the two counts */
+	int64_t ks_requests;	/* sent on the key that day */
+	int64_t ks_tokens;	/* their usage */
+	int32_t ks_status;	/* the last upstream status, 0: none yet */
+};
+
 /* Times are CLOCK_MONOTONIC ns; 0 means "never set". */
 struct sched_local_state {
 	/* 0 when free, else the holder's pid (for a dead holder: see lock) */
@@ -151,6 +165,7 @@ struct sched_local_state {
 	int64_t st_kslots[CONFIG_MAX_KEYS][KEY_SLOTS];
 	struct budget st_budgets[BUDGETS];
 	struct client st_clients[CLIENTS];
+	struct key_stat st_key_stats[CONFIG_MAX_KEYS];
 };
 
 /* A holder that keeps the lock this long is checked for being alive. */
@@ -1183,17 +1198,19 @@ sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
 }
 
 void
-sched_local_rest(struct sched_local *l, int key, long ms)
+sched_local_rest(struct sched_local *l, int key, long ms, int disabled)
 {
 	struct sched_local_state *st = l->sl_state;
 	int64_t till;
 
 	if (st == NULL || key < 0 || key >= CONFIG_MAX_KEYS)
 		return;
-	till = l->sl_now() + (int64_t)ms * MS_NS;
 	state_lock(st);
+	till = l->sl_now() + (int64_t)ms * MS_NS;
 	if (st->st_key_rest_ns[key] < till)
 		st->st_key_rest_ns[key] = till;
+	if (disabled && st->st_key_stats[key].ks_disabled_ns < till)
+		st->st_key_stats[key].ks_disabled_ns = till;
 	state_unlock(st);
 }
 
@@ -1217,6 +1234,7 @@ struct settlement {
 	int64_t t_came_ns; /* when the headers came, 0: now */
 	int t_limits;	   /* t_lim holds the answer's limits ("-" if 0) */
 	struct hdr_limit t_lim[HDR_NLIMITS];
+	int64_t t_day; /* today (UTC days since 1970), for the counts */
 };
 
 /*
@@ -1417,6 +1435,54 @@ settle_answer(const struct settlement *t, struct budget *b, struct tally *y,
 	return ret;
 }
 
+/*
+ * The end of settle.lua: what the answer says of its key (its status,
+ * until when the budget a 429 spent is short of a request) and the day's
+ * counts, b's levels already settled (caps in y).
+ */
+static void
+settle_record(struct sched_local_state *st, const struct settlement *t,
+	      const struct budget *b, const struct tally *y, int64_t now)
+{
+	struct key_stat *ks = &st->st_key_stats[t->t_sl->s_key];
+	int64_t till = 0;
+	int64_t at;
+	int l;
+
+	if (t->t_mode == MODE_RELEASE)
+		return;
+	if (ks->ks_day != t->t_day) {
+		ks->ks_day = t->t_day;
+		ks->ks_requests = 0;
+		ks->ks_tokens = 0;
+	}
+	if (t->t_mode != MODE_USAGE)
+		ks->ks_requests++;
+	if (t->t_mode != MODE_HEADERS && t->t_status >= 200 &&
+	    t->t_status < 300 && t->t_used > 0)
+		ks->ks_tokens += t->t_used;
+	if (t->t_mode == MODE_USAGE || t->t_status <= 0)
+		return;
+	if (t->t_status == 429) {
+		till = b->b_x;
+		for (l = 0; l < CONFIG_NLIMITS; l++) {
+			if (y->t_cap[l] <= 0)
+				continue;
+			at = e_add(b->b_e[l],
+				   refill_ns(l,
+					     charge(l, t->t_ask.a_tokens,
+						    y->t_cap[l]),
+					     y->t_cap[l]));
+			if (at > till)
+				till = at;
+		}
+		if (till < now)
+			till = 0;
+	}
+	ks->ks_status = (int32_t)t->t_status;
+	ks->ks_cool_ns = till;
+}
+
 /* settle.lua, step for step, on st (locked) at time now. */
 static int
 settle_locked(struct sched_local_state *st, const struct config *cfg,
@@ -1476,6 +1542,7 @@ settle_locked(struct sched_local_state *st, const struct config *cfg,
 			b->b_e[l] = e_add(y.t_e[l], y.t_d[l]);
 	if (b->b_expire_ns < now + DAY_NS)
 		b->b_expire_ns = now + DAY_NS;
+	settle_record(st, t, b, &y, now);
 	return ret;
 }
 
@@ -1520,8 +1587,115 @@ sched_local_settle(struct sched_local *l, const struct slot *sl,
 				t.t_limits |= t.t_lim[i].hl_known;
 		}
 	}
+	t.t_day = l->sl_day != NULL ? l->sl_day() : (int64_t)time(NULL) / 86400;
 	state_lock(st);
 	ret = settle_locked(st, cfg, &t, l->sl_now());
 	state_unlock(st);
 	return ret;
+}
+
+/* --- the inspection --------------------------------------------------- */
+
+/* ns to whole ms, rounded up: a rest of 1 ns left is not over. */
+static int64_t
+ceil_ms(int64_t ns)
+{
+	return ns <= 0 ? 0 : (ns + MS_NS - 1) / MS_NS;
+}
+
+_Static_assert(sizeof(((struct sched_budget_view *)0)->bv_model) <=
+		       MODEL_MAX + 1,
+	       "a model name in a view fits a budget's");
+
+/* Fills v's entries for budget b (live, of a known organisation). */
+static void
+inspect_budget(const struct config *cfg, const struct budget *b, int64_t now,
+	       struct sched_view *v)
+{
+	struct sched_budget_view *bv;
+	long long declared[CONFIG_NLIMITS];
+	char model[MODEL_MAX + 1] = {0};
+	long long cap;
+	double level;
+	int l;
+
+	memcpy(model, b->b_model, strnlen(b->b_model, MODEL_MAX));
+	config_declared(cfg, model, declared);
+	for (l = 0; l < CONFIG_NLIMITS; l++) {
+		cap = b->b_k[l] > 0 ? b->b_k[l] : declared[l];
+		if (cap <= 0 || v->sv_nbudgets >= SCHED_VIEW_BUDGETS)
+			continue;
+		bv = &v->sv_budgets[v->sv_nbudgets++];
+		memset(bv, 0, sizeof(*bv));
+		bv->bv_org = b->b_org;
+		memcpy(bv->bv_model, model, sizeof(bv->bv_model) - 1);
+		bv->bv_limit = l;
+		bv->bv_cap = cap;
+		level = (double)(now - b->b_e[l]) * (double)cap /
+			(double)window_ns[l];
+		bv->bv_level = level < 0	     ? 0
+			       : level > (double)cap ? cap
+						     : (long long)level;
+	}
+}
+
+void
+sched_local_inspect(struct sched_local *l, struct sched_view *v)
+{
+	const struct config *cfg = l->sl_cfg;
+	struct sched_local_state *st = l->sl_state;
+	struct sched_key_view *kv;
+	const struct key_stat *ks;
+	const struct budget *b;
+	struct timeline t;
+	int64_t today =
+		l->sl_day != NULL ? l->sl_day() : (int64_t)time(NULL) / 86400;
+	int64_t last = 0;
+	int64_t now;
+	int i;
+	int j;
+
+	v->sv_nbudgets = 0;
+	v->sv_depth_ms = 0;
+	if (st == NULL)
+		return;
+	state_lock(st);
+	now = l->sl_now();
+	for (i = 0; i < v->sv_nkeys && i < cfg->nkeys && i < CONFIG_MAX_KEYS;
+	     i++) {
+		kv = &v->sv_keys[i];
+		ks = &st->st_key_stats[i];
+		memset(kv, 0, sizeof(*kv));
+		kv->kv_state = KEY_STATE_OK;
+		if (ks->ks_disabled_ns > now) {
+			kv->kv_state = KEY_STATE_DISABLED;
+			kv->kv_until_ms = ceil_ms(ks->ks_disabled_ns - now);
+		} else if (st->st_key_rest_ns[i] > now) {
+			kv->kv_state = KEY_STATE_RESTING;
+			kv->kv_until_ms = ceil_ms(st->st_key_rest_ns[i] - now);
+		} else if (ks->ks_cool_ns > now) {
+			kv->kv_state = KEY_STATE_RESTING;
+			kv->kv_until_ms = ceil_ms(ks->ks_cool_ns - now);
+		}
+		kv->kv_last_status = ks->ks_status;
+		kv->kv_requests = ks->ks_day == today ? ks->ks_requests : 0;
+		kv->kv_tokens = ks->ks_day == today ? ks->ks_tokens : 0;
+	}
+	for (j = 0; j < BUDGETS; j++) {
+		b = &st->st_budgets[j];
+		if (b->b_expire_ns > now && b->b_org >= 0 &&
+		    b->b_org < cfg->norgs &&
+		    memcmp(b->b_org_fp, cfg->org_fps[b->b_org], 9) == 0)
+			inspect_budget(cfg, b, now, v);
+	}
+	t = tl_open(st, -1);
+	if (*t.tl_n > 0)
+		last = t.tl_at[*t.tl_n - 1];
+	for (i = 0; i < cfg->nkeys && i < CONFIG_MAX_KEYS; i++) {
+		t = tl_open(st, i);
+		if (*t.tl_n > 0 && t.tl_at[*t.tl_n - 1] > last)
+			last = t.tl_at[*t.tl_n - 1];
+	}
+	v->sv_depth_ms = last > now ? ceil_ms(last - now) : 0;
+	state_unlock(st);
 }

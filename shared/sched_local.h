@@ -26,6 +26,7 @@
 #define CP_SCHED_LOCAL_H
 
 #include "config.h"
+#include "sched_view.h"
 #include "slot.h"
 #include "util.h"
 
@@ -41,6 +42,8 @@ struct sched_local {
 	const struct config *sl_cfg;	    /* borrowed */
 	struct sched_local_state *sl_state; /* mapped, NULL until opened */
 	int64_t (*sl_now)(void); /* the clock: mono_ns; tests inject */
+	/* today, in days since 1970 (UTC); NULL: the wall clock's */
+	int64_t (*sl_day)(void);
 };
 
 /*
@@ -94,7 +97,19 @@ int sched_local_settle(struct sched_local *l, const struct slot *sl,
 void sched_local_client_done(struct sched_local *l,
 			     const struct sched_request *rq);
 
-/* Rests key for ms on this host (never shortens a rest). */
-void sched_local_rest(struct sched_local *l, int key, long ms);
+/*
+ * Rests key for ms on this host (never shortens a rest); disabled: a
+ * disablement (401/403), as sched_inspect tells them apart.
+ */
+void sched_local_rest(struct sched_local *l, int key, long ms, int disabled);
+
+/*
+ * Fills v (sv_keys and sv_nkeys the caller's) from the host's state, as
+ * sched_redis_inspect does from Redis: each key's state, last status and
+ * counts today (recorded by sched_local_settle), the budgets, the
+ * timelines' depth. Sets none of sv_from_redis, sv_redis_up,
+ * sv_fallback. No-op (keys unknown) without a state.
+ */
+void sched_local_inspect(struct sched_local *l, struct sched_view *v);
 
 #endif

@@ -15,7 +15,14 @@
  *   <prefix>:rr     round-robin position
  *   <prefix>:slot   the global timeline (sorted set of booked slots)
  *   <prefix>:kslot  the per-key timelines (key scope)
- *   <prefix>:keys   hash: c<i> key i disabled until
+ *   <prefix>:keys   hash: c<i> key i rests (or is disabled) until, d<i>
+ *                   its disablement ends, s<i> its last upstream status,
+ *                   r<i> after a 429, until when the budget it spent
+ *                   is short of a request (see settle.lua)
+ *   <prefix>:day    hash: the requests (q<i>) and tokens (t<i>) of each
+ *                   key on the UTC day d (Redis' clock)
+ *   <prefix>:bx     sorted set: the budget hashes settled in the last
+ *                   day (score: when), for sched_redis_inspect
  *   <prefix>:b:<org>:<model>  hash: a budget (see settle.lua), <org>
  *                   the organisation's fingerprint
  *   <prefix>:c:<client>   hash: a client's rate bucket (reserve.lua)
@@ -27,6 +34,7 @@
 #define CP_SCHED_REDIS_H
 
 #include "config.h"
+#include "sched_view.h"
 #include "slot.h"
 #include "util.h"
 
@@ -101,13 +109,21 @@ struct sched_redis {
 	char *sc_key_slot;	     /* owned: <prefix>:slot */
 	char *sc_key_state;	     /* owned: <prefix>:keys (hash) */
 	char *sc_key_kslot;	     /* owned: <prefix>:kslot (key scope) */
-	char **sc_key_budget;	     /* owned: norgs <prefix>:b:<org>:<model> */
-	size_t sc_budget_sz;	     /* size of each of those buffers */
-	const char **sc_argv;	     /* owned: the reservation's arguments */
-	char *sc_orgmap;	     /* owned: each key's org, "0,0,1" */
-	char *sc_key_client;	     /* owned: <prefix>:c:<client> */
-	char *sc_key_seats;	     /* owned: <prefix>:cf:<client> */
-	size_t sc_client_sz;	     /* size of each of those two buffers */
+	char *sc_key_day;	     /* owned: <prefix>:day (hash) */
+	char *sc_key_bx;	     /* owned: <prefix>:bx (budgets in use) */
+	/*
+	 * owned: the budget hashes the last inspection found (sc_nseen),
+	 * read in the same round trip by the next one
+	 */
+	char **sc_seen;
+	int sc_nseen;
+	char **sc_key_budget; /* owned: norgs <prefix>:b:<org>:<model> */
+	size_t sc_budget_sz;  /* size of each of those buffers */
+	const char **sc_argv; /* owned: the reservation's arguments */
+	char *sc_orgmap;      /* owned: each key's org, "0,0,1" */
+	char *sc_key_client;  /* owned: <prefix>:c:<client> */
+	char *sc_key_seats;   /* owned: <prefix>:cf:<client> */
+	size_t sc_client_sz;  /* size of each of those two buffers */
 	char sc_interval_us[32];
 	char sc_floor_us[32];
 	char sc_max_wait_us[32];
@@ -159,9 +175,24 @@ enum cp_err sched_redis_client_done(struct sched_redis *s,
 				    const struct sched_request *rq,
 				    char *errbuf, size_t errsz);
 
-/* Rests key for ms (never shortens a rest), for every worker and host. */
+/*
+ * Rests key for ms (never shortens a rest), for every worker and host;
+ * disabled: a disablement (401/403), told apart by the inspection.
+ */
 enum cp_err sched_redis_rest(struct sched_redis *s, int key, long ms,
-			     char *errbuf, size_t errsz);
+			     int disabled, char *errbuf, size_t errsz);
+
+/*
+ * Fills v (sv_keys and sv_nkeys the caller's) from Redis, reading only:
+ * each key's state, last status and counts today, the budgets settled in
+ * the last day (their levels now), the timelines' depth, on Redis' clock.
+ * One pipelined round trip (TIME, HGETALLs, ZRANGEs, and an HMGET of each
+ * budget the last inspection found); a second only when the budgets in
+ * use changed. Sets none of sv_from_redis, sv_redis_up, sv_fallback. On
+ * CP_ERR_REDIS a reason is in errbuf.
+ */
+enum cp_err sched_redis_inspect(struct sched_redis *s, struct sched_view *v,
+				char *errbuf, size_t errsz);
 
 /*
  * Decodes reserve.lua's reply: {key, wait_us, at_us, why, probe, cq, ct,

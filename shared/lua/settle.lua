@@ -17,6 +17,19 @@
 --
 -- KEYS[1] the budget hash   KEYS[2] the global timeline
 -- KEYS[3] the per-key timelines
+-- KEYS[4] the per-key hash (reserve.lua's KEYS[3]): besides c<i> and d<i>
+--         (rest.lua), s<i> the last upstream status on key i, r<i> until
+--         when the budget its last answer (a 429) ran out of is short
+--         of a request (0: that answer was not a 429)
+-- KEYS[5] the day's counters: d the UTC day (Redis time, days since
+--         1970), q<i> the requests sent on key i that day (an answer, or
+--         none, settled), t<i> the tokens their answers used (usage);
+--         emptied when a new day begins
+-- KEYS[6] the budgets in use: a sorted set, member a budget hash's name
+--         (KEYS[1]), score its last settlement (us); those older than a
+--         day dropped
+-- (KEYS[4..6] are read by sched_inspect: the status command, /readyz,
+-- /metrics; only a release leaves KEYS[4] and KEYS[5] alone.)
 -- ARGV[1] key index    ARGV[2] the slot us
 -- ARGV[3] what happened:
 --   "release"  the request was never sent: its slot is unbooked and its
@@ -240,4 +253,49 @@ put('ct', ct)
 put('rt', rt)
 redis.call('HSET', h, unpack(set))
 if redis.call('PTTL', h) < 86400000 then redis.call('PEXPIRE', h, 86400000) end
+
+-- What the key's answers say (KEYS[4..6]).
+redis.call('ZADD', KEYS[6], now, h)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - 86400e6)
+redis.call('PEXPIRE', KEYS[6], 86400000)
+if mode ~= 'release' then
+  local i = ARGV[1]
+  local day = math.floor(now / 86400e6)
+  local D = KEYS[5]
+  if tonumber(redis.call('HGET', D, 'd') or '-1') ~= day then
+    redis.call('DEL', D)
+    redis.call('HSET', D, 'd', string.format('%d', day))
+  end
+  if mode ~= 'usage' then redis.call('HINCRBY', D, 'q' .. i, 1) end
+  local used = tonumber(ARGV[11])
+  if mode ~= 'headers' and status >= 200 and status < 300 and used > 0 then
+    redis.call('HINCRBY', D, 't' .. i, used)
+  end
+  redis.call('PEXPIRE', D, 2 * 86400000)
+  if mode ~= 'usage' and status > 0 then
+    -- After a 429: when its budget admits a request again (the levels
+    -- as just corrected, and a rest).
+    local till = 0
+    if status == 429 then
+      till = tonumber(redis.call('HGET', h, 'x') or '0')
+      for l = 1, 6 do
+        if cap[l] > 0 then
+          local c = tokens
+          if l % 2 == 1 then c = 1 end
+          local at = e[l] + cost(l, c) * W[l] / cap[l]
+          if at > till then till = at end
+        end
+      end
+      till = math.ceil(till)
+      if till < now then till = 0 end
+    end
+    redis.call('HSET', KEYS[4], 's' .. i, string.format('%d', status),
+               'r' .. i, string.format('%d', till))
+    local keep = 86400000
+    if till > now then keep = keep + math.floor((till - now) / 1000) end
+    if redis.call('PTTL', KEYS[4]) < keep then
+      redis.call('PEXPIRE', KEYS[4], keep)
+    end
+  end
+end
 return ret

@@ -226,8 +226,8 @@ class Scripts:
     """The three scripts, loaded with SCRIPT LOAD into the server behind
     client r, called by EVALSHA with the key names the C code builds from
     its prefix (shared/sched_redis.c): <prefix>:rr, :slot, :keys, :kslot,
-    and one budget hash per organisation and model, <prefix>:b:<org
-    fingerprint>:<model>."""
+    :day, :bx, and one budget hash per organisation and model,
+    <prefix>:b:<org fingerprint>:<model>."""
 
     NAMES = ("reserve", "rest", "settle")
 
@@ -238,6 +238,8 @@ class Scripts:
         self.slot = prefix + ":slot"
         self.keys = prefix + ":keys"
         self.kslot = prefix + ":kslot"
+        self.day = prefix + ":day"
+        self.bx = prefix + ":bx"
         self.sha = {}
         for name in self.NAMES:
             with open(os.path.join(LUA_DIR, name + ".lua"), "rb") as f:
@@ -287,9 +289,11 @@ class Scripts:
         """What sched_client_done sends: ZREM of the seat."""
         return self.r("ZREM", self.client_seats(client), seat)
 
-    def rest(self, key, duration):
-        """rest.lua: the rest's end (us, Redis time)."""
-        return self.r("EVALSHA", self.sha["rest"], 1, self.keys, key, duration)
+    def rest(self, key, duration, disabled=False):
+        """rest.lua: the rest's end (us, Redis time). disabled: a
+        disablement (a 401/403), recorded apart (d<i>)."""
+        return self.r("EVALSHA", self.sha["rest"], 1, self.keys, key, duration,
+                      "1" if disabled else "0")
 
     def settle(self, key, slot, mode, tokens=0, limits=(0,) * 6, cq=0, ct=0,
                rt=0, status=0, headers=None, used=-1, age=0, probe=False,
@@ -298,8 +302,8 @@ class Scripts:
         limit index 0..5, 8 for a rest, -1). headers: see headers_arg.
         first: none of the budget's requests was out when it was reserved
         (reserve.lua's reply)."""
-        return self.r("EVALSHA", self.sha["settle"], 3,
+        return self.r("EVALSHA", self.sha["settle"], 6,
                       self.budget(org, model), self.slot, self.kslot,
-                      key, slot, mode, tokens, limits_arg(limits), cq, ct, rt,
+                      self.keys, self.day, self.bx, key, slot, mode, tokens, limits_arg(limits), cq, ct, rt,
                       status, headers_arg(headers), used, age,
                       "1" if probe else "0", rest, "1" if first else "0")

@@ -1472,6 +1472,133 @@ class Settle(ScriptCase):
                 self.assertEqual(self.bget("seen"), seen)
 
 
+class Recording(ScriptCase):
+    """What the scripts record for the inspection (sched_inspect: the status
+    command, /readyz, /metrics): rest.lua's d<i>; settle.lua's s<i>, r<i>
+    in the per-key hash, the day's counters, the budgets in use."""
+
+    DAY_US = 86400 * SEC
+
+    def kfield(self, name):
+        return self.field(name)
+
+    def day(self):
+        v = self.r("HGETALL", self.s.day)
+        return {v[i]: int(v[i + 1]) for i in range(0, len(v), 2)}
+
+    def test_disablement_recorded_apart(self):
+        """rest.lua with disabled: d<i> is the disablement's end (c<i> too); a plain rest leaves d<i> alone; neither is ever shortened."""
+        till = self.s.rest(0, 100 * SEC, disabled=True)
+        self.assertEqual((self.kfield("c0"), self.kfield("d0")), (till, till))
+        self.s.rest(0, 10 * SEC, disabled=True)
+        self.assertEqual((self.kfield("c0"), self.kfield("d0")), (till, till))
+        t1 = self.s.rest(1, 10 * SEC)
+        self.assertEqual((self.kfield("c1"), self.kfield("d1")), (t1, None))
+        # a rest longer than a disablement: c<i> lengthened, d<i> kept
+        t2 = self.s.rest(0, 200 * SEC)
+        self.assertEqual((self.kfield("c0"), self.kfield("d0")), (t2, till))
+
+    def test_answer_counted_with_status_and_usage(self):
+        """an answer: s<i> its status, r<i> 0, q<i> + 1, t<i> + its usage, d today (Redis' UTC day)."""
+        a = self.reserve(2, 0, tokens=100)
+        ret, t0, t1 = self.settle(a, status=200, used=42)
+        self.assertEqual(self.kfield("s%d" % a.key), 200)
+        self.assertEqual(self.kfield("r%d" % a.key), 0)
+        d = self.day()
+        self.assertIn(d["d"], (t0 // self.DAY_US, t1 // self.DAY_US))
+        self.assertEqual((d["q%d" % a.key], d["t%d" % a.key]), (1, 42))
+        b = self.reserve(2, 0, tokens=100)
+        self.assertNotEqual(b.key, a.key)
+        self.settle(b, status=500)
+        c = self.reserve(2, 0, tokens=100)
+        self.settle(c, status=200, used=8)
+        d = self.day()
+        self.assertEqual((d["q%d" % a.key], d["t%d" % a.key]), (2, 50))
+        self.assertEqual((d["q%d" % b.key], d.get("t%d" % b.key)), (1, None))
+        self.assertEqual(self.kfield("s%d" % b.key), 500)
+
+    def test_no_answer_counted_status_kept(self):
+        """a request that got no answer (status 0) counts as sent; the last status stays what it was."""
+        a = self.reserve(1, 0)
+        self.settle(a, status=401)
+        b = self.reserve(1, 0)
+        self.settle(b, status=0)
+        self.assertEqual(self.kfield("s0"), 401)
+        self.assertEqual(self.day()["q0"], 2)
+
+    def test_probe_counted_once(self):
+        """a probe: its headers count the request and its status, its usage the tokens; neither twice."""
+        self.r("FLUSHALL")
+        a = self.reserve(1, 0, tokens=10)
+        self.assertEqual(a.probe, 1)
+        self.settle(a, "headers", status=200, headers={TPM: (1000, 900)})
+        self.assertEqual(self.day().get("q0"), 1)
+        self.assertIsNone(self.day().get("t0"))
+        self.settle(a, "usage", status=200, used=7)
+        self.assertEqual((self.day()["q0"], self.day()["t0"]), (1, 7))
+        self.assertEqual(self.kfield("s0"), 200)
+
+    def test_release_recorded_nowhere_but_the_index(self):
+        """a release (never sent) counts nothing and leaves the per-key hash alone."""
+        a = self.reserve(1, IV)
+        self.settle(a, "release")
+        self.assertEqual(self.r("EXISTS", self.s.day), 0)
+        self.assertEqual(self.r("HGETALL", self.s.keys), [])
+        self.assertIsNotNone(self.r("ZSCORE", self.s.bx, self.bkey()))
+
+    def test_429_records_when_the_budget_admits_again(self):
+        """a 429 that spent a limit: r<i> is when its budget holds a request again (the level as corrected); a later answer that is not a 429 clears it."""
+        self.bset(k0=2)
+        a = self.reserve(1, 0, limits=limits(rpm=2))
+        ret, t0, t1 = self.settle(a, status=429, headers={RPM: (2, 0)}, rest=5 * SEC)
+        self.assertEqual(ret, RPM)
+        r = self.kfield("r0")
+        e0 = self.bget("e0")
+        # e0 is stored rounded up; r from the unrounded value, rounded up
+        self.assertBetween(e0 + WINDOW[RPM] // 2 - 1, r, e0 + WINDOW[RPM] // 2)
+        self.assertGreater(r, t1)
+        self.assertEqual(self.kfield("s0"), 429)
+        b = self.reserve(1, 0, limits=limits(rpm=2), max_wait=10**13)
+        self.settle(b, status=200)
+        self.assertEqual((self.kfield("s0"), self.kfield("r0")), (200, 0))
+
+    def test_429_rest_recorded(self):
+        """a 429 that names no limit rests the budget: r<i> is the rest's end."""
+        a = self.reserve(1, 0)
+        ret, t0, t1 = self.settle(a, status=429, rest=20 * SEC)
+        self.assertEqual(ret, WHY_REST)
+        self.assertEqual(self.kfield("r0"), self.bget("x"))
+        self.assertBetween(t0 + 20 * SEC, self.kfield("r0"), t1 + 20 * SEC)
+
+    def test_new_day_starts_from_zero(self):
+        """the counters of another day are dropped at the first settlement of a new one."""
+        today = self.r.time_us() // self.DAY_US
+        self.r("HSET", self.s.day, "d", today - 1, "q0", 5, "t0", 500, "q1", 3)
+        a = self.reserve(2, 0)
+        self.settle(a, status=200, used=1)
+        self.assertEqual(self.day(), {"d": today, "q%d" % a.key: 1, "t%d" % a.key: 1})
+
+    def test_budget_index(self):
+        """the budget settled is in the index, scored with the settlement's time; entries older than a day are dropped."""
+        self.r("ZADD", self.s.bx, self.r.time_us() - 2 * self.DAY_US, "gone")
+        a = self.reserve(1, 0)
+        ret, t0, t1 = self.settle(a, status=200)
+        z = self.zset(self.s.bx)
+        self.assertEqual(list(z), [self.bkey()])
+        self.assertBetween(t0, z[self.bkey()], t1)
+
+    def test_records_expire(self):
+        """the day's counters live two days, the index a day, the per-key hash at least a day (longer than the cooling it records)."""
+        self.bset(k4=1)
+        a = self.reserve(1, 0, limits=limits(rpd=1))
+        self.settle(a, status=429, headers={RPD: (1, 0)})
+        r = self.kfield("r0")
+        t = self.r.time_us()
+        self.assertBetween(2 * DAY_MS - 1000, self.r("PTTL", self.s.day), 2 * DAY_MS)
+        self.assertBetween(DAY_MS - 1000, self.r("PTTL", self.s.bx), DAY_MS)
+        self.assertGreaterEqual(self.r("PTTL", self.s.keys) * MS, r - t + (DAY_MS - 1000) * MS)
+
+
 class ClientLimits(ScriptCase):
     """A client's own limits (ARGV[11..16], its two keys last in KEYS): a
     rate bucket charged by first attempts that book a slot, and seats for
@@ -1769,7 +1896,8 @@ class Expiry(ScriptCase):
                            window=60 * SEC, concurrent=2, limits=limits(rpd=10), model="m3")
         self.assertEqual(res.key, 0, res)
         keys = self.r("KEYS", "*")
-        self.assertEqual(sorted(keys), sorted([s.rr, s.slot, s.kslot, s.keys, s.budget(0, M),
+        self.assertEqual(sorted(keys), sorted([s.rr, s.slot, s.kslot, s.keys, s.day, s.bx,
+                                               s.budget(0, M),
                                                s.budget(1, M), s.budget(0, M2), s.budget(0, "m3"),
                                                s.client_bucket(cl), s.client_seats(cl)]))
         for k in keys:
@@ -1850,7 +1978,7 @@ class Keys(ScriptCase):
     def test_scripts_touch_only_their_keys(self):
         """MONITOR: every command a script ran names only KEYS; SCAN: nothing else exists afterwards."""
         declared = {self.s.rr, self.s.slot, self.s.keys, self.s.kslot,
-                    self.s.budget(0, M), self.s.budget(1, M),
+                    self.s.day, self.s.bx, self.s.budget(0, M), self.s.budget(1, M),
                     self.s.budget(0, M2), self.s.budget(1, M2),
                     self.s.client_bucket("00c0ffee00c0ffee"),
                     self.s.client_seats("00c0ffee00c0ffee")}

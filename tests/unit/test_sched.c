@@ -601,7 +601,7 @@ test_sched_decode_error_reply(void **state)
 /*
  * The scripts run on Redis' clock and touch only the keys they are
  * given: reserve.lua its four and the budgets (KEYS[5 + org]), settle.lua
- * its three, rest.lua its one.
+ * its six, rest.lua its one.
  */
 static void
 test_sched_script(void **state)
@@ -620,7 +620,8 @@ test_sched_script(void **state)
 	assert_non_null(strstr(sched_lua_settle, "redis.call('TIME')"));
 	assert_non_null(strstr(sched_lua_settle, "KEYS[1]"));
 	assert_non_null(strstr(sched_lua_settle, "KEYS[3]"));
-	assert_null(strstr(sched_lua_settle, "KEYS[4]"));
+	assert_non_null(strstr(sched_lua_settle, "KEYS[6]"));
+	assert_null(strstr(sched_lua_settle, "KEYS[7]"));
 	assert_non_null(strstr(sched_lua_rest, "redis.call('TIME')"));
 	assert_null(strstr(sched_lua_rest, "KEYS[2]"));
 }

@@ -279,22 +279,22 @@ test_rests(void **state)
 
 	(void)state;
 	setup(&f, 3, 0, 0, 0, 30000);
-	sched_local_rest(&f.l, 1, 5000);
-	sched_local_rest(&f.l, 1, 1000); /* shorter: ignored */
+	sched_local_rest(&f.l, 1, 5000, 0);
+	sched_local_rest(&f.l, 1, 1000, 0); /* shorter: ignored */
 	assert_int_equal(reserve(&f).s_key, 0);
 	assert_int_equal(reserve(&f).s_key, 2);
 	assert_int_equal(reserve(&f).s_key, 0);
-	sched_local_rest(&f.l, 0, 3000);
-	sched_local_rest(&f.l, 2, 4000);
+	sched_local_rest(&f.l, 0, 3000, 0);
+	sched_local_rest(&f.l, 2, 4000, 0);
 	s = reserve(&f);
 	assert_slot(&s, 0, T0 + 3000 * MS, SLOT_WHY_DISABLED); /* back first */
 	fake_now = T0 + 3000 * MS;
 	assert_int_equal(reserve(&f).s_key, 0);
 	fake_now = T0 + 5000 * MS;
 	assert_int_equal(reserve(&f).s_key, 1);
-	sched_local_rest(&f.l, 0, 50000);
-	sched_local_rest(&f.l, 1, 40000);
-	sched_local_rest(&f.l, 2, 60000);
+	sched_local_rest(&f.l, 0, 50000, 0);
+	sched_local_rest(&f.l, 1, 40000, 0);
+	sched_local_rest(&f.l, 2, 60000, 0);
 	s = reserve(&f);
 	assert_int_equal(s.s_key, SLOT_ALL_RESTING);
 	assert_int_equal(s.s_why, SLOT_WHY_DISABLED);
@@ -419,7 +419,7 @@ test_key_scope_floor(void **state)
 
 	(void)state;
 	setup(&f, 3, 1000, 1, 400, 30000);
-	sched_local_rest(&f.l, 2, 50);
+	sched_local_rest(&f.l, 2, 50, 0);
 	for (i = 0; i < 3; i++)
 		s[i] = reserve(&f);
 	assert_slot(&s[0], 0, T0, SLOT_WHY_NONE);
@@ -478,7 +478,7 @@ test_key_scope_invariants(void **state)
 		fake_now += (int64_t)(rnd >> 16) % 400 * MS;
 		if ((rnd >> 8) % 17 == 0)
 			sched_local_rest(&f.l, (int)(rnd >> 4) % KEYS,
-					 (long)(rnd >> 12) % 3000);
+					 (long)(rnd >> 12) % 3000, 0);
 		s = reserve(&f);
 		if (s.s_key < 0)
 			continue;
@@ -563,7 +563,7 @@ test_timeline_full(void **state)
 	}
 	s = reserve(&f);
 	assert_int_equal(s.s_key, SLOT_TOO_FAR);
-	sched_local_rest(&f.l, 0, 1000);
+	sched_local_rest(&f.l, 0, 1000, 0);
 	assert_int_equal(reserve(&f).s_key, SLOT_TOO_FAR);
 	fake_now = T0 + 10 * MS;
 	s = reserve(&f);
@@ -1509,7 +1509,7 @@ test_client_rate_not_charged(void **state)
 	assert_int_equal(creserve(&f, &c, 0, 0).s_key, SLOT_TOO_FAR);
 	f.cfg.queue_max_wait_ms = 1000;
 	/* Every key resting beyond the longest wait. */
-	sched_local_rest(&f.l, 0, 5000);
+	sched_local_rest(&f.l, 0, 5000, 0);
 	s = creserve(&f, &c, 0, 0);
 	assert_int_equal(s.s_key, SLOT_ALL_RESTING);
 	fake_now += 5 * SEC;
@@ -1600,7 +1600,7 @@ test_client_seats_polls_refusals(void **state)
 
 	(void)state;
 	setup(&f, 1, 0, 0, 0, 1000);
-	sched_local_rest(&f.l, 0, 5000);
+	sched_local_rest(&f.l, 0, 5000, 0);
 	assert_int_equal(creserve(&f, &c, 0, 0).s_key, SLOT_ALL_RESTING);
 	fake_now = T0 + 5 * SEC;
 	assert_int_equal(creserve(&f, &c, 1, 0).s_key, 0);
@@ -1612,7 +1612,7 @@ test_client_seats_polls_refusals(void **state)
 	assert_int_equal(creserve(&f, &c, 2, 0).s_key, SLOT_POLL);
 	assert_int_equal(creserve(&f, &c, 2, 0).s_key, SLOT_POLL);
 	assert_int_equal(creserve(&f, &c, 3, 0).s_key, SLOT_CLIENT);
-	sched_local_rest(&f.l, 0, 5000);
+	sched_local_rest(&f.l, 0, 5000, 0);
 	assert_int_equal(creserve(&f, &c, 2, 0).s_key, SLOT_ALL_RESTING);
 	assert_int_equal(creserve(&f, &c, 3, 0).s_key, SLOT_CLIENT);
 	client_done(&f, &c, 2);
