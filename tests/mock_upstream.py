@@ -50,8 +50,23 @@ Endpoints
     Per-key rules set with ``/__mock/config`` are merged over ``mock`` (rule
     fields win).
 
+``POST .../completions``
+    The legacy text completions: recorded and answered as a chat request,
+    with the same ``mock`` steering, but as ``text_completion`` objects
+    (``choices[].text`` instead of ``message`` / ``delta``), usage in the
+    JSON body and in the stream's last event before ``[DONE]``.
+
 ``GET .../models``
-    Recorded; a one-model list.
+    Recorded; the list of MODELS ``{"object": "list", "data": [...]}``.
+    The per-key rules of ``/__mock/config`` steer it too: ``status``
+    (>= 400: a flat Cerebras-style error) and ``delay_ms``.
+
+``GET .../models/{id}``
+    Recorded; the model object of MODELS with that id, else 404 with the
+    flat error ``{"message": "Model ... does not exist ...", "type":
+    "not_found_error", "param": "model", "code": "model_not_found"}``.
+    Steered by the per-key rules as the list is.  Count the fetches in
+    ``/__mock/requests`` (method GET, path).
 
 ``HEAD`` any path
     The proxy's connection warm-up: 200, no body, not recorded; counted
@@ -148,8 +163,8 @@ Record fields: seq, t, method, path, headers, key, body_len, body_sha256,
 body (the body as text, null above 1 MiB), mock (effective mock fields),
 stream, status, response_body, event_times, closed_by_client,
 closed_by_server, finished, t_done, and for the limits emulation: org
-(null: emulation off or unlimited key), model (chat: the body's model or
-the default; else null), admitted (false only for a refusal),
+(null: emulation off or unlimited key), model (chat and completions: the
+body's model or the default; a models/{id} fetch: the id; else null), admitted (false only for a refusal),
 refused_limit (the refusing limit or null), charged_tokens (prompt plus
 completion charge at admission; 0 when not charged), returned_tokens
 (given back to the token buckets when the answer ended; negative when
@@ -174,6 +189,7 @@ import time
 import uuid
 from email.utils import formatdate
 from typing import Any
+import urllib.parse
 from urllib.parse import urlsplit
 
 # --------------------------------------------------------------------------
@@ -185,6 +201,11 @@ IDLE_TIMEOUT = 120.0        # socket timeout for keep-alive reads / writes
 MAX_BODY = 64 * 1024 * 1024  # largest request body accepted
 MAX_RECORDED_BODY = 1024 * 1024  # bodies above this are not stored as text
 DEFAULT_MODEL = "llama3.1-8b"
+# What GET .../models lists (and .../models/{id} finds).
+MODELS = [
+    {"id": DEFAULT_MODEL, "object": "model", "created": 1721692800, "owned_by": "Meta"},
+    {"id": "qwen-3-32b", "object": "model", "created": 1745971200, "owned_by": "Alibaba"},
+]
 DEFAULT_REPLY = "Hello from the mock"
 SYSTEM_FINGERPRINT = "fp_mock_cerebras"
 
@@ -294,6 +315,10 @@ def _parse_limit_map(obj: Any, where: str, allow_null: bool) -> dict[str, int | 
 def _prompt_estimate(req: dict[str, Any]) -> int:
     """Characters of all message contents // 4, at least 1."""
     chars = 0
+    prompt = req.get("prompt")       # a legacy completion's
+    for p in prompt if isinstance(prompt, list) else [prompt]:
+        if isinstance(p, str):
+            chars += len(p)
     msgs = req.get("messages")
     for m in msgs if isinstance(msgs, list) else []:
         content = m.get("content") if isinstance(m, dict) else None
@@ -883,8 +908,12 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             self._send_control(200, self.state.limits.snapshot())
         elif path.endswith("/chat/completions") and method == "POST":
             self._recorded(body, t, self._chat)
+        elif path.endswith("/completions") and method == "POST":
+            self._recorded(body, t, self._completions)
         elif path.endswith("/models") and method == "GET":
             self._recorded(body, t, self._models)
+        elif "/models/" in path and method == "GET":
+            self._recorded(body, t, self._model)
         else:
             self._send_control(404, _error_obj(f"no mock route for {method} {path}",
                                                "not_found_error", "mock_404"))
@@ -982,11 +1011,43 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
                           response_body=body.decode("utf-8", "replace"))
         self._send_body(status, body, seq=rec["seq"], overrides=overrides)
 
+    def _models_steered(self, rec: dict[str, Any]) -> bool:
+        """Applies the key's rule (delay_ms, status); True if answered."""
+        mock = self.state.rule_for(rec["key"])
+        self.state.update(rec, mock=mock)
+        _sleep_ms(_number(mock, "delay_ms", 0))
+        status = mock.get("status", 200)
+        if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+            self._send_recorded(rec, status, _error_json("mock error", "mock_error",
+                                                         f"mock_{status}"))
+            return True
+        return False
+
     def _models(self, rec: dict[str, Any], body: bytes) -> None:
-        out = {"object": "list", "data": [{"id": DEFAULT_MODEL, "object": "model"}]}
+        if self._models_steered(rec):
+            return
+        out = {"object": "list", "data": MODELS}
         self._send_recorded(rec, 200, json.dumps(out).encode())
 
-    def _chat(self, rec: dict[str, Any], body: bytes) -> None:
+    def _model(self, rec: dict[str, Any], body: bytes) -> None:
+        if self._models_steered(rec):
+            return
+        mid = urlsplit(self.path).path.rsplit("/models/", 1)[1]
+        mid = urllib.parse.unquote(mid)
+        self.state.update(rec, model=mid)
+        for m in MODELS:
+            if m["id"] == mid:
+                self._send_recorded(rec, 200, json.dumps(m).encode())
+                return
+        self._send_recorded(rec, 404, json.dumps({
+            "message": f"Model {mid} does not exist or you do not have access to it.",
+            "type": "not_found_error", "param": "model",
+            "code": "model_not_found"}).encode())
+
+    def _completions(self, rec: dict[str, Any], body: bytes) -> None:
+        self._chat(rec, body, legacy=True)
+
+    def _chat(self, rec: dict[str, Any], body: bytes, legacy: bool = False) -> None:
         seq = rec["seq"]
         try:
             req = json.loads(body)
@@ -1039,25 +1100,25 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
                        else _error_json(message, "mock_error", f"mock_{status}"))
             self._send_recorded(rec, status, payload, overrides)
         elif stream:
-            self._stream(rec, status, model, mock, overrides, echo)
+            self._stream(rec, status, model, mock, overrides, echo, legacy)
         else:
             reply = mock.get("reply", DEFAULT_REPLY)
             reply = reply if isinstance(reply, str) else json.dumps(reply)
             if echo is not None:
                 reply = f"{reply} (you sent Authorization: {echo})"
             self._completion_tokens = max(1, len(reply.split()))
+            choice = {"index": 0, "finish_reason": "stop", "logprobs": None}
+            if legacy:
+                choice["text"] = reply
+            else:
+                choice["message"] = {"role": "assistant", "content": reply}
             out = {
-                "id": f"chatcmpl-mock-{seq}-{uuid.uuid4().hex[:12]}",
-                "object": "chat.completion",
+                "id": f"{'cmpl' if legacy else 'chatcmpl'}-mock-{seq}-{uuid.uuid4().hex[:12]}",
+                "object": "text_completion" if legacy else "chat.completion",
                 "created": int(time.time()),
                 "model": model,
                 "system_fingerprint": SYSTEM_FINGERPRINT,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": reply},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }],
+                "choices": [choice],
                 "usage": _usage(self._prompt(len(body)), self._completion_tokens),
                 "time_info": _time_info(),
                 "mock_seq": seq,
@@ -1069,8 +1130,10 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         return self._prompt_tokens if self._prompt_tokens is not None else max(1, body_len // 4)
 
     def _stream(self, rec: dict[str, Any], status: int, model: str,
-                mock: dict[str, Any], overrides: Any, echo: str | None = None) -> None:
-        """Send an SSE stream, one chunk (one sendall) per event."""
+                mock: dict[str, Any], overrides: Any, echo: str | None = None,
+                legacy: bool = False) -> None:
+        """Send an SSE stream, one chunk (one sendall) per event (legacy:
+        text_completion events)."""
         seq = rec["seq"]
         events = _opt_int(mock, "events")
         events = 3 if events is None else events
@@ -1078,8 +1141,14 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         close_after = _opt_int(mock, "close_after_events")
         stall_after = _opt_int(mock, "stall_after_events")
         stall_ms = _number(mock, "stall_ms", 0)
-        chat_id = f"chatcmpl-mock-{seq}-{uuid.uuid4().hex[:12]}"
+        chat_id = f"{'cmpl' if legacy else 'chatcmpl'}-mock-{seq}-{uuid.uuid4().hex[:12]}"
         created = int(time.time())
+        obj = "text_completion" if legacy else "chat.completion.chunk"
+
+        def choice(text: str) -> dict[str, Any]:
+            if legacy:
+                return {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
+            return {"index": 0, "delta": {"content": text}, "finish_reason": None}
 
         headers = self._base_headers(seq) + [
             ("Content-Type", "text/event-stream"),
@@ -1103,9 +1172,8 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             return
         self._write(_chunk(b": mock heartbeat\n\n"))
         if echo is not None:
-            event = {"id": chat_id, "object": "chat.completion.chunk", "created": created,
-                     "model": model, "choices": [{"index": 0, "delta": {
-                         "content": f"you sent Authorization: {echo}"}, "finish_reason": None}]}
+            event = {"id": chat_id, "object": obj, "created": created,
+                     "model": model, "choices": [choice(f"you sent Authorization: {echo}")]}
             data = b"data: " + json.dumps(event).encode() + b"\n\n"
             split_ms = _opt_int(mock, "echo_split_ms")
             key = echo.partition(" ")[2].encode()
@@ -1123,12 +1191,11 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             sent_at = time.monotonic()
             event = {
                 "id": chat_id,
-                "object": "chat.completion.chunk",
+                "object": obj,
                 "created": created,
                 "model": model,
                 "system_fingerprint": SYSTEM_FINGERPRINT,
-                "choices": [{"index": 0, "delta": {"content": f"tok{i} "},
-                             "finish_reason": None}],
+                "choices": [choice(f"tok{i} ")],
                 "mock_seq": seq,
                 "mock_index": i,
                 "mock_sent": sent_at,
@@ -1141,7 +1208,7 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
 
         final = {
             "id": chat_id,
-            "object": "chat.completion.chunk",
+            "object": obj,
             "created": created,
             "model": model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
