@@ -232,6 +232,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "cerebras-proxy: %s\n", err);
 		return 1;
 	}
+	log_set_format(cfg.log_json); /* before any line, thread or fork */
 	/* The options win; the minimum wins over the maximum. */
 	if (nthreads > 0)
 		cfg.threads = (long)nthreads;

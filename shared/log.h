@@ -30,11 +30,34 @@
  * log_escape first, which also escapes '"' and '\\', so a value cannot
  * pass for an escape or close a quoted field. API keys never reach a log
  * line: they are named by index and key_fingerprint().
+ *
+ * With log_set_format(1) (LOG_FORMAT=json) each line is instead one JSON
+ * object, in the same single write(2) of at most 1023 bytes:
+ *
+ *	{"ts":"2026-11-30T07:33:11.123Z","level":"info","pid":4242,
+ *	 "msg":"chat id=req-1 key=#0(1a2b3c4d) ... waited_for=- ok",
+ *	 "event":"chat","id":"req-1","key":"#0(1a2b3c4d)",...,
+ *	 "waited_for":null,"outcome":"ok"}          (one line; wrapped here)
+ *
+ * ts is RFC 3339 UTC with milliseconds, level and msg are the text form's
+ * (msg neutralised the same way, \xHH and all, then JSON-escaped). A
+ * request line, "word name=value name=value ... rest", also gets "event"
+ * (the word), one member per name=value token (the value up to the next
+ * space: "-" is null, a plain decimal number a number, except for "id",
+ * which stays a string, anything else a string) and "outcome" (the rest).
+ * A line too long for 1023 bytes keeps its fields, has its msg cut and
+ * gains "cut":true; it is still one valid JSON object.
  */
 #ifndef CP_LOG_H
 #define CP_LOG_H
 
 #include <stddef.h>
+
+/*
+ * 0 (the default): the text lines above; 1: one JSON object per line.
+ * Called once at start, before any thread or worker process starts.
+ */
+void log_set_format(int json);
 
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A warning, with ": strerror(errno)" appended. */

@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 log=$(mktemp)
 # The proxy's own test modules (tests/integration/harness.py), which the
 # Apache and threaded passes run again: all but test_deploy, test_pool (its
-# own ThreadSanitizer pass), test_supervisor and test_hardening (behind
+# own ThreadSanitizer pass), test_supervisor, test_logs and test_hardening (behind
 # nginx only: the key echo and log escaping do not depend on the server,
 # and 150 queued requests would need 150 mod_fcgid processes); client
 # access runs behind Apache too (Authorization reaches mod_fcgid workers
