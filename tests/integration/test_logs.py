@@ -125,7 +125,8 @@ class TestJsonLog(ProxyTest):
             self.assertNotIn("outcome", obj)
 
     def test_every_line_is_json_with_the_text_fields(self):
-        # A chat, a stream, a bad body (400) and an unknown path (404).
+        # A chat, a stream, a bad body (400), an unknown path (404) and
+        # the models list.
         r_chat = self.chat(chat_body(mock={"reply": "one two three"}),
                            headers={"X-Request-Id": "jlog-chat"})
         self.assertEqual(r_chat.status, 200, r_chat.text())
@@ -139,6 +140,11 @@ class TestJsonLog(ProxyTest):
         self.assertEqual(r_bad.status, 400, r_bad.text())
         r_404 = self.req("GET", "/v1/no-such-thing", headers={"X-Request-Id": "jlog-404"})
         self.assertEqual(r_404.status, 404, r_404.text())
+        # Another event's line in the same shape.
+        r_models = self.req("GET", "/v1/models", headers={"X-Request-Id": "jlog-models"})
+        models = self.request_line("jlog-models")
+        self.assertEqual((models["event"], models["status"]), ("models", r_models.status))
+        self.assert_fields_match_msg(models)
 
         # The stream's id was made by the proxy: the header names it.
         stream_id = r_stream.header("X-Request-Id")
@@ -192,7 +198,7 @@ class TestJsonLog(ProxyTest):
                 ids.add(obj.get("id"))
             else:
                 self.assertEqual(set(obj), COMMON, line)
-        self.assertTrue({"jlog-chat", stream_id, "jlog-bad"} <= ids, ids)
+        self.assertTrue({"jlog-chat", stream_id, "jlog-bad", "jlog-models"} <= ids, ids)
         start = [o for _, o in lines if o["msg"].startswith("Initialized with ")]
         self.assertEqual(start[0]["level"], "info")
         self.assertEqual(set(start[0]), COMMON)
