@@ -3,7 +3,7 @@
 # (and, with the argument "test", to test it: cmocka, a headless Chromium
 # for the cross-origin browser test, Apache with mod_fcgid, systemd-analyze,
 # cgi-fcgi, clang-format, clang and its libFuzzer runtime for the fuzz
-# targets), when run as root; otherwise
+# targets, node and npm for the OpenAI SDK test), when run as root; otherwise
 # prints the exact command to run.
 set -eu
 
@@ -11,6 +11,10 @@ PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libhiredis-dev libssl
 nginx redis-server redis-tools python3 openssl ca-certificates"
 if [ "${1:-}" = test ]; then
 	PKGS="$PKGS libcmocka-dev chromium apache2 libapache2-mod-fcgid systemd libfcgi-bin iproute2 wrk faketime clang-format clang libclang-rt-14-dev"
+	# node and npm for the OpenAI Node SDK test (tests/sdk), unless an npm
+	# is there: a NodeSource nodejs brings its own, which Debian's npm
+	# package conflicts with.
+	command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 fi
 
 missing=""
