@@ -93,7 +93,8 @@ class TestRoutes(ProxyTest):
 
     def test_unknown_path_is_404(self):
         self.assertOpenAIError(self.req("GET", "/nope"), 404, "not_found")
-        self.assertOpenAIError(self.chat(path="/v1/models"), 404, "not_found")
+        self.assertOpenAIError(self.chat(path="/v1/embeddings"), 404, "not_found")
+        self.assertOpenAIError(self.chat(path="/v1/models/a/b"), 404, "not_found")
 
     def test_wrong_method_is_405_with_allow(self):
         r = self.req("GET", "/v1/chat/completions")
@@ -102,6 +103,12 @@ class TestRoutes(ProxyTest):
         r = self.req("PUT", "/", body="x")
         self.assertOpenAIError(r, 405, "method_not_allowed")
         self.assertEqual(r.header("Allow"), "GET, HEAD, POST, OPTIONS")
+        r = self.chat(path="/v1/models")
+        self.assertOpenAIError(r, 405, "method_not_allowed")
+        self.assertEqual(r.header("Allow"), "GET, HEAD, OPTIONS")
+        r = self.req("GET", "/v1/completions")
+        self.assertOpenAIError(r, 405, "method_not_allowed")
+        self.assertEqual(r.header("Allow"), "POST, OPTIONS")
 
     def test_post_root_and_v1_path_both_forward(self):
         for path in ("/", "/v1/chat/completions", "/chat/completions"):
