@@ -1,13 +1,15 @@
 /*
- * reqbody.h - what the proxy reads of a chat request's body: the model,
- * an estimate of the prompt's tokens, and the completion tokens asked
- * for. The body itself is forwarded unchanged.
+ * reqbody.h - what the proxy reads of a chat request's body (or a legacy
+ * text completion's): the model, an estimate of the prompt's tokens, and
+ * the completion tokens asked for. The body itself is forwarded
+ * unchanged.
  *
  * The estimate is deliberately cheap (no tokenizer): the bytes of the
  * messages' text (a string content, or the "text" of each part of an
  * array content), divided by 4 and rounded up, plus 4 per message for the
  * role and framing. It errs on the high side for English text, which is
- * what a budget wants.
+ * what a budget wants. A completion's prompt counts as messages do: each
+ * string (or array of token ids) one message, a token id 4 bytes.
  */
 #ifndef CP_REQBODY_H
 #define CP_REQBODY_H

@@ -1,6 +1,6 @@
 /*
- * test_reqbody.c - the model and token estimate read from a chat body, and
- * the bodies that are not chat requests.
+ * test_reqbody.c - the model and token estimate read from a chat body (or
+ * a legacy completion's), and the bodies that are not such requests.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -86,6 +86,97 @@ test_reqbody_read(void **state)
 	}
 }
 
+/* A legacy completion's body: "prompt" instead of "messages". */
+static const struct rb_case cmpl_cases[] = {
+	/* a string: 8 bytes, one prompt */
+	{"{\"model\":\"m\",\"prompt\":\"12345678\"}", CP_OK, "m", 2 + 4, -1},
+	/* strings: 5 bytes, two prompts; max_tokens is the legacy max */
+	{"{\"model\":\"m\",\"prompt\":[\"abcd\",\"e\"],\"max_tokens\":5}",
+	 CP_OK, "m", 2 + 8, 5},
+	/* token ids: 4 bytes each, one prompt */
+	{"{\"model\":\"m\",\"prompt\":[1,2,3]}", CP_OK, "m", 3 + 4, -1},
+	/* arrays of token ids: one prompt each */
+	{"{\"model\":\"m\",\"prompt\":[[1,2],[3]]}", CP_OK, "m", 3 + 8, -1},
+	{"{\"model\":\"m\",\"prompt\":\"\",\"max_completion_tokens\":7}", CP_OK,
+	 "m", 4, 7},
+	/* not completions */
+	{"{\"model\":\"m\"}", CP_ERR_BADREQ, "\"prompt\"", 0, -1},
+	{"{\"model\":\"m\",\"messages\":[]}", CP_ERR_BADREQ, "\"prompt\"", 0,
+	 -1},
+	{"{\"model\":\"m\",\"prompt\":{}}", CP_ERR_BADREQ, "\"prompt\"", 0, -1},
+	{"{\"model\":\"m\",\"prompt\":[\"a\",true]}", CP_ERR_BADREQ,
+	 "\"prompt\"", 0, -1},
+	{"{\"model\":\"m\",\"prompt\":null}", CP_ERR_BADREQ, "\"prompt\"", 0,
+	 -1},
+	{"{\"prompt\":\"x\"}", CP_ERR_BADREQ, "\"model\"", 0, -1},
+	{"[\"x\"]", CP_ERR_BADREQ, "JSON object", 0, -1},
+};
+
+static void
+test_reqbody_completion(void **state)
+{
+	struct reqbody rb;
+	char why[160];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NELEM(cmpl_cases); i++) {
+		const struct rb_case *t = &cmpl_cases[i];
+		enum cp_err ret;
+
+		why[0] = '\0';
+		ret = reqbody_read_kind(t->body, strlen(t->body),
+					REQBODY_COMPLETION, &rb, why,
+					sizeof(why));
+		if (ret != t->ret)
+			fail_msg("row %zu: returned %d (%s)", i, (int)ret, why);
+		if (ret != CP_OK) {
+			if (strstr(why, t->model) == NULL)
+				fail_msg("row %zu: reason \"%s\"", i, why);
+			continue;
+		}
+		if (rb.rb_kind != REQBODY_COMPLETION ||
+		    strcmp(rb.rb_model, t->model) != 0 ||
+		    rb.rb_prompt_est != t->prompt_est ||
+		    rb.rb_max_completion != t->max_completion)
+			fail_msg("row %zu: %s %lld %lld", i, rb.rb_model,
+				 rb.rb_prompt_est, rb.rb_max_completion);
+	}
+}
+
+/* A completion gets "max_tokens", a chat "max_completion_tokens". */
+static void
+test_reqbody_add_max_for(void **state)
+{
+	static const char body[] = "{\"model\":\"m\",\"prompt\":\"hi\"}";
+	struct reqbody rb;
+	struct buf b;
+	char why[160];
+
+	(void)state;
+	buf_init(&b, 1024);
+	assert_int_equal(buf_adds(&b, body), CP_OK);
+	assert_int_equal(reqbody_read_kind(b.b_p, b.b_len, REQBODY_COMPLETION,
+					   &rb, why, sizeof(why)),
+			 CP_OK);
+	assert_int_equal(reqbody_add_max_for(&rb, &b, 64), CP_OK);
+	assert_string_equal(b.b_p, "{\"max_tokens\":64,\"model\":\"m\","
+				   "\"prompt\":\"hi\"}");
+	assert_int_equal(reqbody_read_kind(b.b_p, b.b_len, REQBODY_COMPLETION,
+					   &rb, why, sizeof(why)),
+			 CP_OK);
+	assert_int_equal(rb.rb_max_completion, 64);
+	buf_free(&b);
+	rb.rb_kind = REQBODY_CHAT;
+	buf_init(&b, 1024);
+	assert_int_equal(buf_adds(&b, "{\"model\":\"m\",\"messages\":[]}"),
+			 CP_OK);
+	assert_int_equal(reqbody_add_max_for(&rb, &b, 8), CP_OK);
+	assert_string_equal(b.b_p, "{\"max_completion_tokens\":8,\"model\":"
+				   "\"m\",\"messages\":[]}");
+	buf_free(&b);
+}
+
 /* A model name too long to keep is read as unknown, not cut. */
 static void
 test_reqbody_long_model(void **state)
@@ -141,6 +232,8 @@ main(void)
 		cmocka_unit_test(test_reqbody_read),
 		cmocka_unit_test(test_reqbody_long_model),
 		cmocka_unit_test(test_reqbody_add_max),
+		cmocka_unit_test(test_reqbody_completion),
+		cmocka_unit_test(test_reqbody_add_max_for),
 	};
 
 	return cmocka_run_group_tests_name("test_reqbody", tests, NULL, NULL);
