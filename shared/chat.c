@@ -7,6 +7,7 @@
 #include "cors.h"
 #include "headers.h"
 #include "log.h"
+#include "metrics.h"
 #include "reqbody.h"
 #include "retry.h"
 #include "usage.h"
@@ -51,6 +52,7 @@ struct chat {
 	struct sched_request c_sreq; /* what the budgets are charged */
 	int64_t c_hdr_ns;	     /* when this attempt's headers came */
 	int c_learned;		     /* a probe's headers were settled */
+	int c_stream;		     /* counted among the streams open */
 	int c_poll_why;		     /* what made it ask again, or -1 */
 	/* The limits on this attempt's answer, read once from its headers. */
 	struct hdr_limit c_limits[HDR_NLIMITS];
@@ -765,6 +767,10 @@ sink_begin(void *ctx, long status, int sse, const char *hdrs)
 		return CP_OK;
 	usage_scan_free(&c->c_scan);
 	usage_scan_init(&c->c_scan, sse);
+	if (sse && !c->c_stream) {
+		c->c_stream = 1;
+		metrics_stream(1);
+	}
 	/*
 	 * A 429 relayed after the last attempt: Cerebras sends no
 	 * Retry-After, so it is the reset of the limit that ran out (else
@@ -940,7 +946,18 @@ chat_run(struct chat *c)
 			chat_log(c, 499, "client left while queued");
 			return;
 		}
+		if (c->c_sreq.sr_attempt == 0)
+			metrics_queue_wait(c->c_slot.s_deadline_ns +
+					   c->c_slot.s_late_us * 1000 -
+					   c->c_t0);
 		err = chat_forward(c);
+		metrics_upstream(c->c_slot.s_key, c->c_res.us_status,
+				 c->c_res.us_ttfb_ms, c->c_slot.s_late_us);
+		if (c->c_res.us_status == 429)
+			metrics_rate_limited(
+				c->c_slot.s_key,
+				metrics_ran_out(c->c_limits,
+						c->c_sreq.sr_tokens));
 		v = retry_decide(err, c->c_res.us_status, c->c_resp->r_started,
 				 c->c_attempts_left);
 		if (v.rv_action != RETRY_AGAIN)
@@ -953,6 +970,10 @@ chat_run(struct chat *c)
 			 line);
 	}
 	chat_finish(c, &v);
+	if (!c->c_held)
+		metrics_tokens(c->c_slot.s_key, c->c_req.rb_model,
+			       c->c_client.cl_name, c->c_scan.sc_usage.u_prompt,
+			       c->c_scan.sc_usage.u_completion);
 	/* After the client has its last byte: the round trip delays nobody. */
 	chat_settle(c, 0, c->c_res.us_status);
 }
@@ -982,6 +1003,8 @@ chat_handle(struct worker *w, const struct request_io *io, struct resp *r,
 	r->r_request_id = c.c_rid;
 	usage_scan_init(&c.c_scan, 0);
 	chat_run(&c);
+	if (c.c_stream)
+		metrics_stream(-1);
 	if (c.c_sreq.sr_client != NULL)
 		sched_client_done(&w->w_sched, &c.c_sreq);
 	usage_scan_free(&c.c_scan);

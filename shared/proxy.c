@@ -27,6 +27,8 @@ worker_init(struct worker *w, const struct config *cfg, char *errbuf,
 
 	memset(w, 0, sizeof(*w));
 	w->w_cfg = cfg;
+	/* Once per process, before its threads serve; off on failure. */
+	metrics_open(cfg);
 	buf_init(&w->w_body, (size_t)cfg->max_body_bytes);
 	buf_init(&w->w_hdrs, 16 * 1024);
 	err = sched_init(&w->w_sched, cfg, errbuf, errsz);
@@ -75,11 +77,46 @@ resp_open(struct resp *r, const struct config *cfg, const struct request_io *io)
 	return method;
 }
 
+/*
+ * The request's path below the mount point, into path; CP_ERR_TOOBIG if
+ * it is longer.
+ */
+static enum cp_err
+request_path(const struct request_io *io, char *path, size_t pathsz)
+{
+	struct route_vars rv;
+
+	rv.rv_script_name = io->io_param(io->io_ctx, "SCRIPT_NAME");
+	rv.rv_path_info = io->io_param(io->io_ctx, "PATH_INFO");
+	rv.rv_document_uri = io->io_param(io->io_ctx, "DOCUMENT_URI");
+	rv.rv_request_uri = io->io_param(io->io_ctx, "REQUEST_URI");
+	return route_path(&rv, path, pathsz);
+}
+
+/* The request's status as the metrics count it: 499 if none went out. */
+static int
+resp_status(const struct resp *r)
+{
+	return r->r_started ? r->r_status : 499;
+}
+
+/* Since the accept, or (if unknown) since t0. */
+static int64_t
+since_accept(const struct request_io *io, int64_t t0)
+{
+	int64_t now = mono_ns();
+
+	if (io->io_accepted_ns > 0 && io->io_accepted_ns <= t0)
+		t0 = io->io_accepted_ns;
+	return now - t0;
+}
+
 void
 proxy_handle(struct worker *w, const struct request_io *io)
 {
 	const struct config *cfg = w->w_cfg;
-	struct route_vars rv;
+	int64_t t0 = mono_ns();
+	enum route route = ROUTE_NOT_FOUND;
 	struct resp r;
 	struct buf extra;
 	char path[PATH_MAX_LEN];
@@ -90,17 +127,15 @@ proxy_handle(struct worker *w, const struct request_io *io)
 	char msg[160];
 	char esc[64];
 
+	metrics_request_begin();
 	buf_init(&extra, 8192);
-	rv.rv_script_name = io->io_param(io->io_ctx, "SCRIPT_NAME");
-	rv.rv_path_info = io->io_param(io->io_ctx, "PATH_INFO");
-	rv.rv_document_uri = io->io_param(io->io_ctx, "DOCUMENT_URI");
-	rv.rv_request_uri = io->io_param(io->io_ctx, "REQUEST_URI");
-	if (route_path(&rv, path, sizeof(path)) != 0) {
+	if (request_path(io, path, sizeof(path)) != CP_OK) {
 		resp_error(&r, 414, "invalid_request_error", "uri_too_long",
 			   "request path too long", NULL);
 		goto done;
 	}
-	switch (route_decide(method, path, &allow)) {
+	route = route_decide(method, path, &allow);
+	switch (route) {
 	case ROUTE_CHAT: chat_handle(w, io, &r, REQBODY_CHAT); break;
 	case ROUTE_COMPLETIONS:
 		chat_handle(w, io, &r, REQBODY_COMPLETION);
@@ -147,6 +182,8 @@ proxy_handle(struct worker *w, const struct request_io *io)
 done:
 	/* Sends what is left (a chat request has done so before its log). */
 	(void)resp_finish(&r);
+	metrics_request_end(metrics_route_of(route), resp_status(&r),
+			    since_accept(io, t0));
 	/* A thread keeps a small body buffer, not the largest body it saw. */
 	if (w->w_body.b_cap > BODY_KEEP_BYTES)
 		buf_free(&w->w_body);
@@ -159,18 +196,27 @@ void
 proxy_refuse_saturated(const struct config *cfg, const struct request_io *io)
 {
 	int64_t cap = cfg->max_body_bytes;
+	int64_t t0 = mono_ns();
 	struct resp r;
 	char sink[4096];
+	char path[PATH_MAX_LEN];
+	const char *method;
+	const char *allow;
 	int n;
 
 	/* The web server sent the whole body already: read it, bounded. */
 	while (cap > 0 && (n = io->io_read(io->io_ctx, sink, sizeof(sink))) > 0)
 		cap -= n;
-	(void)resp_open(&r, cfg, io);
+	method = resp_open(&r, cfg, io);
 	resp_error(&r, 429, "rate_limit_exceeded", "proxy_saturated",
 		   "the proxy is saturated: no worker thread came free within "
 		   "its queue time; retry after the time in Retry-After",
 		   "Retry-After: 1\r\n");
 	(void)resp_finish(&r);
+	metrics_request_done(
+		metrics_route_of(request_path(io, path, sizeof(path)) == CP_OK
+					 ? route_decide(method, path, &allow)
+					 : ROUTE_NOT_FOUND),
+		resp_status(&r), since_accept(io, t0));
 	resp_free(&r);
 }

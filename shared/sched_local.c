@@ -226,101 +226,25 @@ sched_local_size(void)
 	return sizeof(struct sched_local_state);
 }
 
-/*
- * Opens the object name, created here if absent (O_EXCL, 0600, zero-
- * filled: a valid initial state), else only if this user may trust it:
- * its owner is our euid, it is open to no one else, and its size is the
- * state's. Size 0 is also taken (and grown): a worker of ours that has
- * just created it and not yet grown it, as this one would (growing to
- * the same size twice changes nothing). Returns the descriptor, or -1
- * with errbuf set.
- */
-static int
-state_open(const char *name, char *errbuf, size_t errsz)
-{
-	size_t size = sizeof(struct sched_local_state);
-	struct stat sb;
-	int tries;
-	int fd = -1;
-
-	for (tries = 0; tries < 10 && fd < 0; tries++) {
-		fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
-			      0600);
-		if (fd >= 0 || errno != EEXIST)
-			break;
-		/* Removed in between: create it again. */
-		fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
-		if (fd < 0 && errno != ENOENT)
-			break;
-	}
-	if (fd < 0) {
-		snprintf(errbuf, errsz, "shm_open %s: %s%s", name,
-			 strerror(errno),
-			 errno == EACCES ? " (an object of that name that "
-					   "another user created?)"
-					 : "");
-		return -1;
-	}
-	if (fstat(fd, &sb) != 0) {
-		snprintf(errbuf, errsz, "fstat %s: %s", name, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	if (sb.st_uid != geteuid() || (sb.st_mode & 077) != 0 ||
-	    !S_ISREG(sb.st_mode)) {
-		snprintf(errbuf, errsz,
-			 "shm object %s is owned by uid %ld, mode %04o (want "
-			 "uid %ld, mode 0600): refused, its owner could forge "
-			 "the state; remove it",
-			 name, (long)sb.st_uid, (unsigned)(sb.st_mode & 07777),
-			 (long)geteuid());
-		close(fd);
-		return -1;
-	}
-	if (sb.st_size != 0 && (uintmax_t)sb.st_size != size) {
-		snprintf(errbuf, errsz,
-			 "shm object %s is %jd bytes, not %zu: refused; "
-			 "remove it",
-			 name, (intmax_t)sb.st_size, size);
-		close(fd);
-		return -1;
-	}
-	/* Growing a fresh object zero-fills it: a valid initial state. */
-	if (sb.st_size == 0 && ftruncate(fd, (off_t)size) != 0) {
-		snprintf(errbuf, errsz, "ftruncate %s: %s", name,
-			 strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 enum cp_err
 sched_local_open(struct sched_local *l, const struct config *cfg, char *errbuf,
 		 size_t errsz)
 {
 	char name[64];
 	void *p;
-	int fd;
 
 	memset(l, 0, sizeof(*l));
 	l->sl_cfg = cfg;
 	l->sl_now = mono_ns;
 	sched_local_name(cfg, name, sizeof(name));
-	fd = state_open(name, errbuf, errsz);
-	if (fd < 0)
-		return CP_ERR_IO;
 	/*
 	 * Populated now, so no page fault (a few microseconds each, ~250
 	 * pages) lands inside the lock later.
 	 */
-	p = mmap(NULL, sizeof(struct sched_local_state), PROT_READ | PROT_WRITE,
-		 MAP_SHARED | MAP_POPULATE, fd, 0);
-	close(fd);
-	if (p == MAP_FAILED) {
-		snprintf(errbuf, errsz, "mmap %s: %s", name, strerror(errno));
+	p = shm_map_private(name, sizeof(struct sched_local_state), errbuf,
+			    errsz);
+	if (p == NULL)
 		return CP_ERR_IO;
-	}
 	l->sl_state = p;
 	return CP_OK;
 }

@@ -4,13 +4,17 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *
 cp_strerror(enum cp_err err)
@@ -178,6 +182,92 @@ mono_ns(void)
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 		return 0;
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * Opens the object name, created here if absent (O_EXCL, 0600, zero-
+ * filled), else only if this user may trust it: its owner is our euid, it
+ * is open to no one else, and its size is size. Size 0 is also taken (and
+ * grown): a process of ours that has just created it and not yet grown
+ * it, as this one would (growing to the same size twice changes
+ * nothing). Returns the descriptor, or -1 with errbuf set.
+ */
+static int
+shm_open_private(const char *name, size_t size, char *errbuf, size_t errsz)
+{
+	struct stat sb;
+	int tries;
+	int fd = -1;
+
+	for (tries = 0; tries < 10 && fd < 0; tries++) {
+		fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+			      0600);
+		if (fd >= 0 || errno != EEXIST)
+			break;
+		/* Removed in between: create it again. */
+		fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+		if (fd < 0 && errno != ENOENT)
+			break;
+	}
+	if (fd < 0) {
+		snprintf(errbuf, errsz, "shm_open %s: %s%s", name,
+			 strerror(errno),
+			 errno == EACCES ? " (an object of that name that "
+					   "another user created?)"
+					 : "");
+		return -1;
+	}
+	if (fstat(fd, &sb) != 0) {
+		snprintf(errbuf, errsz, "fstat %s: %s", name, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (sb.st_uid != geteuid() || (sb.st_mode & 077) != 0 ||
+	    !S_ISREG(sb.st_mode)) {
+		snprintf(errbuf, errsz,
+			 "shm object %s is owned by uid %ld, mode %04o (want "
+			 "uid %ld, mode 0600): refused, its owner could forge "
+			 "the state; remove it",
+			 name, (long)sb.st_uid, (unsigned)(sb.st_mode & 07777),
+			 (long)geteuid());
+		close(fd);
+		return -1;
+	}
+	if (sb.st_size != 0 && (uintmax_t)sb.st_size != size) {
+		snprintf(errbuf, errsz,
+			 "shm object %s is %jd bytes, not %zu: refused; "
+			 "remove it",
+			 name, (intmax_t)sb.st_size, size);
+		close(fd);
+		return -1;
+	}
+	/* Growing a fresh object zero-fills it. */
+	if (sb.st_size == 0 && ftruncate(fd, (off_t)size) != 0) {
+		snprintf(errbuf, errsz, "ftruncate %s: %s", name,
+			 strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+void *
+shm_map_private(const char *name, size_t size, char *errbuf, size_t errsz)
+{
+	void *p;
+	int fd = shm_open_private(name, size, errbuf, errsz);
+
+	if (fd < 0)
+		return NULL;
+	/* Populated now: no page fault (a few us each) on a later use. */
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+		 fd, 0);
+	close(fd);
+	if (p == MAP_FAILED) {
+		snprintf(errbuf, errsz, "mmap %s: %s", name, strerror(errno));
+		return NULL;
+	}
+	return p;
 }
 
 int

@@ -69,6 +69,18 @@ enum cp_err buf_printf(struct buf *b, const char *fmt, ...)
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t mono_ns(void);
 
+/*
+ * Maps the POSIX shared memory object name (size bytes, read-write,
+ * MAP_SHARED, populated), creating it if absent: O_EXCL, mode 0600,
+ * zero-filled, so all-zero must be a valid initial state of what it
+ * holds. An existing object is refused unless this user may trust it:
+ * owned by our euid, open to no one else, a regular object of size bytes
+ * (or 0, being created by another process: grown here). Returns the
+ * mapping (munmap it with size), or NULL with errbuf saying why.
+ */
+void *shm_map_private(const char *name, size_t size, char *errbuf,
+		      size_t errsz);
+
 /* Case-insensitive ASCII prefix test; returns 1 if s starts with prefix. */
 int has_prefix_ci(const char *s, size_t slen, const char *prefix);
 
