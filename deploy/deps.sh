@@ -10,7 +10,7 @@ set -eu
 PKGS="gcc make pkg-config libfcgi-dev libcurl4-openssl-dev libhiredis-dev libssl-dev libjansson-dev \
 nginx redis-server redis-tools python3 openssl ca-certificates"
 if [ "${1:-}" = test ]; then
-	PKGS="$PKGS libcmocka-dev chromium apache2 libapache2-mod-fcgid systemd libfcgi-bin iproute2 wrk faketime clang-format clang libclang-rt-14-dev"
+	PKGS="$PKGS libcmocka-dev chromium apache2 libapache2-mod-fcgid systemd libfcgi-bin iproute2 wrk faketime clang-format clang libclang-rt-14-dev python3-prometheus-client"
 	# node and npm for the OpenAI Node SDK test (tests/sdk), unless an npm
 	# is there: a NodeSource nodejs brings its own, which Debian's npm
 	# package conflicts with.

@@ -707,6 +707,17 @@ render_tokens(const struct metrics_shm *m, int nkeys, struct buf *b)
 	return err;
 }
 
+static unsigned long long
+hist_count(const struct m_hist *h)
+{
+	unsigned long long n = 0;
+	size_t i;
+
+	for (i = 0; i < NELEM(h->h_n); i++)
+		n += ld(&h->h_n[i]);
+	return n;
+}
+
 static enum cp_err
 render_histograms(const struct metrics_shm *m, struct buf *b)
 {
@@ -723,7 +734,10 @@ render_histograms(const struct metrics_shm *m, struct buf *b)
 	err = family(b, dur, "histogram",
 		     "Time from the accept to the end of the answer, by "
 		     "route.");
+	/* Routes not seen yet are left out (23 lines each). */
 	for (r = 0; r < METRICS_NROUTES && !err; r++) {
+		if (hist_count(&m->m_duration[r]) == 0)
+			continue;
 		snprintf(labels, sizeof(labels), "route=\"%s\",",
 			 route_names[r]);
 		err = HIST_RENDER(b, dur, labels, &m->m_duration[r], dur_us);
