@@ -22,6 +22,7 @@
 #include "log.h"
 #include "pool.h"
 #include "sched_local.h"
+#include "status.h"
 #include "supervise.h"
 #include "tls.h"
 #include "util.h"
@@ -53,6 +54,7 @@ usage(FILE *fp)
 		"usage: cerebras-proxy [--listen ADDR] [--processes N] "
 		"[--threads N]\n"
 		"                      [--max-threads N] [--check-config]\n"
+		"       cerebras-proxy status [--json]\n"
 		"\n"
 		"A FastCGI proxy for the Cerebras chat-completions API.\n"
 		"Configuration comes from the environment (see README.md).\n"
@@ -74,6 +76,9 @@ usage(FILE *fp)
 		"  --check-config  print the effective configuration, secrets\n"
 		"                  masked, and exit\n"
 		"  --help          this text\n"
+		"  status          print the scheduler's shared state (keys,\n"
+		"                  budgets, Redis, fallback) and exit; --json\n"
+		"                  for one JSON object\n"
 		"  --version       the version and libcurl's\n";
 
 	fputs(text, fp);
@@ -192,6 +197,8 @@ main(int argc, char **argv)
 	int rc;
 	int i;
 
+	if (argc > 1 && strcmp(argv[1], "status") == 0)
+		return status_main(argc - 1, argv + 1);
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 ||
 		    strcmp(argv[i], "-h") == 0) {

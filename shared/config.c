@@ -980,26 +980,35 @@ parse_redis(struct config *c, const char *v, char *err, size_t errsz)
 	return CP_OK;
 }
 
-/* The address, with the password (and user) as "***". */
-static void
-print_redis(const struct config *c, FILE *fp)
+void
+config_redis_str(const struct config *c, char *out, size_t outsz)
 {
 	const struct redis_addr *a = &c->redis;
 	int ipv6;
 
 	if (!c->redis_enabled) {
-		fprintf(fp, "REDIS_URL=none (per-host scheduling only)\n");
+		snprintf(out, outsz, "none (per-host scheduling only)");
 		return;
 	}
 	if (a->ra_kind == REDIS_UNIX) {
-		fprintf(fp, "REDIS_URL=unix://%s?db=%d%s\n", a->ra_path,
-			a->ra_db, a->ra_password ? " (password set)" : "");
+		snprintf(out, outsz, "unix://%s?db=%d%s", a->ra_path, a->ra_db,
+			 a->ra_password ? " (password set)" : "");
 		return;
 	}
 	ipv6 = strchr(a->ra_host, ':') != NULL;
-	fprintf(fp, "REDIS_URL=redis://%s%s%s%s:%d/%d\n",
-		a->ra_password ? "***@" : "", ipv6 ? "[" : "", a->ra_host,
-		ipv6 ? "]" : "", a->ra_port, a->ra_db);
+	snprintf(out, outsz, "redis://%s%s%s%s:%d/%d",
+		 a->ra_password ? "***@" : "", ipv6 ? "[" : "", a->ra_host,
+		 ipv6 ? "]" : "", a->ra_port, a->ra_db);
+}
+
+/* The address, with the password (and user) as "***". */
+static void
+print_redis(const struct config *c, FILE *fp)
+{
+	char url[CONFIG_REDIS_STR_MAX];
+
+	config_redis_str(c, url, sizeof(url));
+	fprintf(fp, "REDIS_URL=%s\n", url);
 }
 
 /* Wraps a prefix with no {hash tag} in braces so Cluster keeps one slot. */

@@ -185,6 +185,16 @@ const char *config_cgi_param(void *ctx, const char *name);
 void config_print(const struct config *c, FILE *fp);
 
 /*
+ * REDIS_URL as --check-config and the status command show it: the
+ * password (and user) as three asterisks before the host ("redis:" "//"
+ * "***@host:6379/0"), a unix socket's as " (password set)" after it;
+ * "none (per-host scheduling only)" without Redis. Cut to outsz;
+ * CONFIG_REDIS_STR_MAX holds any.
+ */
+#define CONFIG_REDIS_STR_MAX 4200
+void config_redis_str(const struct config *c, char *out, size_t outsz);
+
+/*
  * Parses a REDIS_URL value into a; exposed for tests. Returns CP_OK;
  * CP_ERR_CONFIG or CP_ERR_NOMEM with a "REDIS_URL: ..." message in err,
  * and a then holds nothing that needs freeing.

@@ -6,6 +6,7 @@
 #include "headers.h"
 #include "log.h"
 
+#include <stdio.h>
 #include <string.h>
 
 _Static_assert(CONFIG_NLIMITS == HDR_NLIMITS,
@@ -72,7 +73,9 @@ redis_failed(struct sched *s, int64_t now, const char *why)
 				  ? REDIS_BACKOFF_MAX_NS
 				  : s->s_backoff_ns * 2;
 	s->s_retry_ns = now + s->s_backoff_ns;
-	if (s->s_logged_ns != 0 && now - s->s_logged_ns < REDIS_LOG_EVERY_NS)
+	snprintf(s->s_why, sizeof(s->s_why), "%s", why);
+	if (s->s_quiet ||
+	    (s->s_logged_ns != 0 && now - s->s_logged_ns < REDIS_LOG_EVERY_NS))
 		return;
 	s->s_logged_ns = now;
 	log_warnx("Redis %s unavailable (%s): %s",

@@ -28,6 +28,8 @@ struct sched {
 	int64_t s_retry_ns;	    /* no Redis attempt before this */
 	int64_t s_backoff_ns;	    /* 0 while Redis answers */
 	int64_t s_logged_ns;	    /* last "Redis unavailable" line */
+	int s_quiet;		    /* 1: those lines are not logged */
+	char s_why[256];	    /* why Redis last failed ("" if never) */
 };
 
 /*
