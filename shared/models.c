@@ -372,10 +372,40 @@ mreq_gone(void *ctx)
 }
 
 /*
+ * Which keys the scheduler has disabled (after a 401/403), into off[]
+ * (nkeys entries, 1: disabled); 0 if it cannot tell (then none is
+ * skipped) or every key is disabled (then each is tried).
+ */
+static int
+keys_disabled(struct mreq *m, unsigned char *off)
+{
+	const struct config *cfg = m->m_w->w_cfg;
+	struct sched_view *v = calloc(1, sizeof(*v));
+	struct sched_key_view *kv = calloc((size_t)cfg->nkeys, sizeof(*kv));
+	int i;
+	int n = 0;
+
+	if (v != NULL && kv != NULL) {
+		v->sv_nkeys = cfg->nkeys;
+		v->sv_keys = kv;
+		if (sched_inspect(&m->m_w->w_sched, v) == CP_OK)
+			for (i = 0; i < cfg->nkeys; i++) {
+				off[i] = kv[i].kv_state == KEY_STATE_DISABLED;
+				n += off[i];
+			}
+	}
+	free(kv);
+	free(v);
+	return n < cfg->nkeys ? n : 0;
+}
+
+/*
  * GETs url from Cerebras into m_body, starting at the next key in turn
- * and going on to the next while a key is refused (401, 403) or rate
- * limited (429). CP_OK once an answer came (m_res.us_status says
- * which); else why none did (CP_ERR_HUP: the client left).
+ * (skipping the keys the scheduler has disabled) and going on to the
+ * next while a key is refused (401, 403: the scheduler disables it, as
+ * for chat) or rate limited (429). CP_OK once an answer came
+ * (m_res.us_status says which); else why none did (CP_ERR_HUP: the
+ * client left).
  */
 static enum cp_err
 mreq_fetch(struct mreq *m, const char *url)
@@ -383,18 +413,26 @@ mreq_fetch(struct mreq *m, const char *url)
 	const struct config *cfg = m->m_w->w_cfg;
 	struct upstream_req ur;
 	char hdrs[64 + CHAT_REQUEST_ID_MAX];
+	unsigned char off[CONFIG_MAX_KEYS];
 	unsigned start = atomic_fetch_add(&next_key, 1);
 	long st;
 	enum cp_err err = CP_OK;
+	int skip;
 	int i;
+	int k;
 
 	snprintf(hdrs, sizeof(hdrs),
 		 "Accept: application/json\nX-Request-Id: %s\n", m->m_rid);
 	memset(&ur, 0, sizeof(ur));
 	ur.ur_url = url;
 	ur.ur_hdr_lines = hdrs;
+	memset(off, 0, sizeof(off));
+	skip = keys_disabled(m, off);
 	for (i = 0; i < cfg->nkeys; i++) {
-		m->m_key = (int)((start + (unsigned)i) % (unsigned)cfg->nkeys);
+		k = (int)((start + (unsigned)i) % (unsigned)cfg->nkeys);
+		if (skip > 0 && off[k])
+			continue;
+		m->m_key = k;
 		ur.ur_key = cfg->keys[m->m_key];
 		err = upstream_get(&m->m_w->w_up, &ur, &m->m_body, mreq_gone,
 				   (void *)m->m_io, &m->m_res);
@@ -410,6 +448,8 @@ mreq_fetch(struct mreq *m, const char *url)
 			log_warnx("API key #%d (%s) was refused (%ld) by "
 				  "Cerebras' models endpoint",
 				  m->m_key, cfg->key_fps[m->m_key], st);
+			sched_rest(&m->m_w->w_sched, m->m_key,
+				   cfg->key_disable_ms, 1);
 		} else if (st != 429)
 			return CP_OK;
 	}

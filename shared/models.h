@@ -4,8 +4,9 @@
  *
  * The list is fetched with GET {CEREBRAS_API_BASE}/models on the worker's
  * upstream handle (upstream_get), with the keys in turn (round-robin per
- * process; a key answered 401, 403 or 429 passes the request to the next
- * one), and kept in a shared memory object of the host
+ * process, skipping those the scheduler has disabled; a key answered
+ * 429 passes the request to the next one, and so does one answered 401
+ * or 403, which the scheduler then disables as after a chat), and kept in a shared memory object of the host
  * (/dev/shm/cerebras-proxy-models-<fingerprint>-<euid>, 0600: every
  * worker process and thread of the host reads the same copy). It takes
  * no chat slot and no budget. MODELS_CACHE_S=0 keeps nothing: every

@@ -356,6 +356,17 @@ class TestModelsNoCache(EndpointTest):
         for _ in range(3):
             self.assertList(self.models())
 
+    def test_a_key_refused_is_disabled_for_every_worker(self):
+        """A key refused on the models endpoint is disabled in the
+        scheduler, as for chat: no worker asks with it again (each process
+        would otherwise start its rotation at key #0)."""
+        MOCK.config({KEYS[0]: {"status": 401}})
+        for _ in range(8):
+            self.assertList(self.models())
+        used = [f["key"] for f in models_fetches(self.wait_records(9))]
+        self.assertEqual(used.count(KEYS[0]), 1, used)
+        self.assertIn("API key #0", ST.log_text())
+
     def test_upstream_error_relayed_when_nothing_cached(self):
         MOCK.config({k: {"status": 503} for k in KEYS})
         r = self.models()
