@@ -1851,6 +1851,159 @@ test_name(void **state)
 	assert_string_not_equal(na, nb);
 }
 
+static int64_t fake_day = 20000;
+
+static int64_t
+fake_today(void)
+{
+	return fake_day;
+}
+
+/* sched_local_inspect into v (keys: the caller's, nkeys of them). */
+static void
+inspect(struct fixture *f, struct sched_view *v, struct sched_key_view *keys)
+{
+	memset(v, 0, sizeof(*v));
+	v->sv_nkeys = f->cfg.nkeys;
+	v->sv_keys = keys;
+	sched_local_inspect(&f->l, v);
+}
+
+/*
+ * What settle records per key for the inspection (settle.lua's s<i>,
+ * r<i> and the day's counts; rest.lua's d<i>): each answer counted on its
+ * key, tokens from the usage, the last status, a disablement apart from a
+ * rest, a 429's cooling until its budget admits again, and the counts
+ * starting again on a new (UTC) day.
+ */
+static void
+test_inspect_keys(void **state)
+{
+	struct fixture f;
+	struct sched_view *v = calloc(1, sizeof(*v));
+	struct sched_key_view keys[3];
+	struct sched_outcome o;
+	struct slot s;
+
+	(void)state;
+	assert_non_null(v);
+	setup(&f, 3, 0, 0, 0, 30000);
+	f.l.sl_day = fake_today;
+	inspect(&f, v, keys);
+	assert_int_equal(keys[0].kv_state, KEY_STATE_OK);
+	assert_int_equal(keys[0].kv_requests, 0);
+	assert_int_equal(keys[0].kv_last_status, 0);
+	assert_int_equal(v->sv_depth_ms, 0);
+
+	s = reserve(&f); /* key 0: 200, 42 tokens */
+	assert_int_equal(s.s_key, 0);
+	answer(&f, &s, 200, NULL, 0, 42);
+	s = reserve(&f); /* key 1: refused, disabled as sched_settle does */
+	assert_int_equal(s.s_key, 1);
+	answer(&f, &s, 401, NULL, 0, -1);
+	sched_local_rest(&f.l, 1, 5000, 1);
+	s = reserve(&f); /* key 2: a 429 that rests its budget 3 s */
+	assert_int_equal(s.s_key, 2);
+	memset(&o, 0, sizeof(o));
+	o.so_mode = SETTLE_ANSWER;
+	o.so_status = 429;
+	o.so_rest_ms = 3000;
+	o.so_used = -1;
+	assert_int_equal(sched_local_settle(&f.l, &s, "answer", &o),
+			 SLOT_WHY_REST);
+	s = reserve(&f); /* key 0 again, never sent: counts nothing */
+	assert_int_equal(s.s_key, 0);
+	release(&f, &s);
+
+	inspect(&f, v, keys);
+	assert_int_equal(keys[0].kv_state, KEY_STATE_OK);
+	assert_int_equal(keys[0].kv_last_status, 200);
+	assert_int_equal(keys[0].kv_requests, 1);
+	assert_int_equal(keys[0].kv_tokens, 42);
+	assert_int_equal(keys[1].kv_state, KEY_STATE_DISABLED);
+	assert_int_equal(keys[1].kv_until_ms, 5000);
+	assert_int_equal(keys[1].kv_last_status, 401);
+	assert_int_equal(keys[1].kv_requests, 1);
+	assert_int_equal(keys[1].kv_tokens, 0);
+	assert_int_equal(keys[2].kv_state, KEY_STATE_RESTING);
+	assert_int_equal(keys[2].kv_until_ms, 3000);
+	assert_int_equal(keys[2].kv_last_status, 429);
+
+	/* A plain rest is resting, not disabled. */
+	sched_local_rest(&f.l, 0, 700, 0);
+	fake_now += 1000 * MS;
+	inspect(&f, v, keys);
+	assert_int_equal(keys[0].kv_state,
+			 KEY_STATE_OK); /* its 700 ms passed */
+	assert_int_equal(keys[1].kv_until_ms, 4000);
+	assert_int_equal(keys[2].kv_until_ms, 2000);
+	sched_local_rest(&f.l, 0, 700, 0);
+	inspect(&f, v, keys);
+	assert_int_equal(keys[0].kv_state, KEY_STATE_RESTING);
+	assert_int_equal(keys[0].kv_until_ms, 700);
+
+	/* Over: usable again, the last status kept. */
+	fake_now += 6000 * MS;
+	inspect(&f, v, keys);
+	assert_int_equal(keys[1].kv_state, KEY_STATE_OK);
+	assert_int_equal(keys[2].kv_state, KEY_STATE_OK);
+	assert_int_equal(keys[1].kv_last_status, 401);
+
+	/* A new day: counted from zero. */
+	fake_day++;
+	inspect(&f, v, keys);
+	assert_int_equal(keys[0].kv_requests, 0);
+	assert_int_equal(keys[0].kv_tokens, 0);
+	s = reserve(&f);
+	answer(&f, &s, 200, NULL, 0, 5);
+	inspect(&f, v, keys);
+	assert_int_equal(keys[s.s_key].kv_requests, 1);
+	assert_int_equal(keys[s.s_key].kv_tokens, 5);
+	teardown(&f);
+	free(v);
+}
+
+/*
+ * The budgets and the timeline's depth: each known limit of each live
+ * budget with its level now and its cap; the last booked slot's distance.
+ */
+static void
+test_inspect_budgets_and_depth(void **state)
+{
+	static const long long caps[CONFIG_NLIMITS] = {10, 0, 0, 0, 0, 1000};
+	struct fixture f;
+	struct sched_view *v = calloc(1, sizeof(*v));
+	struct sched_key_view keys[2];
+	struct sched_budget_view *bv;
+	struct slot s;
+	int i;
+
+	(void)state;
+	assert_non_null(v);
+	setup(&f, 2, 200, 0, 0, 30000);
+	declare(&f, NULL, caps);
+	for (i = 0; i < 3; i++)
+		s = reserve(&f);
+	inspect(&f, v, keys);
+	/* Three slots booked 200 ms apart from now: the last 400 ms ahead. */
+	assert_int_equal(v->sv_depth_ms, 400);
+	assert_int_equal(v->sv_nbudgets, 2);
+	bv = &v->sv_budgets[0];
+	assert_int_equal(bv->bv_org, 0);
+	assert_string_equal(bv->bv_model, "model");
+	assert_int_equal(bv->bv_limit, 0);
+	assert_int_equal(bv->bv_cap, 10);
+	/* 3 requests charged, the latest at +400 ms: 7 left, less a bit. */
+	assert_true(bv->bv_level == 6 || bv->bv_level == 7);
+	bv = &v->sv_budgets[1];
+	assert_int_equal(bv->bv_limit, 5);
+	assert_int_equal(bv->bv_cap, 1000);
+	assert_true(bv->bv_level >= 969 && bv->bv_level <= 970);
+	(void)s;
+	teardown(&f);
+	free(v);
+}
+
 int
 main(void)
 {
@@ -1892,6 +2045,8 @@ main(void)
 		cmocka_unit_test(test_client_limits_misc),
 		cmocka_unit_test(test_client_table),
 		cmocka_unit_test(test_shm_trust),
+		cmocka_unit_test(test_inspect_keys),
+		cmocka_unit_test(test_inspect_budgets_and_depth),
 	};
 
 	return cmocka_run_group_tests_name("test_sched_local", tests, NULL,
