@@ -24,7 +24,7 @@ log=$(mktemp)
 # and 150 queued requests would need 150 mod_fcgid processes); client
 # access runs behind Apache too (Authorization reaches mod_fcgid workers
 # only with CGIPassAuth).
-proxy_tests="test_http test_scheduling test_failures test_lifecycle test_budgets test_front test_endpoints test_metrics"
+proxy_tests="test_http test_scheduling test_failures test_lifecycle test_budgets test_front test_endpoints test_metrics test_health"
 apache_tests="$proxy_tests test_access"
 trap 'rm -f "$log"' EXIT
 start=$(date +%s)
