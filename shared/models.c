@@ -18,7 +18,6 @@
 #include "reqbody.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <sched.h>
@@ -28,12 +27,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-/* The largest answer taken from Cerebras (its list is about 2 KiB). */
-#define MODELS_BODY_MAX (1024 * 1024)
+/*
+ * The largest answer taken from Cerebras (its list is about 2 KiB), and
+ * so the size of the shared object (populated when mapped).
+ */
+#define MODELS_BODY_MAX (256 * 1024)
 /* Part of the object's name: a new layout gets a new object. */
 #define MODELS_LAYOUT "models-1"
 /*
@@ -107,68 +107,6 @@ cache_name(const struct config *cfg, char *out, size_t outsz)
 }
 
 /*
- * Maps the object name, created if absent (O_EXCL, 0600, zero-filled),
- * else only if this user may trust it: owned by our euid, open to no one
- * else, a regular object of our size (or 0: being created by another of
- * ours, grown here as it would be). Not populated: only the pages the
- * list touches are used. NULL with errbuf set on failure.
- */
-static struct models_cache *
-cache_map(const char *name, char *errbuf, size_t errsz)
-{
-	size_t size = sizeof(struct models_cache);
-	struct stat sb;
-	void *p;
-	int tries;
-	int fd = -1;
-
-	for (tries = 0; tries < 10 && fd < 0; tries++) {
-		fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
-			      0600);
-		if (fd >= 0 || errno != EEXIST)
-			break;
-		/* Removed in between: create it again. */
-		fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
-		if (fd < 0 && errno != ENOENT)
-			break;
-	}
-	if (fd < 0) {
-		snprintf(errbuf, errsz, "shm_open %s: %s", name,
-			 strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &sb) != 0) {
-		snprintf(errbuf, errsz, "fstat %s: %s", name, strerror(errno));
-		goto fail;
-	}
-	if (sb.st_uid != geteuid() || (sb.st_mode & 077) != 0 ||
-	    !S_ISREG(sb.st_mode) ||
-	    (sb.st_size != 0 && (uintmax_t)sb.st_size != size)) {
-		snprintf(errbuf, errsz,
-			 "shm object %s (uid %ld, mode %04o, %jd bytes) is "
-			 "not this user's private cache: refused; remove it",
-			 name, (long)sb.st_uid, (unsigned)(sb.st_mode & 07777),
-			 (intmax_t)sb.st_size);
-		goto fail;
-	}
-	if (sb.st_size == 0 && ftruncate(fd, (off_t)size) != 0) {
-		snprintf(errbuf, errsz, "ftruncate %s: %s", name,
-			 strerror(errno));
-		goto fail;
-	}
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED) {
-		snprintf(errbuf, errsz, "mmap %s: %s", name, strerror(errno));
-		goto fail;
-	}
-	close(fd);
-	return p;
-fail:
-	close(fd);
-	return NULL;
-}
-
-/*
  * The cache, opened at the first call: the host's object, else one of
  * this process's own. NULL only if neither can be had (no memory).
  */
@@ -183,7 +121,7 @@ cache_get(const struct config *cfg)
 		return NULL;
 	if (cache == NULL) {
 		cache_name(cfg, name, sizeof(name));
-		cache = cache_map(name, err, sizeof(err));
+		cache = shm_map_private(name, sizeof(*cache), err, sizeof(err));
 		if (cache == NULL) {
 			log_warnx("models cache: %s; this process keeps a "
 				  "cache of its own",

@@ -28,7 +28,7 @@
  * Errors, when nothing cached can stand in: 502 upstream_unreachable
  * (Cerebras not reached), 504 upstream_timeout, 502 upstream_auth_failed
  * (every key refused: the body, which may quote a key, is not passed
- * on), 502 upstream_bad_answer (not JSON, not a list, or over 1 MiB);
+ * on), 502 upstream_bad_answer (not JSON, not a list, or over 256 KiB);
  * another upstream error with a JSON body is relayed as it came. The
  * client token and Origin are checked first, as for chat (chat_access).
  * Each request logs one line: "models id=... client=... model=...
