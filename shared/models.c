@@ -394,16 +394,23 @@ mreq_fetch(struct mreq *m, const char *url)
 	return CP_OK;
 }
 
+/*
+ * Ends the response (a JSON answer leaves in one write, now), then logs
+ * the request, so the log says how it really ended: 499 if the client
+ * left before its answer was out.
+ */
 static void
 mreq_log(const struct mreq *m, const char *outcome)
 {
 	const struct config *cfg = m->m_w->w_cfg;
-	const struct resp *r = m->m_r;
+	struct resp *r = m->m_r;
 	char rid[80];
 	char model[2 * MODELS_ID_MAX];
 	char key[24];
 	char up[24];
 
+	if (r->r_started)
+		(void)resp_finish(r);
 	if (!cfg->log_requests)
 		return;
 	log_escape(m->m_rid, rid, sizeof(rid));
@@ -420,8 +427,8 @@ mreq_log(const struct mreq *m, const char *outcome)
 	log_info("models id=%s client=%s model=%s status=%d cache=%s key=%s "
 		 "upstream_status=%s total_ms=%.1f %s",
 		 rid, m->m_client.cl_name[0] ? m->m_client.cl_name : "-", model,
-		 r->r_hup ? 499 : r->r_status, m->m_cache, key, up,
-		 (double)(mono_ns() - m->m_t0) / 1e6, outcome);
+		 r->r_hup || !r->r_started ? 499 : r->r_status, m->m_cache, key,
+		 up, (double)(mono_ns() - m->m_t0) / 1e6, outcome);
 }
 
 /* A JSON answer: data as the body, how the cache served it in headers. */

@@ -367,6 +367,20 @@ class TestModelsNoCache(EndpointTest):
         self.assertEqual(used.count(KEYS[0]), 1, used)
         self.assertIn("API key #0", ST.log_text())
 
+    @unittest.skipIf(APACHE, "mod_fcgid does not tell a silent worker that the client left "
+                     "(it notices only when it next writes, or at FcgidIOTimeout)")
+    def test_client_leaving_during_the_fetch_is_499(self):
+        MOCK.config({k: {"delay_ms": 3000} for k in KEYS})
+        self.req("GET", "/v1/models", headers={"X-Request-Id": "ep-gone"}, close_after=0.3,
+                 timeout=0.3)
+        line = wait_endpoint_lines("models", "ep-gone", 1)["ep-gone"]
+        self.assertIn(" status=499 ", line)
+        self.assertIn("client left", line)
+        # The fetch was given up when the client left, not waited out.
+        self.assertLess(float(harness.log_word(line, "total_ms")), 2500, line)
+        MOCK.config({})
+        self.assertList(self.models())
+
     def test_upstream_error_relayed_when_nothing_cached(self):
         MOCK.config({k: {"status": 503} for k in KEYS})
         r = self.models()
