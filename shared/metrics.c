@@ -118,7 +118,8 @@ static _Atomic(struct metrics_shm *) m_shm;
 static _Atomic(struct m_proc *) m_me;
 
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
-static pid_t open_pid; /* the process that last ran metrics_open */
+static atomic_int m_opened; /* metrics_open has run in this process */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 #define ADD(ctr, n) atomic_fetch_add_explicit(&(ctr), (n), memory_order_relaxed)
 
@@ -188,34 +189,73 @@ proc_claim(struct metrics_shm *m, int me)
 	return &m->m_procs[METRICS_PROCS];
 }
 
+/*
+ * A fork (the supervisor's, or any other) leaves the lock free in the
+ * child, whatever another thread was doing, and the child without a
+ * gauge slot: its next metrics_open claims one of its own (the mapping
+ * is inherited and kept).
+ */
+static void
+fork_prepare(void)
+{
+	pthread_mutex_lock(&open_lock);
+}
+
+static void
+fork_parent(void)
+{
+	pthread_mutex_unlock(&open_lock);
+}
+
+static void
+fork_child(void)
+{
+	atomic_store(&m_me, NULL);
+	atomic_store(&m_opened, 0);
+	pthread_mutex_unlock(&open_lock);
+}
+
+static void
+atfork_register(void)
+{
+	int rc = pthread_atfork(fork_prepare, fork_parent, fork_child);
+
+	if (rc != 0)
+		log_warnx("pthread_atfork: %s; a forked process shares its "
+			  "parent's gauges",
+			  strerror(rc));
+}
+
 void
 metrics_open(const struct config *cfg)
 {
 	struct metrics_shm *m;
 	char name[96];
 	char errbuf[256];
-	pid_t me = getpid();
 
+	if (atomic_load_explicit(&m_opened, memory_order_acquire))
+		return;
+	(void)pthread_once(&atfork_once, atfork_register);
 	pthread_mutex_lock(&open_lock);
-	if (open_pid == me) {
+	if (atomic_load(&m_opened)) {
 		pthread_mutex_unlock(&open_lock);
 		return;
 	}
-	open_pid = me;
 	m = atomic_load(&m_shm); /* inherited from the parent: kept */
 	if (m == NULL) {
 		metrics_name(cfg, name, sizeof(name));
 		m = shm_map_private(name, sizeof(*m), errbuf, sizeof(errbuf));
-		if (m == NULL) {
+		if (m == NULL)
 			log_warnx("metrics are off in this process (pid %ld): "
 				  "%s",
-				  (long)me, errbuf);
-			pthread_mutex_unlock(&open_lock);
-			return;
-		}
+				  (long)getpid(), errbuf);
 	}
-	atomic_store(&m_me, proc_claim(m, (int)me));
-	atomic_store(&m_shm, m);
+	if (m != NULL) {
+		atomic_store(&m_me, proc_claim(m, (int)getpid()));
+		atomic_store(&m_shm, m);
+	}
+	/* Tried once per process: a failure is not retried per request. */
+	atomic_store_explicit(&m_opened, 1, memory_order_release);
 	pthread_mutex_unlock(&open_lock);
 }
 
@@ -224,10 +264,11 @@ metrics_use(void *mem)
 {
 	struct metrics_shm *m = mem;
 
+	(void)pthread_once(&atfork_once, atfork_register);
 	pthread_mutex_lock(&open_lock);
-	open_pid = getpid();
-	atomic_store(&m_me, m != NULL ? proc_claim(m, (int)open_pid) : NULL);
+	atomic_store(&m_me, m != NULL ? proc_claim(m, (int)getpid()) : NULL);
 	atomic_store(&m_shm, m);
+	atomic_store(&m_opened, 1);
 	pthread_mutex_unlock(&open_lock);
 }
 

@@ -56,11 +56,14 @@ enum metrics_route {
 };
 
 /*
- * Maps this process's counters (once per process: later calls return at
- * once; a forked child takes a gauge slot of its own). Called by
- * worker_init before a thread serves. A failure is logged once and leaves
- * metrics off in this process: its requests are served, not counted, and
- * its GET /metrics answers 503.
+ * Maps this process's counters, the first time it is called in the
+ * process (and again in a forked child, which takes a gauge slot of its
+ * own); later calls cost one atomic load. proxy_handle and
+ * proxy_refuse_saturated call it before they count, so a process maps
+ * the counters with its first request, and worker_init (which tests run
+ * alone) maps nothing. A failure is logged once and leaves metrics off in
+ * this process: its requests are served, not counted, and its GET
+ * /metrics answers 503.
  */
 void metrics_open(const struct config *cfg);
 

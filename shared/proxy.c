@@ -27,8 +27,6 @@ worker_init(struct worker *w, const struct config *cfg, char *errbuf,
 
 	memset(w, 0, sizeof(*w));
 	w->w_cfg = cfg;
-	/* Once per process, before its threads serve; off on failure. */
-	metrics_open(cfg);
 	buf_init(&w->w_body, (size_t)cfg->max_body_bytes);
 	buf_init(&w->w_hdrs, 16 * 1024);
 	err = sched_init(&w->w_sched, cfg, errbuf, errsz);
@@ -127,6 +125,7 @@ proxy_handle(struct worker *w, const struct request_io *io)
 	char msg[160];
 	char esc[64];
 
+	metrics_open(cfg); /* maps them once per process */
 	metrics_request_begin();
 	buf_init(&extra, 8192);
 	if (request_path(io, path, sizeof(path)) != CP_OK) {
@@ -213,6 +212,7 @@ proxy_refuse_saturated(const struct config *cfg, const struct request_io *io)
 		   "its queue time; retry after the time in Retry-After",
 		   "Retry-After: 1\r\n");
 	(void)resp_finish(&r);
+	metrics_open(cfg);
 	metrics_request_done(
 		metrics_route_of(request_path(io, path, sizeof(path)) == CP_OK
 					 ? route_decide(method, path, &allow)
