@@ -64,6 +64,10 @@ static const int64_t ttfb_us[] = {25000,    50000,    100000,  250000,
 static const int64_t late_us[] = {100,	 250,	500,   1000,   2500,   5000,
 				  10000, 25000, 50000, 100000, 250000, 1000000};
 
+_Static_assert(NELEM(dur_us) <= HIST_MAX && NELEM(queue_us) <= HIST_MAX &&
+		       NELEM(ttfb_us) <= HIST_MAX && NELEM(late_us) <= HIST_MAX,
+	       "HIST_MAX is too small");
+
 struct m_hist {
 	mctr h_n[HIST_MAX + 1]; /* per bucket (not cumulative), +Inf last */
 	mctr h_sum_us;

@@ -190,11 +190,16 @@ class MetricsTest(ProxyTest):
                 self.assertEqual(sorted(buckets)[-1][0], float("inf"))
                 self.assertEqual(counts[-1], s.get(f.name + "_count", **dict(key)), (f.name, key))
 
-    def wait_scrape(self, cond, what, timeout=10):
+    def wait_scrape(self, cond, what, timeout=10, restarting=False):
         """A scrape once cond(scrape) holds (a worker counts a request
-        after its client may already have the last byte)."""
-        return stack.wait_for(lambda: (lambda s: s if cond(s) else None)(self.scrape()),
-                              timeout, what, interval=0.1)
+        after its client may already have the last byte). restarting:
+        the workers are being started again, a 502 meanwhile is no failure."""
+        def attempt():
+            if restarting and self.req("GET", "/metrics").status != 200:
+                return None
+            s = self.scrape()
+            return s if cond(s) else None
+        return stack.wait_for(attempt, timeout, what, interval=0.1)
 
 
 class TestCounters(MetricsTest):
@@ -362,7 +367,7 @@ class TestGauges(MetricsTest):
                 f.result()
         s = self.wait_scrape(lambda s: s.get("cerebras_proxy_streams_open") == 0
                              and s.get("cerebras_proxy_requests_in_flight") == 1,
-                             "the dead workers' gauges dropped", timeout=20)
+                             "the dead workers' gauges dropped", timeout=20, restarting=True)
         self.assertEqual(s.get("cerebras_proxy_streams_open"), 0)
 
 
