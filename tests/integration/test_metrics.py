@@ -210,17 +210,23 @@ class TestCounters(MetricsTest):
         MOCK.config({KEYS[2]: {"status": 503}})     # retried on another key
         jobs = []
         for i in range(36):
-            body = chat_body(model=("llama3.1-8b", ODD_MODEL, "qwen-3-32b")[i % 3],
-                             stream=i % 2 == 0,
-                             messages=[{"role": "user", "content": "x" * (10 + i)}])
-            jobs.append((body, bearer(TOKENS[i % 2])))
+            model = ("llama3.1-8b", ODD_MODEL, "qwen-3-32b")[i % 3]
+            if i % 4 == 3:      # the legacy completions: their own route
+                body = {"model": model, "prompt": "y" * (10 + i), "stream": i % 8 == 3}
+                path = "/v1/completions"
+            else:
+                body = chat_body(model=model, stream=i % 2 == 0,
+                                 messages=[{"role": "user", "content": "x" * (10 + i)}])
+                path = "/v1/chat/completions"
+            jobs.append((path, body, bearer(TOKENS[i % 2])))
         with concurrent.futures.ThreadPoolExecutor(12) as ex:
-            rs = list(ex.map(lambda j: self.chat(j[0], j[1]), jobs))
+            rs = list(ex.map(lambda j: self.chat(j[1], j[2], path=j[0]), jobs))
         # A request whose attempts all met key #2 gets its 503.
         statuses = {}
-        for r in rs:
-            statuses[str(r.status)] = statuses.get(str(r.status), 0) + 1
-        self.assertEqual(set(statuses) | {"503"}, {"200", "503"}, statuses)
+        for (path, _, _), r in zip(jobs, rs):
+            k = ("completions" if path == "/v1/completions" else "chat", str(r.status))
+            statuses[k] = statuses.get(k, 0) + 1
+        self.assertLessEqual({c for _, c in statuses}, {"200", "503"}, statuses)
         recs = harness.finished_records(len(rs))
         attempts = {}
         for x in recs:
@@ -230,7 +236,7 @@ class TestCounters(MetricsTest):
         self.assertGreater(len({k for k, _ in attempts}), 1)
         # Tokens: the usage each client got, by model and client.
         by_model, by_client = {}, {}
-        for (body, hdrs), r in zip(jobs, rs):
+        for (_, body, hdrs), r in zip(jobs, rs):
             if r.status != 200:
                 continue
             p, c = usage_of(r)
@@ -240,13 +246,16 @@ class TestCounters(MetricsTest):
                 d[(k, "completion")] = d.get((k, "completion"), 0) + c
         want_tokens = sum(by_model.values())
         s = self.wait_scrape(lambda s: s.total("cerebras_proxy_tokens_total") >= want_tokens
-                             and s.total("cerebras_proxy_requests_total", route="chat") >= len(rs),
+                             and s.total("cerebras_proxy_requests_total", route="chat")
+                             + s.total("cerebras_proxy_requests_total", route="completions")
+                             >= len(rs),
                              "the requests counted")
         got = {(dict(l)["key"], dict(l)["code"]): v
                for l, v in s.where("cerebras_proxy_upstream_requests_total").items()}
         self.assertEqual(got, attempts)
-        got = {dict(l)["code"]: v
-               for l, v in s.where("cerebras_proxy_requests_total", route="chat").items()}
+        got = {(dict(l)["route"], dict(l)["code"]): v
+               for l, v in s.where("cerebras_proxy_requests_total").items()
+               if dict(l)["route"] in ("chat", "completions")}
         self.assertEqual(got, statuses)
         for (model, kind), n in by_model.items():
             self.assertEqual(s.total("cerebras_proxy_tokens_total", model=model, kind=kind), n,
@@ -263,8 +272,9 @@ class TestCounters(MetricsTest):
         self.assertEqual(s.get("cerebras_proxy_upstream_time_to_first_byte_seconds_count"),
                          len(recs))
         self.assertEqual(s.get("cerebras_proxy_slot_lateness_seconds_count"), len(recs))
-        self.assertEqual(s.get("cerebras_proxy_request_duration_seconds_count", route="chat"),
-                         len(rs))
+        self.assertEqual(s.get("cerebras_proxy_request_duration_seconds_count", route="chat")
+                         + s.get("cerebras_proxy_request_duration_seconds_count",
+                                 route="completions"), len(rs))
         # The escaped model reads back as sent.
         self.assertIn(ODD_MODEL, s.label_values("cerebras_proxy_tokens_total", "model"))
         self.assertIn('model="we\\"ird\\\\model"', s.text)
@@ -395,6 +405,24 @@ class TestBounds(MetricsTest):
         self.assertEqual(s.total("cerebras_proxy_client_tokens_total"), want)
         self.assertLessEqual(s.label_values("cerebras_proxy_upstream_requests_total", "key"),
                              {"0", "1", "2"})
+
+
+class TestWithoutRedis(MetricsTest):
+    """REDIS_URL=none: the per-host scheduler's view; counting unchanged."""
+    env = dict(MetricsTest.env, REDIS_URL="none")
+
+    def test_counts_and_per_host_view(self):
+        for _ in range(2):
+            self.assertEqual(self.chat().status, 200)
+        s = self.wait_scrape(lambda s: s.total("cerebras_proxy_upstream_requests_total") == 2
+                             and s.get("cerebras_proxy_requests_total", route="chat",
+                                       code="200") == 2, "the requests counted")
+        self.assertEqual(s.get("cerebras_proxy_redis_up"), 0)
+        states = s.where("cerebras_proxy_key_state")
+        self.assertEqual({dict(l)["key"] for l in states}, {"0", "1", "2"})
+        for k in ("0", "1", "2"):
+            self.assertEqual(s.total("cerebras_proxy_key_state", key=k), 1, k)
+        self.assertEqual(ST.redis_cli("--scan").split(), [], "Redis was used")
 
 
 class TestAllow(MetricsTest):
