@@ -678,6 +678,42 @@ render_upstream(const struct metrics_shm *m, int nkeys, struct buf *b)
 	return err;
 }
 
+/*
+ * The samples of counters kept per interned name (rows[i], i < n, for
+ * t[i]; rows[n] for "other"), by kind: head (the sample's name and labels
+ * up to the name's value, its opening quote included), the name escaped,
+ * the kind. Twins are added up under the first; zeros are left out.
+ */
+static enum cp_err
+render_named(struct buf *b, const char *head, const struct m_name *t, int n,
+	     const int *canon, const mctr (*rows)[2])
+{
+	unsigned long long v;
+	enum cp_err err = CP_OK;
+	int i, j, k;
+
+	for (i = 0; i <= n && !err; i++) {
+		if (i < n && canon[i] != i)
+			continue;
+		for (k = 0; k < 2 && !err; k++) {
+			v = ld(&rows[i][k]);
+			for (j = i + 1; i < n && j < n; j++)
+				if (canon[j] == i)
+					v += ld(&rows[j][k]);
+			if (v == 0)
+				continue;
+			err = buf_adds(b, head);
+			if (!err)
+				err = metrics_escape(b, i < n ? t[i].n_name
+							      : "other");
+			if (!err)
+				err = buf_printf(b, "\",kind=\"%s\"} %llu\n",
+						 kind_names[k], v);
+		}
+	}
+	return err;
+}
+
 static enum cp_err
 render_tokens(const struct metrics_shm *m, int nkeys, struct buf *b)
 {
@@ -685,70 +721,30 @@ render_tokens(const struct metrics_shm *m, int nkeys, struct buf *b)
 	static const char *const cname = "cerebras_proxy_client_tokens_total";
 	int canon[METRICS_CLIENTS > METRICS_MODELS ? METRICS_CLIENTS
 						   : METRICS_MODELS];
-	unsigned long long n;
+	char head[96];
 	enum cp_err err;
-	int k, i, j, t;
+	int k;
 
 	err = family(b, name, "counter",
 		     "Tokens the answers used (their usage), by API key "
 		     "index, model (the first 32 seen, then other) and kind "
 		     "(prompt, completion).");
 	name_canon(m->m_models, METRICS_MODELS, canon);
-	for (k = 0; k < nkeys && !err; k++)
-		for (i = 0; i <= METRICS_MODELS && !err; i++) {
-			if (i < METRICS_MODELS && canon[i] != i)
-				continue;
-			for (t = 0; t < 2 && !err; t++) {
-				n = ld(&m->m_tokens[k][i][t]);
-				for (j = i + 1;
-				     i < METRICS_MODELS && j < METRICS_MODELS;
-				     j++)
-					if (canon[j] == i)
-						n += ld(&m->m_tokens[k][j][t]);
-				if (n == 0)
-					continue;
-				err = buf_printf(b, "%s{key=\"%d\",model=\"",
-						 name, k);
-				if (!err)
-					err = metrics_escape(
-						b,
-						i < METRICS_MODELS
-							? m->m_models[i].n_name
-							: "other");
-				if (!err)
-					err = buf_printf(
-						b, "\",kind=\"%s\"} %llu\n",
-						kind_names[t], n);
-			}
-		}
+	for (k = 0; k < nkeys && !err; k++) {
+		snprintf(head, sizeof(head), "%s{key=\"%d\",model=\"", name, k);
+		err = render_named(b, head, m->m_models, METRICS_MODELS, canon,
+				   m->m_tokens[k]);
+	}
 	if (!err)
 		err = family(b, cname, "counter",
 			     "Tokens the answers used, by client (a token's "
 			     "name, or an address without tokens; the first "
 			     "64 seen, then other) and kind.");
 	name_canon(m->m_clients, METRICS_CLIENTS, canon);
-	for (i = 0; i <= METRICS_CLIENTS && !err; i++) {
-		if (i < METRICS_CLIENTS && canon[i] != i)
-			continue;
-		for (t = 0; t < 2 && !err; t++) {
-			n = ld(&m->m_client_tokens[i][t]);
-			for (j = i + 1;
-			     i < METRICS_CLIENTS && j < METRICS_CLIENTS; j++)
-				if (canon[j] == i)
-					n += ld(&m->m_client_tokens[j][t]);
-			if (n == 0)
-				continue;
-			err = buf_printf(b, "%s{client=\"", cname);
-			if (!err)
-				err = metrics_escape(
-					b, i < METRICS_CLIENTS
-						   ? m->m_clients[i].n_name
-						   : "other");
-			if (!err)
-				err = buf_printf(b, "\",kind=\"%s\"} %llu\n",
-						 kind_names[t], n);
-		}
-	}
+	snprintf(head, sizeof(head), "%s{client=\"", cname);
+	if (!err)
+		err = render_named(b, head, m->m_clients, METRICS_CLIENTS,
+				   canon, m->m_client_tokens);
 	return err;
 }
 
