@@ -407,6 +407,31 @@ class TestBounds(MetricsTest):
                              {"0", "1", "2"})
 
 
+@unittest.skipIf(APACHE, "mod_fcgid: one request per process, no thread pool")
+class TestSaturation(MetricsTest):
+    """The 429 of a request that found no free thread is counted too."""
+    workers = 1
+    env = {"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "1", "WORKER_MAX_THREADS": "2",
+           "QUEUE_MAX_WAIT_MS": "300"}
+    restores_workers = True
+
+    def test_saturation_refusal_is_counted(self):
+        slow = chat_body(stream=True, mock={"events": 10, "gap_ms": 200})
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            fs = [ex.submit(self.chat, slow) for _ in range(2)]
+            stack.wait_for(lambda: len(MOCK.requests()) == 2, 10, "both threads streaming")
+            r = self.chat()
+            self.assertOpenAIError(r, 429, "proxy_saturated")
+            # GET is served by the acceptor, beside the busy thread.
+            s = self.wait_scrape(lambda s: s.get("cerebras_proxy_requests_total",
+                                                 route="chat", code="429") == 1,
+                                 "the refusal counted")
+            self.assertEqual(s.get("cerebras_proxy_streams_open"), 2)
+            self.assertEqual(s.get("cerebras_proxy_requests_in_flight"), 3)
+            self.assertEqual([f.result().status for f in fs], [200, 200])
+        self.assertEqual(len(MOCK.requests()), 2)
+
+
 class TestWithoutRedis(MetricsTest):
     """REDIS_URL=none: the per-host scheduler's view; counting unchanged."""
     env = dict(MetricsTest.env, REDIS_URL="none")
