@@ -16,12 +16,14 @@
  * lock, no system call, no allocation. Every hook a streamed chat request
  * calls took 138 ns per request in all on one thread, 534 ns with two
  * threads adding to the same counters at once (a loop of 10^6, -O2, 2-core
- * x86-64): next to a request's tens of microseconds, noise. Label sets are bounded: key
- * indexes (CONFIG_MAX_KEYS), a fixed table of status codes (the rest as
- * "4xx"... or "other"), and tables of METRICS_MODELS models and
- * METRICS_CLIENTS client names interned in the shared memory on first use,
- * the rest counted under "other". Keys appear only as their index,
- * clients only by name (a token's name, or an address), never a token.
+ * x86-64): next to a request's tens of microseconds, noise.
+ *
+ * Label sets are bounded: key indexes (CONFIG_MAX_KEYS), a fixed table of
+ * status codes (the rest as "4xx"... or "other"), and tables of
+ * METRICS_MODELS models and METRICS_CLIENTS client names interned in the
+ * shared memory on first use, the rest counted under "other". Keys appear
+ * only as their index, clients only by name (a token's name, or an
+ * address), never a token.
  *
  * The gauges of requests in flight and streams open are kept per
  * process, in a slot keyed by its pid: a scrape adds up the slots of the
