@@ -248,9 +248,11 @@ def host_state_fingerprint(binary, env):
 
 
 def remove_host_state(fingerprint):
-    """Removes the per-host scheduler state with this fingerprint, whoever
-    made it: workers may run under another UID (www-data under Apache)."""
-    name = re.compile(r"cerebras-proxy-%s-\d+" % re.escape(fingerprint))
+    """Removes the per-host state with this fingerprint, whoever made it
+    (workers may run under another UID: www-data under Apache): the
+    scheduler's, the metrics' and the models cache."""
+    name = re.compile(r"cerebras-proxy-(metrics\d+-|models-)?%s(-[0-9a-f]{8})?-\d+"
+                      % re.escape(fingerprint))
     for f in os.listdir(SHM_DIR):
         if name.fullmatch(f):
             try:

@@ -20,6 +20,8 @@
 #include "io.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
+#include "models.h"
 #include "pool.h"
 #include "sched_local.h"
 #include "status.h"
@@ -266,6 +268,10 @@ main(int argc, char **argv)
 		clients_free();
 		sched_local_name(&cfg, err, sizeof(err));
 		printf("# per-host scheduler state: /dev/shm%s\n", err);
+		metrics_name(&cfg, err, sizeof(err));
+		printf("# per-host metrics: /dev/shm%s\n", err);
+		models_cache_name(&cfg, err, sizeof(err));
+		printf("# per-host models cache: /dev/shm%s\n", err);
 		config_free(&cfg);
 		return 0;
 	}

@@ -12,6 +12,8 @@
  */
 #include "models.h"
 
+#include "sched_local.h"
+
 #include "chat.h"
 #include "clients.h"
 #include "log.h"
@@ -83,15 +85,19 @@ struct mreq {
 };
 
 /*
- * The object's name: per user, and per upstream and set of keys (another
- * organisation may see other models), as "/cerebras-proxy-models-<8 hex
- * digits>-<euid>".
+ * The object's name: the per-host scheduler state's fingerprint (so what
+ * removes that state finds this too), then one of the upstream and the
+ * set of keys (another organisation may see other models), then the euid:
+ * "/cerebras-proxy-models-<8 hex>-<8 hex>-<euid>".
  */
-static void
-cache_name(const struct config *cfg, char *out, size_t outsz)
+void
+models_cache_name(const struct config *cfg, char *out, size_t outsz)
 {
+	static const char base[] = "/cerebras-proxy-";
 	struct buf id;
+	char state[64];
 	char fp[9];
+	size_t n;
 	int i;
 
 	buf_init(&id, 64 * 1024);
@@ -102,8 +108,16 @@ cache_name(const struct config *cfg, char *out, size_t outsz)
 			break;
 	key_fingerprint(id.b_p != NULL ? id.b_p : MODELS_LAYOUT, fp);
 	buf_free(&id);
-	snprintf(out, outsz, "/cerebras-proxy-models-%s-%ld", fp,
-		 (long)geteuid());
+	/* "/cerebras-proxy-<state fp>-<euid>": keep "<state fp>". */
+	sched_local_name(cfg, state, sizeof(state));
+	n = strlen(state);
+	if (strncmp(state, base, sizeof(base) - 1) == 0 &&
+	    n >= sizeof(base) + 8)
+		snprintf(out, outsz, "/cerebras-proxy-models-%.8s-%s-%ld",
+			 state + sizeof(base) - 1, fp, (long)geteuid());
+	else
+		snprintf(out, outsz, "/cerebras-proxy-models-%s-%ld", fp,
+			 (long)geteuid());
 }
 
 /*
@@ -120,7 +134,7 @@ cache_get(const struct config *cfg)
 	if (pthread_mutex_lock(&cache_mu) != 0)
 		return NULL;
 	if (cache == NULL) {
-		cache_name(cfg, name, sizeof(name));
+		models_cache_name(cfg, name, sizeof(name));
 		cache = shm_map_private(name, sizeof(*cache), err, sizeof(err));
 		if (cache == NULL) {
 			log_warnx("models cache: %s; this process keeps a "

@@ -50,4 +50,10 @@
 void models_handle(struct worker *w, const struct request_io *io,
 		   struct resp *r, const char *id, size_t idlen);
 
+/*
+ * The cache's shared memory object name:
+ * "/cerebras-proxy-models-<scheduler state fp>-<upstream and keys fp>-<euid>".
+ */
+void models_cache_name(const struct config *cfg, char *out, size_t outsz);
+
 #endif
