@@ -2,6 +2,7 @@
 #
 #   make            build build/cerebras-proxy
 #   make run        build, start Redis + nginx + workers on http://localhost:8000/
+#   make status     the keys, budgets and scheduler of that stack (JSON=1: as JSON)
 #   make test       unit tests, then integration tests against real Redis and nginx
 #   make asan       the same build under AddressSanitizer/UBSan (build-asan/)
 #   make tsan       the binary under ThreadSanitizer (build-tsan/)
@@ -54,7 +55,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BIN := $(BUILD)/cerebras-proxy
 
-.PHONY: all run test unit asan tsan deps test-deps clean format check-format \
+.PHONY: all run status test unit asan tsan deps test-deps clean format check-format \
         test-multihost bench fuzz fuzz-build fuzz-regress test-asan asan-bin
 all: $(BIN)
 
@@ -86,6 +87,11 @@ test-deps:
 run: deps
 	@$(MAKE) --no-print-directory all
 	@python3 deploy/stack.py run $(BIN)
+
+# `cerebras-proxy status` against the stack `make run` started on PORT
+# (default 8000); JSON=1 for --json.
+status: all
+	@python3 deploy/stack.py status $(BIN) $(if $(filter 1,$(JSON)),--json)
 
 unit: $(UNIT_BIN)
 	@bash tests/run-unit.sh $(UNIT_BIN)

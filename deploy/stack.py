@@ -567,6 +567,32 @@ Include %(dir)s/apache-site.conf
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def status_env_file(binary, port):
+    """Where `make run` on port leaves what `make status` needs: the
+    settings it gave the workers besides the caller's environment (the
+    private Redis, the mock's address and fake keys). No real key is in it:
+    those come from the caller's environment, as for `make run`."""
+    return os.path.join(os.path.dirname(os.path.abspath(binary)), "run-%d.env" % port)
+
+
+def status(binary, args):
+    """`make status`: `cerebras-proxy status` against the `make run` stack
+    on PORT, with the workers' settings."""
+    port = int(os.environ.get("PORT", "8000"))
+    env = dict(os.environ)
+    try:
+        with open(status_env_file(binary, port)) as f:
+            for line in f:
+                name, _, value = line.rstrip("\n").partition("=")
+                if name:
+                    env[name] = value
+    except FileNotFoundError:
+        print("make status: no `make run` stack on port %d (start one, or set PORT)" % port,
+              file=sys.stderr)
+        return 1
+    os.execve(binary, [binary, "status"] + args, env)
+
+
 def run(binary):
     """`make run`: the stack in the foreground until Ctrl-C."""
     port = int(os.environ.get("PORT", "8000"))
@@ -599,11 +625,16 @@ def run(binary):
         sys.stdout.flush()
         st.start_workers(workers, env, stderr=sys.stderr)
         st.start_nginx(port=port)
+        status_file = status_env_file(binary, port)
+        fd = os.open(status_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join("%s=%s\n" % kv for kv in sorted(env.items())))
         print("Workers: %d processes, each with %s to %s threads as the load needs "
               "(WORKER_THREADS, WORKER_MAX_THREADS), state dir: %s" % (
                   workers, os.environ.get("WORKER_THREADS", "2"),
                   os.environ.get("WORKER_MAX_THREADS", "512"), st.dir))
-        print("Listening on http://localhost:%d/" % port)
+        print("Listening on http://localhost:%d/ (metrics: /metrics, readiness: /readyz;"
+              " `make status` in another terminal shows the keys and budgets)" % port)
         print("Press Ctrl-C to stop.")
         sys.stdout.flush()
         while not stopping:
@@ -622,12 +653,18 @@ def run(binary):
         return 1
     print("Stopping...")
     st.stop()
+    try:
+        os.unlink(status_env_file(binary, port))
+    except FileNotFoundError:
+        pass
     print("Stopped.")
     return 0
 
 
 if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "status":
+        sys.exit(status(sys.argv[2], sys.argv[3:]))
     if len(sys.argv) != 3 or sys.argv[1] != "run":
-        print("usage: stack.py run BINARY", file=sys.stderr)
+        print("usage: stack.py run BINARY | stack.py status BINARY [--json]", file=sys.stderr)
         sys.exit(2)
     sys.exit(run(sys.argv[2]))
