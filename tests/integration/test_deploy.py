@@ -643,7 +643,8 @@ class TestEnvExample(unittest.TestCase):
                            env={"PATH": path, "CEREBRAS_API_KEYS": "k1"},
                            capture_output=True, text=True, timeout=10)
         self.assertEqual(d.returncode, 0, d.stderr)
-        skip = ("CEREBRAS_API_KEYS=", "CEREBRAS_CA_FILE=")
+        # (The models cache is named after the keys too.)
+        skip = ("CEREBRAS_API_KEYS=", "CEREBRAS_CA_FILE=", "# per-host models cache:")
         strip = lambda out: [ln for ln in out.splitlines() if not ln.startswith(skip)]
         self.assertEqual(strip(p.stdout), strip(d.stdout))
         self.assertIn("CEREBRAS_API_KEYS=2 keys", p.stdout)
