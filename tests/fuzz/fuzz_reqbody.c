@@ -66,6 +66,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	long long n = (long long)(size * 977 % 100000);
 	int had_member;
 
+	/* The same bytes as a legacy completion's body ("prompt"). */
+	memset(&rb, 0x5a, sizeof(rb));
+	if (reqbody_read_kind(body, size, REQBODY_COMPLETION, &rb, why,
+			      sizeof(why)) == CP_OK) {
+		if (strlen(rb.rb_model) >= sizeof(rb.rb_model))
+			fuzz_fail("completion: model not terminated");
+		if (rb.rb_prompt_est < 0 || rb.rb_messages < 1 ||
+		    rb.rb_max_completion < -1)
+			fuzz_fail("completion: bad counts");
+	} else if (strlen(why) >= sizeof(why))
+		fuzz_fail("completion: why not terminated");
 	memset(&rb, 0x5a, sizeof(rb));
 	if (reqbody_read(body, size, &rb, why, sizeof(why)) != CP_OK) {
 		if (strlen(why) >= sizeof(why))

@@ -411,7 +411,10 @@ class TestBounds(MetricsTest):
 class TestSaturation(MetricsTest):
     """The 429 of a request that found no free thread is counted too."""
     workers = 1
-    env = {"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "1", "WORKER_MAX_THREADS": "2",
+    # Both threads started (and warm) before the first request: a thread
+    # grown on demand may take longer than QUEUE_MAX_WAIT_MS to warm up
+    # (under ASan), and the second stream would be refused instead.
+    env = {"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "2", "WORKER_MAX_THREADS": "2",
            "QUEUE_MAX_WAIT_MS": "300"}
     restores_workers = True
 
