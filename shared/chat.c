@@ -615,17 +615,6 @@ backlog_ms(const struct request_io *io, int64_t thread_ns)
 	return age < 0 ? 0.0 : age;
 }
 
-/* "12" or "-" */
-static const char *
-count_str(long long v, char *buf, size_t bufsz)
-{
-	if (v < 0)
-		snprintf(buf, bufsz, "-");
-	else
-		snprintf(buf, bufsz, "%lld", v);
-	return buf;
-}
-
 /*
  * The announced limit with the least left of it, as "tokens-minute:
  * 59000/60000", from this request's last upstream answer; "-" if none.

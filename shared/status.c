@@ -44,17 +44,6 @@ iso_time(int64_t ms, char *out, size_t outsz)
 		snprintf(out, outsz, "-");
 }
 
-/* A count, "-" if unknown (< 0). */
-static const char *
-count_str(long long n, char *out, size_t outsz)
-{
-	if (n < 0)
-		snprintf(out, outsz, "-");
-	else
-		snprintf(out, outsz, "%lld", n);
-	return out;
-}
-
 static void
 print_text(const struct config *cfg, const struct sched_view *v, int64_t now_ms,
 	   FILE *fp)

@@ -285,3 +285,13 @@ is_tchar(char c)
 	       (c >= '0' && c <= '9') ||
 	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
+
+const char *
+count_str(long long v, char *buf, size_t bufsz)
+{
+	if (v < 0)
+		snprintf(buf, bufsz, "-");
+	else
+		snprintf(buf, bufsz, "%lld", v);
+	return buf;
+}

@@ -69,6 +69,9 @@ enum cp_err buf_printf(struct buf *b, const char *fmt, ...)
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t mono_ns(void);
 
+/* A count as text for logs and tables: "12", or "-" when unknown (< 0). */
+const char *count_str(long long v, char *buf, size_t bufsz);
+
 /*
  * Maps the POSIX shared memory object name (size bytes, read-write,
  * MAP_SHARED, populated), creating it if absent: O_EXCL, mode 0600,

@@ -56,21 +56,21 @@ static const struct rb_case rb_cases[] = {
 	{"", CP_ERR_BADREQ, "not valid JSON", 0, -1},
 };
 
+/* Reads each row's body as kind and checks what came out. */
 static void
-test_reqbody_read(void **state)
+check_cases(const struct rb_case *cases, size_t n, enum reqbody_kind kind)
 {
 	struct reqbody rb;
 	char why[160];
 	size_t i;
 
-	(void)state;
-	for (i = 0; i < NELEM(rb_cases); i++) {
-		const struct rb_case *t = &rb_cases[i];
+	for (i = 0; i < n; i++) {
+		const struct rb_case *t = &cases[i];
 		enum cp_err ret;
 
 		why[0] = '\0';
-		ret = reqbody_read(t->body, strlen(t->body), &rb, why,
-				   sizeof(why));
+		ret = reqbody_read_kind(t->body, strlen(t->body), kind, &rb,
+					why, sizeof(why));
 		if (ret != t->ret)
 			fail_msg("row %zu: returned %d (%s)", i, (int)ret, why);
 		if (ret != CP_OK) {
@@ -78,12 +78,19 @@ test_reqbody_read(void **state)
 				fail_msg("row %zu: reason \"%s\"", i, why);
 			continue;
 		}
-		if (strcmp(rb.rb_model, t->model) != 0 ||
+		if (rb.rb_kind != kind || strcmp(rb.rb_model, t->model) != 0 ||
 		    rb.rb_prompt_est != t->prompt_est ||
 		    rb.rb_max_completion != t->max_completion)
 			fail_msg("row %zu: %s %lld %lld", i, rb.rb_model,
 				 rb.rb_prompt_est, rb.rb_max_completion);
 	}
+}
+
+static void
+test_reqbody_read(void **state)
+{
+	(void)state;
+	check_cases(rb_cases, NELEM(rb_cases), REQBODY_CHAT);
 }
 
 /* A legacy completion's body: "prompt" instead of "messages". */
@@ -115,33 +122,8 @@ static const struct rb_case cmpl_cases[] = {
 static void
 test_reqbody_completion(void **state)
 {
-	struct reqbody rb;
-	char why[160];
-	size_t i;
-
 	(void)state;
-	for (i = 0; i < NELEM(cmpl_cases); i++) {
-		const struct rb_case *t = &cmpl_cases[i];
-		enum cp_err ret;
-
-		why[0] = '\0';
-		ret = reqbody_read_kind(t->body, strlen(t->body),
-					REQBODY_COMPLETION, &rb, why,
-					sizeof(why));
-		if (ret != t->ret)
-			fail_msg("row %zu: returned %d (%s)", i, (int)ret, why);
-		if (ret != CP_OK) {
-			if (strstr(why, t->model) == NULL)
-				fail_msg("row %zu: reason \"%s\"", i, why);
-			continue;
-		}
-		if (rb.rb_kind != REQBODY_COMPLETION ||
-		    strcmp(rb.rb_model, t->model) != 0 ||
-		    rb.rb_prompt_est != t->prompt_est ||
-		    rb.rb_max_completion != t->max_completion)
-			fail_msg("row %zu: %s %lld %lld", i, rb.rb_model,
-				 rb.rb_prompt_est, rb.rb_max_completion);
-	}
+	check_cases(cmpl_cases, NELEM(cmpl_cases), REQBODY_COMPLETION);
 }
 
 /* A completion gets "max_tokens", a chat "max_completion_tokens". */
