@@ -412,17 +412,24 @@ class TestSaturation(MetricsTest):
     """The 429 of a request that found no free thread is counted too."""
     workers = 1
     # Both threads started (and warm) before the first request: a thread
-    # grown on demand may take longer than QUEUE_MAX_WAIT_MS to warm up
-    # (under ASan), and the second stream would be refused instead.
+    # grown on demand may take longer to warm up (under ASan) than the
+    # queue allows, and the second stream would be refused instead. The
+    # limits are declared, so neither stream waits for a probe's answer;
+    # the streams (6 s) outlast the third request's wait for a thread.
     env = {"RATE_LIMIT_INTERVAL_MS": "0", "WORKER_THREADS": "2", "WORKER_MAX_THREADS": "2",
-           "QUEUE_MAX_WAIT_MS": "300"}
+           "QUEUE_MAX_WAIT_MS": "1500", "CEREBRAS_LIMITS": "rpm=100000,tpm=100000000"}
     restores_workers = True
 
     def test_saturation_refusal_is_counted(self):
-        slow = chat_body(stream=True, mock={"events": 10, "gap_ms": 200})
+        slow = chat_body(stream=True, mock={"events": 30, "gap_ms": 200})
         with concurrent.futures.ThreadPoolExecutor(2) as ex:
             fs = [ex.submit(self.chat, slow) for _ in range(2)]
-            stack.wait_for(lambda: len(MOCK.requests()) == 2, 10, "both threads streaming")
+            stack.wait_for(lambda: len(MOCK.requests()) == 2 or any(f.done() for f in fs),
+                           15, "both threads streaming")
+            for f in fs:
+                if f.done():
+                    self.fail("a stream ended before the third request: %d %s"
+                              % (f.result().status, f.result().text()[:300]))
             r = self.chat()
             self.assertOpenAIError(r, 429, "proxy_saturated")
             # GET is served by the acceptor, beside the busy thread.
