@@ -403,20 +403,20 @@ class Stack:
             stderr = open(self.worker_log, "ab")
         if os.path.exists(self.fcgi_sock):
             os.unlink(self.fcgi_sock)
+        # Counted from the log as it is now: a supervisor that restarted
+        # workers (a test killed them) wrote more lines than were waited for.
+        seen = self.log_text().count("Initialized with") if to_log else 0
         argv = [self.binary, "--listen", "unix:" + self.fcgi_sock, "--processes", str(n)]
         if threads:
             argv += ["--threads", str(threads)]
         self._spawn("workers", argv, env=full, stdout=stderr, stderr=stderr)
         if to_log:
             # Every worker says "Initialized with N API keys." when ready.
-            target = self._init_seen + n
-            self._init_seen = target
+            target = seen + n
             started = lambda: self.log_text().count("Initialized with") >= target
         else:
             started = lambda: os.path.exists(self.fcgi_sock)
         wait_for(lambda: (self._check_alive("workers"), started())[1], 10, "workers")
-
-    _init_seen = 0
 
     def stop_workers(self):
         self.stop_proc("apache" if self.server == "apache" else "workers")
