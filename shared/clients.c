@@ -608,13 +608,9 @@ is_ip(const char *s)
 	return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
 }
 
-/*
- * The client's address: REMOTE_ADDR, or, when that is a trusted proxy,
- * the right-most X-Forwarded-For hop that is not one.
- */
-static void
-client_addr(const struct config *cfg, const char *remote, const char *xff,
-	    char *out, size_t outsz)
+void
+clients_address(const struct config *cfg, const char *remote, const char *xff,
+		char *out, size_t outsz)
 {
 	char hop[ADDR_MAX];
 	const char *e;
@@ -671,8 +667,8 @@ clients_identify(const struct config *cfg, const char *authorization,
 	out->cl_limits.sc_concurrent = cfg->client_concurrent;
 	out->cl_limits.sc_id = out->cl_id;
 	if (!required) {
-		client_addr(cfg, remote_addr, forwarded_for, addr,
-			    sizeof(addr));
+		clients_address(cfg, remote_addr, forwarded_for, addr,
+				sizeof(addr));
 		log_escape(addr, out->cl_name, sizeof(out->cl_name));
 		client_id('a', addr, out->cl_id);
 		return CLIENT_OK;

@@ -88,6 +88,14 @@ clients_identify(const struct config *cfg, const char *authorization,
  * Parses a tokens file's text (exposed for tests and fuzzing): the
  * number of clients in *n, or CP_ERR_CONFIG with "line N: ..." in err.
  */
+/*
+ * The client's address: remote (REMOTE_ADDR), or, when that is in
+ * TRUSTED_PROXIES, the right-most hop of xff (X-Forwarded-For, may be
+ * NULL) that is not; "-" when remote is missing or too long for out.
+ */
+void clients_address(const struct config *cfg, const char *remote,
+		     const char *xff, char *out, size_t outsz);
+
 enum cp_err clients_parse_check(const char *text, size_t len, int *n, char *err,
 				size_t errsz);
 

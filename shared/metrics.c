@@ -3,6 +3,8 @@
  */
 #include "metrics.h"
 
+#include "clients.h"
+
 #include "log.h"
 
 #include <errno.h>
@@ -951,16 +953,29 @@ void
 metrics_handle(struct worker *w, const struct request_io *io, struct resp *r)
 {
 	const struct config *cfg = w->w_cfg;
-	const char *ip = io->io_param(io->io_ctx, "REMOTE_ADDR");
+	const char *remote = io->io_param(io->io_ctx, "REMOTE_ADDR");
+	const char *xff = io->io_param(io->io_ctx, "HTTP_X_FORWARDED_FOR");
+	const char *fwd = io->io_param(io->io_ctx, "HTTP_FORWARDED");
 	struct sched_view *v = NULL;
 	struct buf out;
+	char ip[64];
 	enum cp_err err;
 
-	if (ip == NULL || !config_metrics_allowed(cfg, ip)) {
+	/*
+	 * The scraper's address as the clients' (through TRUSTED_PROXIES).
+	 * A request that came through a proxy not among them is refused: a
+	 * reverse proxy on the same host (cloudflared, caddy) would make
+	 * anyone on the internet look like 127.0.0.1.
+	 */
+	clients_address(cfg, remote, xff, ip, sizeof(ip));
+	if (((xff != NULL || fwd != NULL) &&
+	     (remote == NULL || !config_trusted(cfg, remote))) ||
+	    !config_metrics_allowed(cfg, ip)) {
 		resp_error(r, 403, "invalid_request_error",
 			   "metrics_not_allowed",
 			   "GET /metrics is open only to the addresses in "
-			   "METRICS_ALLOW",
+			   "METRICS_ALLOW (and not through a proxy outside "
+			   "TRUSTED_PROXIES)",
 			   NULL);
 		return;
 	}

@@ -474,6 +474,20 @@ class TestAllow(MetricsTest):
         self.restart_workers(dict(self.env, METRICS_ALLOW="10.0.0.0/8, 127.0.0.1/32"))
         self.scrape()
         self.scrape(path=harness.PREFIX + "/metrics", port=ST.prefix_port)
+        # Through a proxy on this host (a tunnel, another web server) that
+        # is not in TRUSTED_PROXIES: refused, though it comes from 127.0.0.1.
+        for h in ({"X-Forwarded-For": "203.0.113.5"}, {"Forwarded": "for=203.0.113.5"}):
+            self.assertOpenAIError(self.req("GET", "/metrics", headers=h), 403,
+                                   "metrics_not_allowed")
+        # Through a trusted proxy: the address it forwarded is the one checked.
+        self.restart_workers(dict(self.env, METRICS_ALLOW="10.9.9.9",
+                                  TRUSTED_PROXIES="127.0.0.1"))
+        r = self.req("GET", "/metrics", headers={"X-Forwarded-For": "10.9.9.9"})
+        self.assertEqual(r.status, 200, r.text())
+        self.assertOpenAIError(self.req("GET", "/metrics",
+                                        headers={"X-Forwarded-For": "203.0.113.5"}),
+                               403, "metrics_not_allowed")
+        self.assertOpenAIError(self.req("GET", "/metrics"), 403, "metrics_not_allowed")
 
 
 if __name__ == "__main__":
