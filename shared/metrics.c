@@ -372,7 +372,8 @@ metrics_upstream(int key, long status, double ttfb_ms, int64_t late)
 	ADD(m->m_upstream[key][code_index(status)], 1);
 	if (status != 0 && ttfb_ms >= 0)
 		HIST_ADD(&m->m_ttfb, ttfb_us, (int64_t)(ttfb_ms * 1000.0));
-	HIST_ADD(&m->m_late, late_us, late);
+	if (late >= 0)
+		HIST_ADD(&m->m_late, late_us, late);
 }
 
 void
@@ -650,8 +651,8 @@ render_upstream(const struct metrics_shm *m, int nkeys, struct buf *b)
 
 	err = family(b, name, "counter",
 		     "Requests sent upstream (every attempt, retries "
-		     "included), by API key index and HTTP status (none: no "
-		     "answer).");
+		     "included, and the models list's fetches), by API key "
+		     "index and HTTP status (none: no answer).");
 	for (k = 0; k < nkeys && !err; k++)
 		for (c = 0; c < NCODES && !err; c++) {
 			n = ld(&m->m_upstream[k][c]);

@@ -109,7 +109,7 @@ void metrics_request_done(enum metrics_route route, int status, int64_t dur_ns);
 /*
  * One upstream attempt on key (an index): its status (0: no answer),
  * the time to its first byte (ms, < 0 unknown: not observed), how late
- * it left after its slot (us).
+ * it left after its slot (us; < 0: it had no slot, as a models fetch).
  */
 void metrics_upstream(int key, long status, double ttfb_ms, int64_t late_us);
 

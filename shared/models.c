@@ -17,6 +17,7 @@
 #include "chat.h"
 #include "clients.h"
 #include "log.h"
+#include "metrics.h"
 #include "reqbody.h"
 
 #include <errno.h>
@@ -388,6 +389,8 @@ mreq_fetch(struct mreq *m, const char *url)
 		ur.ur_key = cfg->keys[m->m_key];
 		err = upstream_get(&m->m_w->w_up, &ur, &m->m_body, mreq_gone,
 				   (void *)m->m_io, &m->m_res);
+		/* Counted with the chat's attempts; no slot, no first byte. */
+		metrics_upstream(m->m_key, m->m_res.us_status, -1.0, -1);
 		if (err) {
 			snprintf(m->m_detail, sizeof(m->m_detail), "%s",
 				 m->m_res.us_detail[0] ? m->m_res.us_detail

@@ -308,6 +308,22 @@ class TestCounters(MetricsTest):
         self.assertEqual(s.get("cerebras_proxy_redis_up"), 1)
         self.assertEqual(s.get("cerebras_proxy_fallback_active"), 0)
 
+    def test_models_fetch_is_an_upstream_request(self):
+        before = self.scrape()
+        r = self.req("GET", "/v1/models", headers=bearer(TOKENS[0]))
+        self.assertEqual(r.status, 200, r.text())
+        fetched = [x for x in MOCK.requests() if x.get("path", "").endswith("/models")]
+        self.assertEqual(len(fetched), 1, "the list was not fetched (cached before?)")
+        ups = lambda s: s.total("cerebras_proxy_upstream_requests_total", code="200")
+        s = self.wait_scrape(lambda s: ups(s) - ups(before) == len(fetched),
+                             "the fetch counted")
+        self.assertEqual(s.get("cerebras_proxy_requests_total", route="models", code="200")
+                         - before.get("cerebras_proxy_requests_total", route="models",
+                                      code="200"), 1)
+        # No slot: the lateness histogram has no new sample.
+        late = lambda s: s.get("cerebras_proxy_slot_lateness_seconds_count")
+        self.assertEqual(late(s), late(before))
+
     def test_rate_limited_by_key_and_limit(self):
         spent = {"x-ratelimit-limit-tokens-minute": "1000",
                  "x-ratelimit-remaining-tokens-minute": "0",
