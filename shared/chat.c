@@ -31,7 +31,6 @@
  * correct the budget either way.
  */
 #define UNSET_MAX_TOKENS 8192
-#define REQUEST_ID_MAX	 CHAT_REQUEST_ID_MAX
 
 /* One chat request in flight: what the sink and the log line need. */
 struct chat {
@@ -57,11 +56,11 @@ struct chat {
 	/* The limits on this attempt's answer, read once from its headers. */
 	struct hdr_limit c_limits[HDR_NLIMITS];
 	long c_rest_ms; /* its 429's Retry-After or reset (ms), else -1 */
-	struct client c_client;		/* who sent it (clients.h) */
-	enum reqbody_kind c_kind;	/* chat, or a legacy completion */
-	const char *c_name;		/* "chat" or "completions": logs */
-	const char *c_url;		/* the upstream endpoint */
-	char c_rid[REQUEST_ID_MAX + 1]; /* its id: the client's, or made */
+	struct client c_client;		     /* who sent it (clients.h) */
+	enum reqbody_kind c_kind;	     /* chat, or a legacy completion */
+	const char *c_name;		     /* "chat" or "completions": logs */
+	const char *c_url;		     /* the upstream endpoint */
+	char c_rid[CHAT_REQUEST_ID_MAX + 1]; /* its id: the client's, or made */
 };
 
 /*
@@ -145,7 +144,7 @@ chat_request_id(const struct request_io *io, char *out)
 			       : 0;
 	int i;
 
-	if (len > 0 && len <= REQUEST_ID_MAX && v[len] == '\0') {
+	if (len > 0 && len <= CHAT_REQUEST_ID_MAX && v[len] == '\0') {
 		memcpy(out, v, len + 1);
 	} else {
 		if (getrandom(r, sizeof(r), GRND_NONBLOCK) !=

@@ -517,21 +517,43 @@ mreq_detail(struct mreq *m, enum cp_err err)
 	return m->m_detail;
 }
 
-/* GET /v1/models */
-static void
-mreq_list(struct mreq *m)
+/*
+ * The host's copy of the list into m (m_cached, m_fetched_ns; 0: none);
+ * the cache, NULL when there is none (MODELS_CACHE_S=0, or unmapped).
+ */
+static struct models_cache *
+mreq_read_cache(struct mreq *m)
 {
 	const struct config *cfg = m->m_w->w_cfg;
 	struct models_cache *mc = NULL;
-	int64_t now = mono_ns();
-	int64_t ttl = (int64_t)cfg->models_cache_s * 1000000000;
-	enum cp_err err;
 
 	if (cfg->models_cache_s > 0)
 		mc = cache_get(cfg);
 	if (mc != NULL)
 		m->m_fetched_ns = cache_read(mc, &m->m_cached);
-	if (m->m_fetched_ns != 0 && now - m->m_fetched_ns < ttl) {
+	return mc;
+}
+
+/* 1 if m's copy of the list is younger than MODELS_CACHE_S at now. */
+static int
+mreq_fresh(const struct mreq *m, int64_t now)
+{
+	return m->m_fetched_ns != 0 &&
+	       now - m->m_fetched_ns <
+		       (int64_t)m->m_w->w_cfg->models_cache_s * 1000000000;
+}
+
+/* GET /v1/models */
+static void
+mreq_list(struct mreq *m)
+{
+	const struct config *cfg = m->m_w->w_cfg;
+	struct models_cache *mc = mreq_read_cache(m);
+	int64_t now = mono_ns();
+	enum cp_err err;
+	int bad;
+
+	if (mreq_fresh(m, now)) {
 		m->m_cache = "hit";
 		mreq_send(m, 200, m->m_cached.b_p, m->m_cached.b_len,
 			  m->m_fetched_ns);
@@ -551,8 +573,9 @@ mreq_list(struct mreq *m)
 		mreq_log(m, "client left");
 		return;
 	}
-	if (!err && m->m_res.us_status == 200 &&
-	    list_ok(m->m_body.b_p, m->m_body.b_len)) {
+	/* A 200 that holds no list: not an answer to relay, nor to cache. */
+	bad = !err && m->m_res.us_status == 200;
+	if (bad && list_ok(m->m_body.b_p, m->m_body.b_len)) {
 		if (mc != NULL) {
 			cache_write(mc, m->m_body.b_p, m->m_body.b_len,
 				    mono_ns());
@@ -562,7 +585,7 @@ mreq_list(struct mreq *m)
 		mreq_log(m, "ok");
 		return;
 	}
-	if (!err && m->m_res.us_status == 200)
+	if (bad)
 		snprintf(m->m_detail, sizeof(m->m_detail),
 			 "upstream answered 200 without a models list");
 	else
@@ -574,7 +597,7 @@ mreq_list(struct mreq *m)
 		mreq_log(m, m->m_detail);
 		return;
 	}
-	if (!err && m->m_res.us_status == 200)
+	if (bad)
 		resp_error(m->m_r, 502, "upstream_error", "upstream_bad_answer",
 			   "Cerebras answered without a models list", NULL);
 	else
@@ -587,21 +610,16 @@ static void
 mreq_one(struct mreq *m)
 {
 	const struct config *cfg = m->m_w->w_cfg;
-	struct models_cache *mc = NULL;
 	int64_t now = mono_ns();
-	int64_t ttl = (int64_t)cfg->models_cache_s * 1000000000;
 	struct buf url;
 	char *obj = NULL;
 	long st;
 	enum cp_err err;
 
-	if (cfg->models_cache_s > 0)
-		mc = cache_get(cfg);
-	if (mc != NULL)
-		m->m_fetched_ns = cache_read(mc, &m->m_cached);
+	(void)mreq_read_cache(m);
 	if (m->m_fetched_ns != 0)
 		obj = list_find(m->m_cached.b_p, m->m_cached.b_len, m->m_id);
-	if (obj != NULL && now - m->m_fetched_ns < ttl) {
+	if (obj != NULL && mreq_fresh(m, now)) {
 		m->m_cache = "hit";
 		mreq_send(m, 200, obj, strlen(obj), m->m_fetched_ns);
 		mreq_log(m, "ok");
