@@ -41,9 +41,11 @@ def task_count(pid):
             try:
                 with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
                     n += f.read().strip() == "cp-worker"
-            except FileNotFoundError:
+            except OSError:
+                # The thread retired between the listing and the read:
+                # the open gives ENOENT, the read ESRCH.
                 pass
-    except FileNotFoundError:
+    except OSError:
         pass
     return n
 

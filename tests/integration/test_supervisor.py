@@ -132,7 +132,8 @@ def read_text(path):
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # Gone: the open gives ENOENT, a read after the reap ESRCH.
         return ""
 
 

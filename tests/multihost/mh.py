@@ -140,11 +140,16 @@ class Proc:
         """PIDs of its child processes (nginx workers, pool workers)."""
         kids = set()
         try:
-            for tid in os.listdir("/proc/%d/task" % self.pid):
+            tids = os.listdir("/proc/%d/task" % self.pid)
+        except OSError:
+            return []
+        for tid in tids:
+            try:
                 with open("/proc/%d/task/%s/children" % (self.pid, tid)) as f:
                     kids.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
+            except OSError:
+                # That thread ended between the listing and the read.
+                pass
         return sorted(kids)
 
     def sigkill_all(self):
