@@ -703,12 +703,15 @@ chat_log(const struct chat *c, int status, const char *outcome)
 /*
  * Tells the scheduler how the attempt went: its budget learns from the
  * answer's limits and is charged its real usage (see sched_settle). At
- * the headers (a probe's), the usage follows when the answer ends.
+ * the headers (a probe's), the usage follows when the answer ends. A 429
+ * is counted in the metrics here, under the limit the scheduler found
+ * spent: the log line and the metrics name the same one.
  */
 static void
 chat_settle(struct chat *c, int at_headers, long status)
 {
 	struct sched_outcome so;
+	int ran_out;
 
 	memset(&so, 0, sizeof(so));
 	so.so_mode = at_headers	    ? SETTLE_HEADERS
@@ -723,7 +726,10 @@ chat_settle(struct chat *c, int at_headers, long status)
 	    c->c_scan.sc_usage.u_completion >= 0)
 		so.so_used = c->c_scan.sc_usage.u_prompt +
 			     c->c_scan.sc_usage.u_completion;
-	sched_settle(&c->c_w->w_sched, &c->c_slot, &so);
+	ran_out = sched_settle(&c->c_w->w_sched, &c->c_slot, &so);
+	/* A 429 is settled once: at its headers (a probe's) or its end. */
+	if (status == 429 && so.so_mode != SETTLE_USAGE)
+		metrics_rate_limited(c->c_slot.s_key, ran_out);
 }
 
 /* The sink: the upstream's answer goes to the client, unless held back. */
@@ -941,11 +947,6 @@ chat_run(struct chat *c)
 		err = chat_forward(c);
 		metrics_upstream(c->c_slot.s_key, c->c_res.us_status,
 				 c->c_res.us_ttfb_ms, c->c_slot.s_late_us);
-		if (c->c_res.us_status == 429)
-			metrics_rate_limited(
-				c->c_slot.s_key,
-				metrics_ran_out(c->c_limits,
-						c->c_sreq.sr_tokens));
 		v = retry_decide(err, c->c_res.us_status, c->c_resp->r_started,
 				 c->c_attempts_left);
 		if (v.rv_action != RETRY_AGAIN)

@@ -484,19 +484,6 @@ metrics_tokens(int key, const char *model, const char *client, long long prompt,
 	}
 }
 
-int
-metrics_ran_out(const struct hdr_limit limits[HDR_NLIMITS], long long tokens)
-{
-	int l;
-
-	/* hdr_limit_names alternates requests-..., tokens-... */
-	for (l = 0; l < HDR_NLIMITS; l++)
-		if (limits[l].hl_known &&
-		    limits[l].hl_remaining < (l % 2 == 0 ? 1 : tokens))
-			return l;
-	return -1;
-}
-
 /* --- exposition -------------------------------------------------------- */
 
 enum cp_err

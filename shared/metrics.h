@@ -115,7 +115,8 @@ void metrics_upstream(int key, long status, double ttfb_ms, int64_t late_us);
 
 /*
  * A 429 on key, and the limit that ran out: 0..HDR_NLIMITS-1
- * (hdr_limit_names), or -1 when the answer shows none.
+ * (hdr_limit_names), as the scheduler's settlement found it (sched_settle),
+ * or -1 when it found none (counted as "unknown").
  */
 void metrics_rate_limited(int key, int limit);
 
@@ -132,14 +133,6 @@ void metrics_stream(int delta);
  */
 void metrics_tokens(int key, const char *model, const char *client,
 		    long long prompt, long long completion);
-
-/*
- * Which of the answer's limits a 429 ran out of, as settle.lua decides:
- * the first (in hdr_limit_names order) whose remaining is below what the
- * request needed (1 request; tokens, the request's charge). -1 if none.
- */
-int metrics_ran_out(const struct hdr_limit limits[HDR_NLIMITS],
-		    long long tokens);
 
 /* --- exposition -------------------------------------------------------- */
 

@@ -150,7 +150,7 @@ sched_rest(struct sched *s, int key, long ms, int disabled)
 			  errbuf);
 }
 
-void
+int
 sched_settle(struct sched *s, const struct slot *sl,
 	     const struct sched_outcome *o)
 {
@@ -166,7 +166,7 @@ sched_settle(struct sched *s, const struct slot *sl,
 							: "answer",
 			 o);
 	if (o->so_mode == SETTLE_USAGE)
-		return;
+		return -1;
 	if (o->so_status == 401 || o->so_status == 403) {
 		ms = cfg->key_disable_ms;
 		log_warnx("API key #%d (%s) was refused by the upstream (%ld): "
@@ -189,6 +189,9 @@ sched_settle(struct sched *s, const struct slot *sl,
 			 sl->s_key, fp, model,
 			 cfg->org_fps[cfg->key_org[sl->s_key]], ms);
 	}
+	return o->so_status == 429 && ran_out >= 0 && ran_out < HDR_NLIMITS
+		       ? ran_out
+		       : -1;
 }
 
 const char *

@@ -95,9 +95,12 @@ void sched_rest(struct sched *s, int key, long ms, int disabled);
  * 429 shows which budget ran out (whose level the headers corrected),
  * and one that shows none rests that organisation and model (as long as
  * the upstream said, else KEY_COOLDOWN_MS). A 401/403 disables the key
- * for KEY_DISABLE_MS. Logs these by key index and fingerprint.
+ * for KEY_DISABLE_MS. Logs these by key index and fingerprint. Returns
+ * the limit a 429 ran out of (0..HDR_NLIMITS-1, hdr_limit_names order),
+ * or -1: not a 429, none shown spent, a usage-only settlement, or the
+ * settlement not made (Redis out of reach).
  */
-void sched_settle(struct sched *s, const struct slot *sl,
-		  const struct sched_outcome *o);
+int sched_settle(struct sched *s, const struct slot *sl,
+		 const struct sched_outcome *o);
 
 #endif

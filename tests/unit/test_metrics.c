@@ -114,45 +114,6 @@ test_escape(void **state)
 	}
 }
 
-struct ran_out_case {
-	int known[HDR_NLIMITS];
-	long long remaining[HDR_NLIMITS];
-	long long tokens;
-	int want;
-};
-
-/* requests-minute, tokens-minute, requests-hour, tokens-hour, -day... */
-static const struct ran_out_case ran_out_cases[] = {
-	{{0}, {0}, 100, -1},				      /* no limits */
-	{{1, 1, 0, 0, 1, 0}, {5, 1000, 0, 0, 9, 0}, 100, -1}, /* all fine */
-	{{1, 1, 0, 0, 1, 0}, {5, 99, 0, 0, 9, 0}, 100, 1},    /* tokens */
-	{{1, 1, 0, 0, 1, 0}, {0, 0, 0, 0, 9, 0}, 100, 0},     /* first */
-	{{0, 1, 0, 0, 1, 0}, {0, 500, 0, 0, 0, 0}, 100, 4},   /* requests-day */
-	{{1, 1, 1, 1, 1, 1}, {1, 100, 1, 100, 1, 100}, 100, -1}, /* exact */
-};
-
-static void
-test_ran_out(void **state)
-{
-	struct hdr_limit l[HDR_NLIMITS];
-	size_t i;
-	int j, got;
-
-	(void)state;
-	for (i = 0; i < NELEM(ran_out_cases); i++) {
-		memset(l, 0, sizeof(l));
-		for (j = 0; j < HDR_NLIMITS; j++) {
-			l[j].hl_known = ran_out_cases[i].known[j];
-			l[j].hl_limit = 1000000;
-			l[j].hl_remaining = ran_out_cases[i].remaining[j];
-		}
-		got = metrics_ran_out(l, ran_out_cases[i].tokens);
-		if (got != ran_out_cases[i].want)
-			fail_msg("row %zu: got %d, want %d", i, got,
-				 ran_out_cases[i].want);
-	}
-}
-
 static void
 test_status_codes_bounded(void **state)
 {
@@ -364,7 +325,6 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_escape),
-		cmocka_unit_test(test_ran_out),
 		cmocka_unit_test_setup_teardown(test_status_codes_bounded,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_histogram_buckets, setup,
