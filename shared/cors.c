@@ -9,6 +9,21 @@
 #define CORS_MAX_AGE	     "86400"
 #define CORS_MAX_HEADER_LIST 2048
 
+/*
+ * The response headers a page may read beyond the CORS-safelisted ones:
+ * "*" for browsers that take it (no credentials are ever allowed here),
+ * then by name for those that do not (Safari): the request id, how long
+ * to wait after a 429 or 503, the models list's cache, and the limits
+ * Cerebras documents on every answer.
+ */
+#define CORS_EXPOSE                                                            \
+	"Access-Control-Expose-Headers: *, X-Request-Id, Retry-After, "        \
+	"X-Cache, Age, x-ratelimit-limit-requests-day, "                       \
+	"x-ratelimit-remaining-requests-day, x-ratelimit-reset-requests-day, " \
+	"x-ratelimit-limit-tokens-minute, "                                    \
+	"x-ratelimit-remaining-tokens-minute, "                                \
+	"x-ratelimit-reset-tokens-minute\r\n"
+
 int
 cors_header_list_ok(const char *s)
 {
@@ -62,7 +77,8 @@ cors_headers(struct buf *b, const char *allowed, const char *origin)
 	enum cp_err err;
 
 	if (strcmp(allowed, "*") == 0)
-		return buf_adds(b, "Access-Control-Allow-Origin: *\r\n");
+		return buf_adds(
+			b, "Access-Control-Allow-Origin: *\r\n" CORS_EXPOSE);
 	err = buf_adds(b, "Vary: Origin\r\n");
 	if (err)
 		return err;
@@ -70,7 +86,8 @@ cors_headers(struct buf *b, const char *allowed, const char *origin)
 	if (origin == NULL || origin[0] == '\0' ||
 	    !origin_listed(allowed, origin))
 		return CP_OK;
-	return buf_printf(b, "Access-Control-Allow-Origin: %s\r\n", origin);
+	return buf_printf(b, "Access-Control-Allow-Origin: %s\r\n" CORS_EXPOSE,
+			  origin);
 }
 
 enum cp_err

@@ -97,13 +97,9 @@ resp_begin_lines(struct resp *r, int status, const char *content_type,
 		err = buf_printf(b, "Content-Type: %s\r\n", content_type);
 	if (!err)
 		err = cors_headers(b, r->r_cors, r->r_origin);
-	/* A page on another origin may read it too. */
+	/* A page on another origin may read it too (cors_headers). */
 	if (!err && r->r_request_id != NULL)
-		err = buf_printf(
-			b,
-			"X-Request-Id: %s\r\n"
-			"Access-Control-Expose-Headers: X-Request-Id\r\n",
-			r->r_request_id);
+		err = buf_printf(b, "X-Request-Id: %s\r\n", r->r_request_id);
 	for (; !err && *lines != NULL; lines++)
 		err = buf_adds(b, *lines);
 	if (!err)

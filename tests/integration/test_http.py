@@ -445,6 +445,20 @@ async function run() {
     out.stream = {status: r.status, type: r.headers.get("content-type"), text: text, reads: reads};
     r = await fetch(P + "/nope");
     out.notfound = {status: r.status, body: await r.json()};
+    // Headers beyond the CORS-safelisted ones, readable only if exposed:
+    // a 429's Retry-After (every key answers 429 for this model alone),
+    // the request id, the models list's X-Cache.
+    r = await fetch(P + "/v1/chat/completions", {method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({model: "browser-429", messages: [{role: "user", content: "hi"}],
+                            mock: {status: 429, headers: {"Retry-After": "1"}}})});
+    await r.text();
+    out.limited = {status: r.status, retry_after: r.headers.get("retry-after"),
+                   request_id: r.headers.get("x-request-id")};
+    r = await fetch(P + "/v1/models");
+    await r.text();
+    out.models = {status: r.status, cache: r.headers.get("x-cache"),
+                  request_id: r.headers.get("x-request-id")};
   } catch (e) {
     out.error = String(e);
   }
@@ -526,6 +540,14 @@ class TestBrowser(ProxyTest):
         self.assertGreater(firsts[5] - firsts[1], 450, gaps)
         self.assertEqual(report["notfound"]["status"], 404)
         self.assertEqual(report["notfound"]["body"]["error"]["code"], "not_found")
+        # The page could read them (Access-Control-Expose-Headers); null
+        # if the browser had hidden them.
+        self.assertEqual((report["limited"]["status"], report["limited"]["retry_after"]),
+                         (429, "1"), report["limited"])
+        self.assertTrue(report["limited"]["request_id"], report["limited"])
+        self.assertEqual(report["models"]["status"], 200, report["models"])
+        self.assertIn(report["models"]["cache"], ("hit", "miss", "stale"), report["models"])
+        self.assertTrue(report["models"]["request_id"], report["models"])
         # The browser's own Authorization never went upstream.
         for rec in MOCK.requests():
             self.assertNotIn("browser-token", json.dumps(rec["headers"]))

@@ -16,8 +16,16 @@
 
 #include "unit.h"
 
-#define LIST	    "https://a.example, https://b.example"
-#define ALLOW_ANY   "Access-Control-Allow-Origin: *\r\n"
+#define LIST "https://a.example, https://b.example"
+#define EXPOSE                                                                 \
+	"Access-Control-Expose-Headers: *, X-Request-Id, Retry-After, "        \
+	"X-Cache, "                                                            \
+	"Age, x-ratelimit-limit-requests-day, "                                \
+	"x-ratelimit-remaining-requests-day, x-ratelimit-reset-requests-day, " \
+	"x-ratelimit-limit-tokens-minute, "                                    \
+	"x-ratelimit-remaining-tokens-minute, "                                \
+	"x-ratelimit-reset-tokens-minute\r\n"
+#define ALLOW_ANY   "Access-Control-Allow-Origin: *\r\n" EXPOSE
 #define VARY_ORIGIN "Vary: Origin\r\n"
 #define METHODS	    "Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS\r\n"
 #define MAX_AGE	    "Access-Control-Max-Age: 86400\r\n"
@@ -39,9 +47,11 @@ static const struct cors_case cors_cases[] = {
 	{"*", "https://a.example", ALLOW_ANY},
 	{"*", "https://evil.example", ALLOW_ANY},
 	{LIST, "https://a.example",
-	 VARY_ORIGIN "Access-Control-Allow-Origin: https://a.example\r\n"},
+	 VARY_ORIGIN
+	 "Access-Control-Allow-Origin: https://a.example\r\n" EXPOSE},
 	{LIST, "https://b.example",
-	 VARY_ORIGIN "Access-Control-Allow-Origin: https://b.example\r\n"},
+	 VARY_ORIGIN
+	 "Access-Control-Allow-Origin: https://b.example\r\n" EXPOSE},
 	{LIST, "https://c.example", VARY_ORIGIN},
 	{LIST, NULL, VARY_ORIGIN},
 	{LIST, "", VARY_ORIGIN},
@@ -57,11 +67,14 @@ static const struct cors_case cors_cases[] = {
 	{LIST, "null", VARY_ORIGIN},
 	/* a one-origin list; spaces and tabs around entries */
 	{"https://only.example", "https://only.example",
-	 VARY_ORIGIN "Access-Control-Allow-Origin: https://only.example\r\n"},
+	 VARY_ORIGIN
+	 "Access-Control-Allow-Origin: https://only.example\r\n" EXPOSE},
 	{"  https://x.example\t,\thttps://y.example  ", "https://y.example",
-	 VARY_ORIGIN "Access-Control-Allow-Origin: https://y.example\r\n"},
+	 VARY_ORIGIN
+	 "Access-Control-Allow-Origin: https://y.example\r\n" EXPOSE},
 	{"https://x.example,,https://y.example", "https://y.example",
-	 VARY_ORIGIN "Access-Control-Allow-Origin: https://y.example\r\n"},
+	 VARY_ORIGIN
+	 "Access-Control-Allow-Origin: https://y.example\r\n" EXPOSE},
 	/* "*" inside a list is not a wildcard */
 	{"https://x.example, *", "https://z.example", VARY_ORIGIN},
 };
@@ -170,8 +183,8 @@ test_cors_preflight_block(void **state)
 	assert_int_equal(cors_preflight_headers(&b, "content-type"), CP_OK);
 	assert_string_equal(
 		b.b_p, VARY_ORIGIN
-		"Access-Control-Allow-Origin: https://b.example\r\n" METHODS
-			MAX_AGE "Access-Control-Allow-Headers: "
+		"Access-Control-Allow-Origin: https://b.example\r\n" EXPOSE
+			METHODS MAX_AGE "Access-Control-Allow-Headers: "
 		"content-type\r\n" VARY_REQ_HEADERS);
 	buf_free(&b);
 
