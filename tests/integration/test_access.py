@@ -452,7 +452,12 @@ class TestHammering(AccessTest):
         for rid, line in lines.items():
             # Spaced by the 100 ms interval at most, never by the hammerer.
             self.assertLessEqual(float(harness.log_word(line, "wait_ms")), 100 + 5, line)
-        self.assertLess(max(waits), 2.0, waits)
+        # End to end, too. Behind mod_fcgid a request waits for a free
+        # process in whole seconds: when every process is busy (here with
+        # the hammerer's refusals) it sleeps 1 s before it asks again
+        # (fcgid_bridge.c, handle_request); CI saw waits of 2.006 and 1.006 s
+        # while the proxy's own wait_ms stayed within the spacing.
+        self.assertLess(max(waits), 5.0 if APACHE else 2.0, waits)
 
 
 if __name__ == "__main__":
