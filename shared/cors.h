@@ -14,9 +14,10 @@
 /*
  * Appends the CORS header lines ("Name: value\r\n") for an ordinary
  * response: Access-Control-Allow-Origin and, with it,
- * Access-Control-Expose-Headers (X-Request-Id, Retry-After, X-Cache, Age
- * and Cerebras' documented x-ratelimit-* by name, all by "*"). origin is
- * the request's Origin header, or NULL.
+ * Access-Control-Expose-Headers ("*", then X-Request-Id, Retry-After,
+ * X-Cache, Age and Cerebras' documented x-ratelimit-* by name, for
+ * browsers without the wildcard). origin is the request's Origin header,
+ * or NULL.
  */
 enum cp_err cors_headers(struct buf *b, const char *allowed,
 			 const char *origin);
