@@ -85,10 +85,6 @@ clients_identify(const struct config *cfg, const char *authorization,
 		 const char *forwarded_for, struct client *out);
 
 /*
- * Parses a tokens file's text (exposed for tests and fuzzing): the
- * number of clients in *n, or CP_ERR_CONFIG with "line N: ..." in err.
- */
-/*
  * The client's address: remote (REMOTE_ADDR), or, when that is in
  * TRUSTED_PROXIES, the right-most hop of xff (X-Forwarded-For, may be
  * NULL) that is not; "-" when remote is missing or too long for out.
@@ -96,6 +92,10 @@ clients_identify(const struct config *cfg, const char *authorization,
 void clients_address(const struct config *cfg, const char *remote,
 		     const char *xff, char *out, size_t outsz);
 
+/*
+ * Parses a tokens file's text (exposed for tests and fuzzing): the
+ * number of clients in *n, or CP_ERR_CONFIG with "line N: ..." in err.
+ */
 enum cp_err clients_parse_check(const char *text, size_t len, int *n, char *err,
 				size_t errsz);
 

@@ -134,21 +134,8 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 void
 metrics_name(const struct config *cfg, char *out, size_t outsz)
 {
-	static const char base[] = "/cerebras-proxy-";
-	char state[64];
-
-	/*
-	 * The scheduler state's name ("/cerebras-proxy-<fp>-<euid>": one
-	 * per proxy and user) with "metrics<layout>-" after the prefix, so
-	 * whatever removes one finds the other by the same fingerprint.
-	 */
-	sched_local_name(cfg, state, sizeof(state));
-	if (strncmp(state, base, sizeof(base) - 1) != 0) {
-		snprintf(out, outsz, "%s-metrics" METRICS_LAYOUT, state);
-		return;
-	}
-	snprintf(out, outsz, "%smetrics" METRICS_LAYOUT "-%s", base,
-		 state + sizeof(base) - 1);
+	/* One per proxy and user, beside the scheduler state. */
+	sched_local_name_for(cfg, "metrics" METRICS_LAYOUT "-", "", out, outsz);
 }
 
 size_t

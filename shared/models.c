@@ -94,11 +94,8 @@ struct mreq {
 void
 models_cache_name(const struct config *cfg, char *out, size_t outsz)
 {
-	static const char base[] = "/cerebras-proxy-";
 	struct buf id;
-	char state[64];
-	char fp[9];
-	size_t n;
+	char fp[10];
 	int i;
 
 	buf_init(&id, 64 * 1024);
@@ -107,18 +104,10 @@ models_cache_name(const struct config *cfg, char *out, size_t outsz)
 	for (i = 0; i < cfg->nkeys; i++)
 		if (buf_printf(&id, "\n%s", cfg->key_fps[i]) != CP_OK)
 			break;
-	key_fingerprint(id.b_p != NULL ? id.b_p : MODELS_LAYOUT, fp);
+	fp[0] = '-';
+	key_fingerprint(id.b_p != NULL ? id.b_p : MODELS_LAYOUT, fp + 1);
 	buf_free(&id);
-	/* "/cerebras-proxy-<state fp>-<euid>": keep "<state fp>". */
-	sched_local_name(cfg, state, sizeof(state));
-	n = strlen(state);
-	if (strncmp(state, base, sizeof(base) - 1) == 0 &&
-	    n >= sizeof(base) + 8)
-		snprintf(out, outsz, "/cerebras-proxy-models-%.8s-%s-%ld",
-			 state + sizeof(base) - 1, fp, (long)geteuid());
-	else
-		snprintf(out, outsz, "/cerebras-proxy-models-%s-%ld", fp,
-			 (long)geteuid());
+	sched_local_name_for(cfg, "models-", fp, out, outsz);
 }
 
 /*

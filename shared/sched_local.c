@@ -209,7 +209,8 @@ state_unlock(struct sched_local_state *st)
 }
 
 void
-sched_local_name(const struct config *cfg, char *out, size_t outsz)
+sched_local_name_for(const struct config *cfg, const char *kind,
+		     const char *tail, char *out, size_t outsz)
 {
 	char id[600];
 	char fp[9];
@@ -217,7 +218,14 @@ sched_local_name(const struct config *cfg, char *out, size_t outsz)
 	snprintf(id, sizeof(id), "%s\n%s\n%s", STATE_LAYOUT, cfg->redis_prefix,
 		 cfg->redis_enabled ? cfg->redis_url : "none");
 	key_fingerprint(id, fp);
-	snprintf(out, outsz, "/cerebras-proxy-%s-%ld", fp, (long)geteuid());
+	snprintf(out, outsz, "/cerebras-proxy-%s%s%s-%ld", kind, fp, tail,
+		 (long)geteuid());
+}
+
+void
+sched_local_name(const struct config *cfg, char *out, size_t outsz)
+{
+	sched_local_name_for(cfg, "", "", out, outsz);
 }
 
 size_t

@@ -52,6 +52,14 @@ struct sched_local {
  */
 void sched_local_name(const struct config *cfg, char *out, size_t outsz);
 
+/*
+ * The name of another of the host's objects tied to this state, with the
+ * same fingerprint, so that what removes one finds all:
+ * "/cerebras-proxy-<kind><fingerprint><tail>-<euid>".
+ */
+void sched_local_name_for(const struct config *cfg, const char *kind,
+			  const char *tail, char *out, size_t outsz);
+
 /* The shared memory object's size (the state's). */
 size_t sched_local_size(void);
 
