@@ -677,7 +677,7 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		snprintf(est, sizeof(est), "%lld+%lld", c->c_req.rb_prompt_est,
 			 c->c_req.rb_max_completion);
 	log_info("%s id=%s key=#%d(%s) slot=%lld wait_ms=%.1f "
-		 "late_ms=%.3f "
+		 "late_ms=%.3f clock_ms=%.3f "
 		 "sent_mono=%.6f status=%d ttfb_ms=%.1f total_ms=%.1f "
 		 "bytes=%zu new_conns=%ld backlog_ms=%s thread_ms=%.1f "
 		 "client=%s model=%s est_tokens=%s prompt_tokens=%s "
@@ -686,6 +686,7 @@ chat_log(const struct chat *c, int status, const char *outcome)
 		 c->c_name, rid, sl->s_key, cfg->key_fps[sl->s_key],
 		 (long long)sl->s_at_us, (double)sl->s_wait_us / 1000.0,
 		 (double)sl->s_late_us / 1000.0,
+		 (double)sl->s_clock_us / 1000.0,
 		 (double)(sl->s_deadline_ns + sl->s_late_us * 1000) / 1e9,
 		 status, res->us_ttfb_ms, (double)(mono_ns() - c->c_t0) / 1e6,
 		 c->c_resp->r_bytes, res->us_connects, backlog,

@@ -91,12 +91,19 @@ enum cp_err
 sched_reserve(struct sched *s, const struct sched_request *rq, struct slot *out)
 {
 	const struct config *cfg = s->s_cfg;
+	struct clock_sample cs;
 	char errbuf[256];
-	int64_t now = mono_ns();
+	int64_t now = mono_ns(), at;
 
 	if (cfg->redis_enabled && now >= s->s_retry_ns) {
-		if (sched_redis_reserve(&s->s_redis, rq, out, errbuf,
+		if (sched_redis_reserve(&s->s_redis, rq, out, &cs, errbuf,
 					sizeof(errbuf)) == CP_OK) {
+			if (!sched_local_clock(&s->s_local, &cs, out->s_at_us,
+					       &at, &out->s_clock_us))
+				at = clock_sync_local(&s->s_clock, &cs,
+						      out->s_at_us,
+						      &out->s_clock_us);
+			out->s_deadline_ns = at * 1000;
 			if (s->s_backoff_ns != 0)
 				log_info("Redis is back: scheduling across "
 					 "hosts again");

@@ -25,6 +25,7 @@ struct sched {
 	const struct config *s_cfg; /* borrowed */
 	struct sched_redis s_redis;
 	struct sched_local s_local; /* sl_state NULL: unavailable */
+	struct clock_sync s_clock;  /* Redis' clock, if s_local's is not */
 	int64_t s_retry_ns;	    /* no Redis attempt before this */
 	int64_t s_backoff_ns;	    /* 0 while Redis answers */
 	int64_t s_logged_ns;	    /* last "Redis unavailable" line */

@@ -36,7 +36,7 @@
  * Bump when the layout changes: the name changes with it, so workers of
  * an older build on the same host never map a state they misread.
  */
-#define STATE_LAYOUT "5"
+#define STATE_LAYOUT "6"
 
 #define MS_NS  1000000LL
 #define DAY_NS (86400LL * 1000 * MS_NS)
@@ -166,6 +166,7 @@ struct sched_local_state {
 	struct budget st_budgets[BUDGETS];
 	struct client st_clients[CLIENTS];
 	struct key_stat st_key_stats[CONFIG_MAX_KEYS];
+	struct clock_sync st_clock; /* Redis' clock on the host's */
 };
 
 /* A holder that keeps the lock this long is checked for being alive. */
@@ -1127,6 +1128,20 @@ sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
 		client_keep(st, &ca, cl, r.r_now, out->s_key);
 	}
 	state_unlock(st);
+}
+
+int
+sched_local_clock(struct sched_local *l, const struct clock_sample *s,
+		  int64_t at_us, int64_t *local_us, int64_t *err_us)
+{
+	struct sched_local_state *st = l->sl_state;
+
+	if (st == NULL)
+		return 0;
+	state_lock(st);
+	*local_us = clock_sync_local(&st->st_clock, s, at_us, err_us);
+	state_unlock(st);
+	return 1;
 }
 
 void

@@ -16,7 +16,8 @@
  * expires; a timeline with no room left answers SLOT_TOO_FAR. Clients'
  * rate buckets and seats likewise: 256 clients (the least recently used
  * forgotten: its bucket full again, its seats free), 64 seats each (a
- * higher CLIENT_MAX_CONCURRENT is 64 here). All-zero
+ * higher CLIENT_MAX_CONCURRENT is 64 here). With Redis, the object also
+ * holds the host's estimate of Redis' clock (sched_local_clock). All-zero
  * is a valid initial state, so any worker may create the object and none
  * has to initialise it. It spaces and budgets requests per host only: N
  * hosts without Redis send N times the configured rate, and each learns
@@ -25,6 +26,7 @@
 #ifndef CP_SCHED_LOCAL_H
 #define CP_SCHED_LOCAL_H
 
+#include "clock_sync.h"
 #include "config.h"
 #include "sched_view.h"
 #include "slot.h"
@@ -85,6 +87,15 @@ void sched_local_close(struct sched_local *l);
  */
 void sched_local_reserve(struct sched_local *l, const struct sched_request *rq,
 			 struct slot *out);
+
+/*
+ * Folds a Redis reply's clock sample into the host's estimate, which all
+ * its workers share, and translates at_us (Redis time) by it into
+ * *local_us (CLOCK_MONOTONIC, us), *err_us (see clock_sync_local).
+ * Returns 0 (nothing done) when the host's state is unavailable.
+ */
+int sched_local_clock(struct sched_local *l, const struct clock_sample *s,
+		      int64_t at_us, int64_t *local_us, int64_t *err_us);
 
 /*
  * Settles a slot (from sched_local_reserve) as settle.lua does: mode

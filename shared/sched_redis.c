@@ -163,38 +163,6 @@ sched_redis_free(struct sched_redis *s)
 	s->sc_key_seats = NULL;
 }
 
-/* Monotonic clocks of two hosts drift apart by far less than this. */
-#define CLOCK_DRIFT_PPM 1000
-
-int64_t
-clock_sync_local(struct clock_sync *cs, int64_t sent_us, int64_t recv_us,
-		 int64_t redis_now_us, int64_t at_us)
-{
-	int64_t lo = redis_now_us - recv_us; /* offset bounds of this sample */
-	int64_t hi = redis_now_us - sent_us;
-	int64_t width = hi - lo;
-	int64_t aged;
-
-	if (cs->cs_valid) {
-		/* An old estimate grows less certain as the clocks drift. */
-		aged = cs->cs_width_us +
-		       (recv_us - cs->cs_taken_us) * CLOCK_DRIFT_PPM / 1000000;
-		if (width < aged)
-			cs->cs_valid = 0;
-	}
-	if (!cs->cs_valid) {
-		cs->cs_valid = 1;
-		cs->cs_offset_us = lo + width / 2;
-		cs->cs_width_us = width;
-		cs->cs_taken_us = recv_us;
-	} else if (cs->cs_offset_us < lo) {
-		cs->cs_offset_us = lo;
-	} else if (cs->cs_offset_us > hi) {
-		cs->cs_offset_us = hi;
-	}
-	return at_us - cs->cs_offset_us;
-}
-
 /* Runs one command; returns its reply or NULL with errbuf set. */
 static redisReply *
 sched_redis_cmd(struct sched_redis *s, int argc, const char **argv,
@@ -442,7 +410,8 @@ client_keys(struct sched_redis *s, const struct sched_request *rq)
 
 enum cp_err
 sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
-		    struct slot *out, char *errbuf, size_t errsz)
+		    struct slot *out, struct clock_sample *clock, char *errbuf,
+		    size_t errsz)
 {
 	const struct config *cfg = s->sc_cfg;
 	const struct sched_client *c = rq->sr_client;
@@ -514,10 +483,9 @@ sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
 	freeReplyObject(r);
 	if (err)
 		return err;
-	out->s_deadline_ns =
-		clock_sync_local(&s->sc_clock, sent_us, recv_us,
-				 out->s_at_us - out->s_wait_us, out->s_at_us) *
-		1000;
+	clock->cs_sent_us = sent_us;
+	clock->cs_recv_us = recv_us;
+	clock->cs_redis_us = out->s_at_us - out->s_wait_us;
 	return CP_OK;
 }
 

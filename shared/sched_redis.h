@@ -33,6 +33,7 @@
 #ifndef CP_SCHED_REDIS_H
 #define CP_SCHED_REDIS_H
 
+#include "clock_sync.h"
 #include "config.h"
 #include "sched_view.h"
 #include "slot.h"
@@ -73,29 +74,6 @@ extern const char sched_lua_reserve[];
 extern const char sched_lua_rest[];
 extern const char sched_lua_settle[];
 
-/*
- * The offset between Redis' clock and this host's monotonic clock, so a
- * slot (Redis time) becomes a local deadline. Each reply brackets Redis'
- * "now" between the local send and receive times; the estimate is the
- * midpoint of the tightest recent bracket, and is always kept inside the
- * latest bracket. Sending at "receipt + wait" instead would make every
- * delay in delivering the reply push that request late and squeeze the
- * gap to the next one.
- */
-struct clock_sync {
-	int cs_valid;
-	int64_t cs_offset_us; /* redis_us - local_us */
-	int64_t cs_width_us;  /* uncertainty of the estimate when taken */
-	int64_t cs_taken_us;  /* local time of that sample */
-};
-
-/*
- * Folds one sample into cs: Redis read redis_now_us somewhere between the
- * local times sent_us and recv_us. Returns the local time (us) of at_us.
- */
-int64_t clock_sync_local(struct clock_sync *cs, int64_t sent_us,
-			 int64_t recv_us, int64_t redis_now_us, int64_t at_us);
-
 /* A Lua script and its SHA1 (computed at init, as Redis names it). */
 struct sched_redis_script {
 	const char *ss_text;
@@ -132,7 +110,6 @@ struct sched_redis {
 	struct sched_redis_script sc_reserve;
 	struct sched_redis_script sc_rest;
 	struct sched_redis_script sc_settle;
-	struct clock_sync sc_clock;
 };
 
 enum cp_err sched_redis_init(struct sched_redis *s, const struct config *cfg);
@@ -150,11 +127,13 @@ enum cp_err sched_redis_warm(struct sched_redis *s, char *errbuf, size_t errsz);
  * On CP_ERR_REDIS a reason is written to errbuf. CP_OK with s_key < 0
  * means nothing was reserved (see SLOT_*). With rq->sr_client (and a
  * limit in it), the client's rate bucket and seats are checked and kept
- * in the same EVALSHA.
+ * in the same EVALSHA. s_deadline_ns is left to the caller: *clock is
+ * what the reply says of Redis' clock, for clock_sync_local.
  */
 enum cp_err sched_redis_reserve(struct sched_redis *s,
 				const struct sched_request *rq,
-				struct slot *out, char *errbuf, size_t errsz);
+				struct slot *out, struct clock_sample *clock,
+				char *errbuf, size_t errsz);
 
 /*
  * Settles a slot's charge (settle.lua): mode "release" (never sent),

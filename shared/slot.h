@@ -63,6 +63,8 @@ struct slot {
 	int64_t s_at_us;       /* the slot on the scheduler's clock (us) */
 	int64_t s_deadline_ns; /* the slot on this host's CLOCK_MONOTONIC */
 	int64_t s_late_us;     /* set by the caller: how late it really sent */
+	/* how far s_deadline_ns may be off the slot: 0 on the host's clock */
+	int64_t s_clock_us;
 	/* The budget counters after this charge (see shared/lua/settle.lua). */
 	long long s_cq, s_ct, s_rt;
 	const struct sched_request *s_req; /* borrowed: what was charged */

@@ -301,7 +301,7 @@ class Cluster:
         out = {}
         for line in h.log_text().splitlines():
             m = re.search(r"cerebras-proxy\[(\d+)\]: info: chat id=(%s-\S+) key=#(\d+)\(\w+\) "
-                          r"slot=(\d+) wait_ms=([-\d.]+) late_ms=([-\d.]+) "
+                          r"slot=(\d+) wait_ms=([-\d.]+) late_ms=([-\d.]+) clock_ms=[\d.]+ "
                           r"sent_mono=([-\d.]+) status=(\d+)" % re.escape(tag), line)
             if m:
                 out[m.group(2)] = {"pid": int(m.group(1)), "key": int(m.group(3)),

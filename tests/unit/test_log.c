@@ -440,7 +440,8 @@ test_log_json_request(void **state)
 {
 	static const char line[] =
 		"chat id=req-7f3a key=#1(1a2b3c4d) slot=1764488000123456 "
-		"wait_ms=1.2 late_ms=0.123 sent_mono=1234.567890 status=200 "
+		"wait_ms=1.2 late_ms=0.123 clock_ms=0.051 "
+		"sent_mono=1234.567890 status=200 "
 		"ttfb_ms=80.5 total_ms=120.0 bytes=512 new_conns=0 "
 		"backlog_ms=- thread_ms=0.4 client=- model=gpt-oss-120b "
 		"est_tokens=12+100 prompt_tokens=12 completion_tokens=34 "
@@ -461,6 +462,7 @@ test_log_json_request(void **state)
 		    1764488000123456LL);
 	assert_true(json_is_real(json_object_get(o, "wait_ms")));
 	assert_true(json_real_value(json_object_get(o, "wait_ms")) == 1.2);
+	assert_true(json_real_value(json_object_get(o, "clock_ms")) == 0.051);
 	assert_true(json_real_value(json_object_get(o, "sent_mono")) ==
 		    1234.56789);
 	assert_int_equal(json_integer_value(json_object_get(o, "status")), 200);
@@ -484,8 +486,8 @@ test_log_json_request(void **state)
 	assert_string_equal(json_string_value(json_object_get(o, "outcome")),
 			    "ok");
 	assert_null(json_object_get(o, "cut"));
-	/* ts level pid msg event outcome + 20 fields */
-	assert_int_equal(json_object_size(o), 6 + 20);
+	/* ts level pid msg event outcome + 21 fields */
+	assert_int_equal(json_object_size(o), 6 + 21);
 	json_decref(o);
 }
 

@@ -628,7 +628,8 @@ test_sched_script(void **state)
 
 /*
  * clock_sync_local: a sequence of samples {sent, recv, redis_now, at} and
- * the local deadline expected for each (all microseconds).
+ * the local deadline expected for each, with its error bound (all
+ * microseconds; the bound ages by 1000 ppm: 1 us per ms).
  */
 struct sync_step {
 	int64_t sent;
@@ -636,21 +637,28 @@ struct sync_step {
 	int64_t redis_now;
 	int64_t at;
 	int64_t want;
+	int64_t want_err;
 	const char *why;
 };
 
 static const struct sync_step sync_steps[] = {
-	/* Redis = local + 1000000. Bracket [9990, 10010]: midpoint. */
-	{10000, 10020, 1010010, 1210010, 210010, "first sample: midpoint"},
+	/* Redis = local + 1000000. Bracket [9990, 10010]: midpoint, off by
+	 * 10 us at most, 199 more by the deadline 199.99 ms later. */
+	{10000, 10020, 1010010, 1210010, 210010, 209, "first sample: midpoint"},
 	/* A late reply (delivered 5 ms after Redis ran) keeps the estimate:
-	 * the slot stays at its absolute time instead of moving 5 ms later. */
-	{20000, 25020, 1020010, 1220010, 220010, "slow reply ignored"},
+	 * the slot stays at its absolute time instead of moving 5 ms later.
+	 * Its bound has aged 15 us since. */
+	{20000, 25020, 1020010, 1220010, 220010, 219, "slow reply ignored"},
 	/* A tighter bracket replaces the estimate. */
-	{30000, 30004, 1030003, 1230003, 230002, "tighter sample wins"},
+	{30000, 30004, 1030003, 1230003, 230002, 201, "tighter sample wins"},
 	/* The clocks moved by +2 ms (wall clock stepped): this wider bracket
 	 * does not win, but no longer holds the estimate, which is clamped
-	 * into it. */
-	{40000, 40020, 1042010, 1242010, 240020, "clamped into bracket"},
+	 * into it, further than its bound allowed: the estimate is now off
+	 * by this bracket's width at most. */
+	{40000, 40020, 1042010, 1242010, 240020, 220, "clamped into bracket"},
+	/* A bracket wider than the estimate's own (4 us, aged 10) holds it
+	 * and is narrower than its bound: that bound is now 16. */
+	{41000, 41016, 1043000, 1243000, 241010, 215, "a bracket bounds it"},
 };
 
 static void
@@ -658,18 +666,21 @@ test_clock_sync(void **state)
 {
 	struct clock_sync cs;
 	size_t i;
-	int64_t got;
+	int64_t got, err;
 
 	(void)state;
 	memset(&cs, 0, sizeof(cs));
 	for (i = 0; i < NELEM(sync_steps); i++) {
 		const struct sync_step *t = &sync_steps[i];
 
-		got = clock_sync_local(&cs, t->sent, t->recv, t->redis_now,
-				       t->at);
-		if (got != t->want)
-			fail_msg("step %zu (%s): got %lld, want %lld", i,
-				 t->why, (long long)got, (long long)t->want);
+		struct clock_sample s = {t->sent, t->recv, t->redis_now};
+
+		got = clock_sync_local(&cs, &s, t->at, &err);
+		if (got != t->want || err != t->want_err)
+			fail_msg("step %zu (%s): got %lld +-%lld, want %lld "
+				 "+-%lld",
+				 i, t->why, (long long)got, (long long)err,
+				 (long long)t->want, (long long)t->want_err);
 	}
 }
 
@@ -678,15 +689,16 @@ static void
 test_clock_sync_ages(void **state)
 {
 	struct clock_sync cs;
+	struct clock_sample s0 = {0, 4, 1000002};
+	struct clock_sample s1 = {100000000, 100001000, 101000800};
 
 	(void)state;
 	memset(&cs, 0, sizeof(cs));
 	/* Width 4 us at t=0. */
-	assert_int_equal(clock_sync_local(&cs, 0, 4, 1000002, 1000002), 2);
+	assert_int_equal(clock_sync_local(&cs, &s0, 1000002, NULL), 2);
 	/* 100 s later the old estimate is worth 4 + 100000 us: a 1 ms wide
 	 * bracket whose midpoint says offset 1000300 replaces it. */
-	assert_int_equal(clock_sync_local(&cs, 100000000, 100001000, 101000800,
-					  101000800),
+	assert_int_equal(clock_sync_local(&cs, &s1, 101000800, NULL),
 			 100000500);
 }
 
