@@ -518,7 +518,10 @@ sleep_until(int64_t deadline_ns)
  * CP_ERR_HUP if the client leaves meanwhile. The kernel lets poll() time
  * out up to 0.1% late (800 us on an 800 ms wait), so the front end
  * watches all but the last stretch and clock_nanosleep(TIMER_ABSTIME),
- * whose slack is 50 us, ends the wait on time.
+ * whose slack is 50 us, ends the wait on time. Before that stretch the
+ * slot is translated again (sched_retime): the host's estimate of Redis'
+ * clock is fresher by then, and the stretch is longer than the drift
+ * that estimate allows for (1 ms per second).
  */
 static enum cp_err
 chat_wait(struct chat *c)
@@ -530,7 +533,10 @@ chat_wait(struct chat *c)
 	if (left > 0 && io->io_wait_gone(io->io_ctx, deadline_ns - 2000000 -
 							     left / 500) != 0)
 		return CP_ERR_HUP;
-	sleep_until(deadline_ns);
+	/* The host's estimate of Redis' clock may be tighter by now. */
+	if (left > 0)
+		sched_retime(&c->c_w->w_sched, &c->c_slot);
+	sleep_until(c->c_slot.s_deadline_ns);
 	return CP_OK;
 }
 

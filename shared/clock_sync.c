@@ -61,3 +61,14 @@ clock_sync_local(struct clock_sync *cs, const struct clock_sample *s,
 			  clock_drift(at_us - cs->cs_offset_us - s->cs_recv_us);
 	return at_us - cs->cs_offset_us;
 }
+
+int
+clock_sync_translate(const struct clock_sync *cs, int64_t at_us,
+		     int64_t *local_us, int64_t *err_us)
+{
+	if (!cs->cs_valid)
+		return 0;
+	*local_us = at_us - cs->cs_offset_us;
+	*err_us = cs->cs_err_us + clock_drift(*local_us - cs->cs_err_at_us);
+	return 1;
+}

@@ -43,4 +43,12 @@ struct clock_sync {
 int64_t clock_sync_local(struct clock_sync *cs, const struct clock_sample *s,
 			 int64_t at_us, int64_t *err_us);
 
+/*
+ * Translates at_us by the estimate as it is (no new sample) into
+ * *local_us and *err_us, as clock_sync_local does. Returns 0 (nothing
+ * set) when there is no estimate yet.
+ */
+int clock_sync_translate(const struct clock_sync *cs, int64_t at_us,
+			 int64_t *local_us, int64_t *err_us);
+
 #endif

@@ -98,8 +98,12 @@ sched_reserve(struct sched *s, const struct sched_request *rq, struct slot *out)
 	if (cfg->redis_enabled && now >= s->s_retry_ns) {
 		if (sched_redis_reserve(&s->s_redis, rq, out, &cs, errbuf,
 					sizeof(errbuf)) == CP_OK) {
-			if (!sched_local_clock(&s->s_local, &cs, out->s_at_us,
-					       &at, &out->s_clock_us))
+			/* A poll's reply says nothing of Redis' clock. */
+			if (cs.cs_redis_us <= 0)
+				at = 0;
+			else if (!sched_local_clock(&s->s_local, &cs,
+						    out->s_at_us, &at,
+						    &out->s_clock_us))
 				at = clock_sync_local(&s->s_clock, &cs,
 						      out->s_at_us,
 						      &out->s_clock_us);
@@ -135,6 +139,20 @@ settle(struct sched *s, const struct slot *sl, const char *mode,
 		log_warnx("could not settle a request's budget in Redis: %s",
 			  errbuf);
 	return ran_out;
+}
+
+void
+sched_retime(struct sched *s, struct slot *sl)
+{
+	int64_t at, err;
+
+	if (sl->s_local || sl->s_key < 0)
+		return;
+	if (sched_local_clock_now(&s->s_local, sl->s_at_us, &at, &err) ||
+	    clock_sync_translate(&s->s_clock, sl->s_at_us, &at, &err)) {
+		sl->s_deadline_ns = at * 1000;
+		sl->s_clock_us = err;
+	}
 }
 
 void

@@ -70,6 +70,15 @@ enum cp_err sched_reserve(struct sched *s, const struct sched_request *rq,
 			  struct slot *out);
 
 /*
+ * Translates a slot from Redis again, by the host's estimate of Redis'
+ * clock as it is now, which the host's other workers may have tightened
+ * since the reservation: s_deadline_ns and s_clock_us. Takes no round
+ * trip; a slot of the per-host scheduler (on the host's clock) is left
+ * as it is.
+ */
+void sched_retime(struct sched *s, struct slot *sl);
+
+/*
  * Gives back a slot that will not be used (its client left): the slot
  * is unbooked, the charge given back.
  */

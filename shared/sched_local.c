@@ -1144,6 +1144,21 @@ sched_local_clock(struct sched_local *l, const struct clock_sample *s,
 	return 1;
 }
 
+int
+sched_local_clock_now(struct sched_local *l, int64_t at_us, int64_t *local_us,
+		      int64_t *err_us)
+{
+	struct sched_local_state *st = l->sl_state;
+	int ok;
+
+	if (st == NULL)
+		return 0;
+	state_lock(st);
+	ok = clock_sync_translate(&st->st_clock, at_us, local_us, err_us);
+	state_unlock(st);
+	return ok;
+}
+
 void
 sched_local_rest(struct sched_local *l, int key, long ms, int disabled)
 {

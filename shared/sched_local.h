@@ -98,6 +98,14 @@ int sched_local_clock(struct sched_local *l, const struct clock_sample *s,
 		      int64_t at_us, int64_t *local_us, int64_t *err_us);
 
 /*
+ * Translates at_us by the host's estimate as it is now (see
+ * clock_sync_translate). Returns 0 when the host's state is unavailable
+ * or holds no estimate yet.
+ */
+int sched_local_clock_now(struct sched_local *l, int64_t at_us,
+			  int64_t *local_us, int64_t *err_us);
+
+/*
  * Settles a slot (from sched_local_reserve) as settle.lua does: mode
  * "release" (never sent: its slot unbooked from both timelines, its
  * charge given back), "answer" (the budgets' levels from o->so_limits,

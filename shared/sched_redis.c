@@ -485,7 +485,9 @@ sched_redis_reserve(struct sched_redis *s, const struct sched_request *rq,
 		return err;
 	clock->cs_sent_us = sent_us;
 	clock->cs_recv_us = recv_us;
-	clock->cs_redis_us = out->s_at_us - out->s_wait_us;
+	/* reserve.lua's polls answer {-3, wait, 0, why}: no "now" in them. */
+	clock->cs_redis_us =
+		out->s_key == SLOT_POLL ? 0 : out->s_at_us - out->s_wait_us;
 	return CP_OK;
 }
 

@@ -128,7 +128,8 @@ enum cp_err sched_redis_warm(struct sched_redis *s, char *errbuf, size_t errsz);
  * means nothing was reserved (see SLOT_*). With rq->sr_client (and a
  * limit in it), the client's rate bucket and seats are checked and kept
  * in the same EVALSHA. s_deadline_ns is left to the caller: *clock is
- * what the reply says of Redis' clock, for clock_sync_local.
+ * what the reply says of Redis' clock, for clock_sync_local (cs_redis_us
+ * 0: nothing, as in a SLOT_POLL).
  */
 enum cp_err sched_redis_reserve(struct sched_redis *s,
 				const struct sched_request *rq,

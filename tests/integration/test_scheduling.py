@@ -74,6 +74,44 @@ class TestSpacing(ProxyTest):
         self.assert_sends_spaced(sends, 200)
 
 
+@unittest.skipIf(APACHE, "mod_fcgid spawns its processes as a burst comes, so the polls and "
+                 "the waits need not overlap; the deadlines are the workers' own")
+class TestPollsMeanwhile(ProxyTest):
+    """Requests polling for a probe while others wait for their slots."""
+    # One organisation: one probe per model, the other requests poll.
+    env = {"RATE_LIMIT_INTERVAL_MS": "200", "CEREBRAS_API_KEYS": "|".join(KEYS)}
+
+    def test_polls_leave_the_deadlines_alone(self):
+        # Requests for a model whose budget is unknown wait for its probe's
+        # headers by asking Redis again every 50 ms; those answers carry no
+        # "now". Requests waiting for their slots meanwhile still go at them
+        # (a poll's answer once moved the host's estimate of Redis' clock,
+        # by which a waiting worker translates its slot again).
+        self.assertEqual(self.chat(headers={"X-Request-Id": "pwarm"}).status, 200)
+        MOCK.reset()
+        model = "poll-model-%d" % time.monotonic_ns()
+        with concurrent.futures.ThreadPoolExecutor(10) as ex:
+            polls = [ex.submit(self.chat, chat_body(model=model, mock={"delay_ms": 1500}),
+                               {"X-Request-Id": "pp-%d" % i}) for i in range(4)]
+            waits = [ex.submit(self.chat, None, {"X-Request-Id": "pw-%d" % i})
+                     for i in range(6)]
+            rs = [f.result() for f in polls + waits]
+        self.assertEqual([r.status for r in rs], [200] * 10)
+        # The new model's first request was its probe: the others went
+        # after its headers (1.5 s), polling until then, while the others
+        # waited for their slots.
+        recs = self.wait_records(10)
+        pp = sorted((x for x in recs if x["headers"]["x-request-id"].startswith("pp-")),
+                    key=lambda x: x["t"])
+        pw = [x for x in recs if x["headers"]["x-request-id"].startswith("pw-")]
+        self.assertEqual(len(pp), 4)
+        self.assertGreaterEqual(pp[1]["t"] - pp[0]["t"], 1.5 - ARRIVAL_JITTER_MS / 1000, pp)
+        self.assertLess(min(x["t"] for x in pw), pp[1]["t"])
+        sends = sends_from_log("pw-")
+        self.assertEqual(len(sends), 6)
+        self.assert_sends_spaced(sends, 200)
+
+
 class TestNoSpacing(ProxyTest):
     workers = 20
     env = {"RATE_LIMIT_INTERVAL_MS": "0"}

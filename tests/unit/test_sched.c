@@ -702,6 +702,25 @@ test_clock_sync_ages(void **state)
 			 100000500);
 }
 
+/* The estimate as it is: no estimate, then one aged to the slot. */
+static void
+test_clock_sync_translate(void **state)
+{
+	struct clock_sync cs;
+	struct clock_sample s = {10000, 10020, 1010010};
+	int64_t local = -1, err = -1;
+
+	(void)state;
+	memset(&cs, 0, sizeof(cs));
+	assert_int_equal(clock_sync_translate(&cs, 1210010, &local, &err), 0);
+	assert_int_equal(local, -1);
+	(void)clock_sync_local(&cs, &s, 1010010, NULL);
+	/* Offset 1000000 +-10 us at local 10020; the slot 2 s after that. */
+	assert_int_equal(clock_sync_translate(&cs, 3010020, &local, &err), 1);
+	assert_int_equal(local, 2010020);
+	assert_int_equal(err, 10 + 2000);
+}
+
 int
 main(void)
 {
@@ -712,6 +731,7 @@ main(void)
 		cmocka_unit_test(test_sched_script),
 		cmocka_unit_test(test_clock_sync),
 		cmocka_unit_test(test_clock_sync_ages),
+		cmocka_unit_test(test_clock_sync_translate),
 	};
 
 	return cmocka_run_group_tests_name("test_sched", tests, NULL, NULL);
