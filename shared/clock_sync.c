@@ -18,6 +18,17 @@ clock_drift(int64_t d)
 	return d > 0 ? d * CLOCK_DRIFT_PPM / 1000000 : 0;
 }
 
+int
+clock_sync_translate(const struct clock_sync *cs, int64_t at_us,
+		     int64_t *local_us, int64_t *err_us)
+{
+	if (!cs->cs_valid)
+		return 0;
+	*local_us = at_us - cs->cs_offset_us;
+	*err_us = cs->cs_err_us + clock_drift(*local_us - cs->cs_err_at_us);
+	return 1;
+}
+
 int64_t
 clock_sync_local(struct clock_sync *cs, const struct clock_sample *s,
 		 int64_t at_us, int64_t *err_us)
@@ -25,7 +36,7 @@ clock_sync_local(struct clock_sync *cs, const struct clock_sample *s,
 	int64_t lo = s->cs_redis_us - s->cs_recv_us; /* offset bounds */
 	int64_t hi = s->cs_redis_us - s->cs_sent_us;
 	int64_t width = hi - lo;
-	int64_t aged, moved = 0;
+	int64_t aged, moved = 0, local, err;
 
 	if (cs->cs_valid) {
 		/* An old estimate grows less certain as the clocks drift. */
@@ -56,19 +67,8 @@ clock_sync_local(struct clock_sync *cs, const struct clock_sample *s,
 			cs->cs_err_us = width;
 	}
 	cs->cs_err_at_us = s->cs_recv_us;
+	(void)clock_sync_translate(cs, at_us, &local, &err);
 	if (err_us != NULL)
-		*err_us = cs->cs_err_us +
-			  clock_drift(at_us - cs->cs_offset_us - s->cs_recv_us);
-	return at_us - cs->cs_offset_us;
-}
-
-int
-clock_sync_translate(const struct clock_sync *cs, int64_t at_us,
-		     int64_t *local_us, int64_t *err_us)
-{
-	if (!cs->cs_valid)
-		return 0;
-	*local_us = at_us - cs->cs_offset_us;
-	*err_us = cs->cs_err_us + clock_drift(*local_us - cs->cs_err_at_us);
-	return 1;
+		*err_us = err;
+	return local;
 }
